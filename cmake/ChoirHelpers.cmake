@@ -1,0 +1,41 @@
+# Helpers shared by every folder's CMakeLists.txt.
+
+# Warnings (and sanitizers) on Choir's own targets only, never on third-party code.
+function(choir_target_defaults target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+  if(CHOIR_WERROR)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
+  endif()
+  if(CHOIR_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=${CHOIR_SANITIZE} -fno-omit-frame-pointer)
+    target_link_options(${target} PRIVATE -fsanitize=${CHOIR_SANITIZE})
+  endif()
+  target_include_directories(${target} PUBLIC
+    ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/generated ${PROJECT_BINARY_DIR})
+endfunction()
+
+function(choir_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SRCS})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  choir_target_defaults(${name})
+endfunction()
+
+# choir_test(NAME SRCS a.cc b.cc DEPS lib... [LABELS slow|mpi|gpu] [TIMEOUT s])
+# One gtest binary per call, registered with ctest under its labels ("fast" when none).
+function(choir_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SRCS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  choir_target_defaults(${name})
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS fast)
+  endif()
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
+    ENVIRONMENT "CHOIR_SHARED_DATA=${PROJECT_SOURCE_DIR}/../shared/data;CHOIR_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
+endfunction()

@@ -1,0 +1,34 @@
+// Loading the job file (core/proto/job.proto) with overrides.
+#ifndef CHOIR_CORE_CONFIG_H_
+#define CHOIR_CORE_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/fs.h"
+#include "core/proto/job.pb.h"
+#include "google/protobuf/message.h"
+
+namespace choir {
+
+// Parses protobuf text format into `msg`; errors name `source_name` with line and column.
+absl::Status ParseTextProto(absl::string_view text, absl::string_view source_name,
+                            google::protobuf::Message* msg);
+
+// Applies one override "path.to.field=value" to `msg`: nested singular message fields are
+// created on the way; scalar, enum (by name) and string fields are set from the value text;
+// repeated fields take a comma-separated list replacing the old contents. An unknown field or
+// an unparsable value is INVALID_ARGUMENT naming the override.
+absl::Status ApplyOverride(absl::string_view override_spec, google::protobuf::Message* msg);
+
+// Reads the job file at `path` (empty: the defaults) and applies `overrides` in order.
+absl::StatusOr<JobConfig> LoadJobConfig(FileSystem* fs, const std::string& path,
+                                        const std::vector<std::string>& overrides);
+
+// The message in protobuf text format (for `choir config print` and manifests).
+std::string ToTextProto(const google::protobuf::Message& msg);
+
+}  // namespace choir
+
+#endif  // CHOIR_CORE_CONFIG_H_

@@ -1,0 +1,56 @@
+// A dataset folder: shard files per split plus DIR/dataset.pbtxt (the manifest, written
+// last; a folder without it is incomplete and refused).
+//
+//   DIR/dataset.pbtxt          DatasetManifest (splits, files, counters, split time)
+//   DIR/<split>/part-NNNNN.shard
+//   DIR/rejects.tsv            rows a converter rejected, verbatim, with file:line and reason
+//   DIR/truth/                 ground truth of synthetic data; no training step reads it
+#ifndef CHOIR_DATA_DATASET_H_
+#define CHOIR_DATA_DATASET_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/fs.h"
+#include "data/proto/shard.pb.h"
+#include "data/shard.h"
+
+namespace choir::data {
+
+inline constexpr int kDatasetFormatVersion = 1;
+inline constexpr char kManifestName[] = "dataset.pbtxt";
+
+absl::StatusOr<DatasetManifest> ReadManifest(FileSystem* fs, const std::string& dir);
+// Writes DIR/dataset.pbtxt atomically (sets format_version).
+absl::Status WriteManifest(FileSystem* fs, const std::string& dir, DatasetManifest manifest);
+
+// The split named `name`, or NOT_FOUND listing the splits there are.
+absl::StatusOr<SplitInfo> FindSplit(const DatasetManifest& manifest, absl::string_view name);
+// Full paths of a split's files.
+std::vector<std::string> SplitPaths(const std::string& dir, const SplitInfo& split);
+
+// Writes one split as a sequence of shard files "<dir>/<split>/part-NNNNN.shard", starting a
+// new file every `rows_per_file` rows. Blocks are written as given.
+class SplitWriter {
+ public:
+  SplitWriter(FileSystem* fs, std::string dir, std::string split, Schema schema,
+              ShardWriterOptions options = {}, int64_t rows_per_file = 1 << 22);
+  absl::Status Write(const RowBlock& block);
+  // Closes the open file; returns the SplitInfo to put in the manifest.
+  absl::StatusOr<SplitInfo> Finish();
+
+ private:
+  FileSystem* fs_;
+  std::string dir_, split_;
+  Schema schema_;
+  ShardWriterOptions options_;
+  int64_t rows_per_file_;
+  std::unique_ptr<ShardWriter> writer_;
+  SplitInfo info_;
+};
+
+}  // namespace choir::data
+
+#endif  // CHOIR_DATA_DATASET_H_
