@@ -39,3 +39,25 @@ function(choir_test name)
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
     ENVIRONMENT "CHOIR_SHARED_DATA=${PROJECT_SOURCE_DIR}/../shared/data;CHOIR_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
 endfunction()
+
+# choir_proto_library(NAME PROTOS dir/x.proto ... [DEPS other_proto_lib...])
+# Generates C++ for protos named relative to the source root, so that includes read
+# "core/proto/job.pb.h" wherever the file lives.
+function(choir_proto_library name)
+  cmake_parse_arguments(ARG "" "" "PROTOS;DEPS" ${ARGN})
+  set(srcs)
+  foreach(proto ${ARG_PROTOS})
+    file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR} ${CMAKE_CURRENT_SOURCE_DIR}/${proto})
+    string(REGEX REPLACE "\\.proto$" "" base ${rel})
+    add_custom_command(
+      OUTPUT ${PROJECT_BINARY_DIR}/${base}.pb.cc ${PROJECT_BINARY_DIR}/${base}.pb.h
+      COMMAND protobuf::protoc --proto_path=${PROJECT_SOURCE_DIR} --cpp_out=${PROJECT_BINARY_DIR} ${rel}
+      DEPENDS ${PROJECT_SOURCE_DIR}/${rel} protobuf::protoc
+      WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
+      COMMENT "protoc ${rel}")
+    list(APPEND srcs ${PROJECT_BINARY_DIR}/${base}.pb.cc)
+  endforeach()
+  add_library(${name} STATIC ${srcs})
+  target_include_directories(${name} PUBLIC ${PROJECT_BINARY_DIR} ${Protobuf_INCLUDE_DIRS})
+  target_link_libraries(${name} PUBLIC ${Protobuf_LIBRARIES} ${ARG_DEPS})
+endfunction()

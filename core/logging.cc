@@ -1,0 +1,32 @@
+#include "core/logging.h"
+
+#include <mutex>
+
+#include "glog/logging.h"
+
+namespace choir {
+
+void InitLogging(const char* argv0, const LoggingOptions& options) {
+  // Flags may be changed by a later call; glog itself is initialised once per process.
+  if (options.log_dir.empty()) {
+    // Everything goes to stderr, so the stderr level is the minimum level logged at all.
+    FLAGS_logtostderr = true;
+    FLAGS_minloglevel = options.min_stderr_level;
+  } else {
+    // Files get every level; stderr gets copies from min_stderr_level up (stderrthreshold;
+    // alsologtostderr would ignore the threshold).
+    FLAGS_logtostderr = false;
+    FLAGS_alsologtostderr = false;
+    FLAGS_log_dir = options.log_dir;
+    FLAGS_minloglevel = 0;
+  }
+  FLAGS_stderrthreshold = options.min_stderr_level;
+  FLAGS_v = options.verbosity;
+  static std::once_flag once;
+  std::call_once(once, [argv0] {
+    google::InitGoogleLogging(argv0);
+    google::InstallFailureSignalHandler();
+  });
+}
+
+}  // namespace choir

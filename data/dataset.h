@@ -39,9 +39,14 @@ class SplitWriter {
               ShardWriterOptions options = {}, int64_t rows_per_file = 1 << 22);
   absl::Status Write(const RowBlock& block);
   // Closes the open file; returns the SplitInfo to put in the manifest.
+  // An empty split still gets one file without blocks, which carries the schema.
   absl::StatusOr<SplitInfo> Finish();
 
  private:
+  absl::Status OpenNextFile();
+  // Closes the current file and records it in info_.
+  absl::Status CloseFile();
+
   FileSystem* fs_;
   std::string dir_, split_;
   Schema schema_;
@@ -49,6 +54,8 @@ class SplitWriter {
   int64_t rows_per_file_;
   std::unique_ptr<ShardWriter> writer_;
   SplitInfo info_;
+  std::string current_file_;  // relative to dir_
+  bool finished_ = false;
 };
 
 }  // namespace choir::data

@@ -65,6 +65,8 @@ class RowBlock {
   bool operator==(const RowBlock& other) const;
 
  private:
+  friend class ShardReader;  // decodes columns in place and sets num_rows_, then Validate()s
+
   Schema schema_;
   std::vector<Column> columns_;
   size_t num_rows_ = 0;

@@ -14,6 +14,7 @@
 #define CHOIR_DATA_SHARD_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ class ShardWriter {
   ShardWriter(FileSystem* fs, std::string path, Schema schema, ShardWriterOptions options,
               std::unique_ptr<WritableFile> file);
   absl::Status AppendRaw(absl::string_view bytes);
+  // Closes and deletes the temporary file after a failure; later calls fail.
+  void Abort();
+
+  struct Compressor;  // zstd context and output buffer, reused across blocks
 
   FileSystem* fs_;
   std::string path_;
@@ -70,6 +75,7 @@ class ShardWriter {
   uint64_t rows_ = 0;
   bool closed_ = false;
   std::string scratch_;
+  std::unique_ptr<Compressor> compressor_;
 };
 
 struct ShardReaderOptions {
@@ -108,10 +114,11 @@ class ShardReader {
   ShardReaderOptions options_;
 };
 
-// Reads every block of the listed files in order, calling `fn(block)` for each. Corrupt
-// blocks and unreadable files are counted against `errors` (each counts its rows or, when
-// unknown, 1) and skipped while within budget; otherwise the first such error is returned.
-// Returns the first error `fn` returns.
+// Reads every block of the listed files in order, calling `fn(block)` for each. Files that
+// fail to open and blocks that fail to read with DATA_LOSS are counted against `errors` (one
+// bad input per file or block) and skipped while within budget; otherwise that error is
+// returned. Good blocks count their rows as good inputs. Errors of other codes (a missing
+// file, a newer version) and the first error `fn` returns are returned at once.
 absl::Status ForEachBlock(FileSystem* fs, const std::vector<std::string>& files,
                           ErrorCounter* errors,
                           const std::function<absl::Status(const RowBlock&)>& fn);

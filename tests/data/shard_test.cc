@@ -1,0 +1,705 @@
+#include "data/shard.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/crc32c.h"
+#include "core/fs.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace choir::data {
+namespace {
+
+using ::testing::HasSubstr;
+
+Schema AllTypesSchema() {
+  Schema schema;
+  *schema.add_fields() = MakeField("user_id", INT64, USER_ID);
+  *schema.add_fields() = MakeField("click", INT64, LABEL_CLICK);
+  *schema.add_fields() = MakeField("price", FLOAT, FEATURE, "item price");
+  *schema.add_fields() = MakeField("history", INT64_LIST, SEQUENCE);
+  *schema.add_fields() = MakeField("dense", FLOAT_LIST);
+  return schema;
+}
+
+// A block of `rows` random rows of `schema`: extreme and negative integers, special floats
+// (NaN, infinities, -0), and lists that are often empty.
+RowBlock RandomBlock(const Schema& schema, int rows, std::mt19937_64* rng) {
+  std::uniform_int_distribution<int> list_len(0, 6);
+  std::uniform_int_distribution<int> pick(0, 9);
+  auto random_int = [&]() -> int64_t {
+    switch (pick(*rng)) {
+      case 0: return std::numeric_limits<int64_t>::min();
+      case 1: return std::numeric_limits<int64_t>::max();
+      case 2: return -1;
+      default: return static_cast<int64_t>((*rng)());
+    }
+  };
+  auto random_float = [&]() -> float {
+    switch (pick(*rng)) {
+      case 0: return std::numeric_limits<float>::quiet_NaN();
+      case 1: return -std::numeric_limits<float>::infinity();
+      case 2: return -0.0f;
+      default: return std::uniform_real_distribution<float>(-1e6f, 1e6f)(*rng);
+    }
+  };
+  RowBlock block(schema);
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < static_cast<int>(block.num_columns()); ++c) {
+      switch (block.column(c).type) {
+        case INT64: block.AppendInt(c, random_int()); break;
+        case FLOAT: block.AppendFloat(c, random_float()); break;
+        case INT64_LIST: {
+          const int n = pick(*rng) < 3 ? 0 : list_len(*rng);
+          for (int i = 0; i < n; ++i) block.AppendListInt(c, random_int());
+          break;
+        }
+        case FLOAT_LIST: {
+          const int n = pick(*rng) < 3 ? 0 : list_len(*rng);
+          for (int i = 0; i < n; ++i) block.AppendListFloat(c, random_float());
+          break;
+        }
+        default: ADD_FAILURE() << "unexpected type";
+      }
+    }
+    block.FinishRow();
+  }
+  return block;
+}
+
+std::vector<RowBlock> RandomBlocks(int n, uint64_t seed, int max_rows = 200) {
+  std::mt19937_64 rng(seed);
+  std::vector<RowBlock> blocks;
+  for (int i = 0; i < n; ++i) {
+    const int rows = std::uniform_int_distribution<int>(1, max_rows)(rng);
+    blocks.push_back(RandomBlock(AllTypesSchema(), rows, &rng));
+  }
+  return blocks;
+}
+
+ShardWriterOptions Codec(Codec codec) {
+  ShardWriterOptions options;
+  options.codec = codec;
+  return options;
+}
+
+absl::Status WriteShard(FileSystem* fs, const std::string& path, const std::vector<RowBlock>& blocks,
+                        const ShardWriterOptions& options = {}) {
+  absl::StatusOr<std::unique_ptr<ShardWriter>> writer =
+      ShardWriter::Open(fs, path, AllTypesSchema(), options);
+  if (!writer.ok()) return writer.status();
+  for (const RowBlock& b : blocks) {
+    absl::Status s = (*writer)->Write(b);
+    if (!s.ok()) return s;
+  }
+  return (*writer)->Close();
+}
+
+// Reads every block of `path`; fails the test on any error.
+std::vector<RowBlock> ReadAll(FileSystem* fs, const std::string& path,
+                              const ShardReaderOptions& options = {}) {
+  std::vector<RowBlock> out;
+  absl::StatusOr<std::unique_ptr<ShardReader>> reader = ShardReader::Open(fs, path, options);
+  EXPECT_TRUE(reader.ok()) << reader.status();
+  if (!reader.ok()) return out;
+  for (size_t i = 0; i < (*reader)->num_blocks(); ++i) {
+    RowBlock b;
+    absl::Status s = (*reader)->ReadBlock(i, &b);
+    EXPECT_TRUE(s.ok()) << s;
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+uint32_t Le32(const std::string& bytes, size_t at) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = v << 8 | static_cast<unsigned char>(bytes[at + i]);
+  return v;
+}
+uint64_t Le64(const std::string& bytes, size_t at) {
+  return Le32(bytes, at) | static_cast<uint64_t>(Le32(bytes, at + 4)) << 32;
+}
+void PutLe32(std::string* bytes, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) (*bytes)[at + i] = static_cast<char>(v >> (8 * i));
+}
+
+// Block offsets read from the footer, following the documented layout.
+std::vector<uint64_t> FooterOffsets(const std::string& bytes) {
+  const uint32_t footer_len = Le32(bytes, bytes.size() - 12);
+  const size_t start = bytes.size() - footer_len;
+  const size_t n = (footer_len - 32) / 8;
+  std::vector<uint64_t> offsets;
+  for (size_t i = 0; i < n; ++i) offsets.push_back(Le64(bytes, start + 8 * i));
+  EXPECT_EQ(Le64(bytes, start + 8 * n), n);
+  return offsets;
+}
+
+// ---- Round trips, on both file systems and with both codecs.
+
+enum class FsKind { kMem, kPosix };
+
+class ShardRoundTripTest : public ::testing::TestWithParam<std::tuple<FsKind, data::Codec>> {
+ protected:
+  void SetUp() override {
+    if (std::get<0>(GetParam()) == FsKind::kMem) {
+      fs_ = &mem_;
+      dir_ = "/data";
+    } else {
+      fs_ = PosixFileSystem();
+      std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+      for (char& ch : name) {
+        if (ch == '/') ch = '_';
+      }
+      dir_ = JoinPath(::testing::TempDir(), absl::StrCat("shard_test_", getpid(), "_", name));
+    }
+    ASSERT_TRUE(fs_->DeleteRecursively(dir_).ok());
+    ASSERT_TRUE(fs_->CreateDirs(dir_).ok());
+    path_ = JoinPath(dir_, "part.shard");
+  }
+  void TearDown() override { fs_->DeleteRecursively(dir_).IgnoreError(); }
+
+  ShardWriterOptions options() const { return Codec(std::get<1>(GetParam())); }
+
+  MemFileSystem mem_;
+  FileSystem* fs_ = nullptr;
+  std::string dir_, path_;
+};
+
+TEST_P(ShardRoundTripTest, ManyRandomBlocksReadBackExactly) {
+  const std::vector<RowBlock> blocks = RandomBlocks(25, 42);
+  ASSERT_TRUE(WriteShard(fs_, path_, blocks, options()).ok());
+  EXPECT_FALSE(fs_->Exists(path_ + ".tmp"));
+
+  auto reader = ShardReader::Open(fs_, path_);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->num_blocks(), blocks.size());
+  uint64_t rows = 0;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    rows += blocks[i].num_rows();
+    auto block_rows = (*reader)->BlockRows(i);
+    ASSERT_TRUE(block_rows.ok());
+    EXPECT_EQ(*block_rows, blocks[i].num_rows());
+  }
+  EXPECT_EQ((*reader)->num_rows(), rows);
+  EXPECT_EQ((*reader)->header().codec(), std::get<1>(GetParam()));
+  EXPECT_EQ((*reader)->header().writer(), "choir");
+  EXPECT_EQ((*reader)->schema().SerializeAsString(), AllTypesSchema().SerializeAsString());
+
+  RowBlock got;  // reused across blocks, as a training reader does
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    ASSERT_TRUE((*reader)->ReadBlock(i, &got).ok());
+    EXPECT_TRUE(got == blocks[i]) << "block " << i;
+  }
+  EXPECT_EQ((*reader)->ReadBlock(blocks.size(), &got).code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST_P(ShardRoundTripTest, BlocksOfOnlyEmptyListsRoundTrip) {
+  RowBlock block(AllTypesSchema());
+  for (int r = 0; r < 10; ++r) {
+    block.AppendInt(0, r);
+    block.AppendInt(1, 0);
+    block.AppendFloat(2, 1.0f);
+    block.FinishRow();
+  }
+  ASSERT_TRUE(WriteShard(fs_, path_, {block, block}, options()).ok());
+  std::vector<RowBlock> got = ReadAll(fs_, path_);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0] == block);
+  EXPECT_TRUE(got[1] == block);
+}
+
+TEST_P(ShardRoundTripTest, SingleRowBlocksAndAFileWithoutBlocks) {
+  const std::vector<RowBlock> blocks = RandomBlocks(50, 7, /*max_rows=*/1);
+  ASSERT_TRUE(WriteShard(fs_, path_, blocks, options()).ok());
+  std::vector<RowBlock> got = ReadAll(fs_, path_);
+  ASSERT_EQ(got.size(), blocks.size());
+  for (size_t i = 0; i < blocks.size(); ++i) EXPECT_TRUE(got[i] == blocks[i]);
+
+  const std::string empty = JoinPath(dir_, "empty.shard");
+  ASSERT_TRUE(WriteShard(fs_, empty, {}, options()).ok());
+  auto reader = ShardReader::Open(fs_, empty);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_EQ((*reader)->num_blocks(), 0u);
+  EXPECT_EQ((*reader)->num_rows(), 0u);
+}
+
+TEST_P(ShardRoundTripTest, TwoThreadsReadingTheSameReaderGetIdenticalBlocks) {
+  const std::vector<RowBlock> blocks = RandomBlocks(30, 99);
+  ASSERT_TRUE(WriteShard(fs_, path_, blocks, options()).ok());
+  auto reader = ShardReader::Open(fs_, path_);
+  ASSERT_TRUE(reader.ok());
+  const ShardReader& shared = **reader;
+  std::vector<RowBlock> got[2];
+  std::vector<absl::Status> errors[2];
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      // Thread 1 reads backwards so the two overlap on different blocks.
+      for (size_t k = 0; k < shared.num_blocks(); ++k) {
+        const size_t i = t == 0 ? k : shared.num_blocks() - 1 - k;
+        RowBlock b;
+        absl::Status s = shared.ReadBlock(i, &b);
+        if (!s.ok()) errors[t].push_back(s);
+        got[t].push_back(std::move(b));
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < 2; ++t) {
+    EXPECT_TRUE(errors[t].empty()) << errors[t][0];
+    ASSERT_EQ(got[t].size(), blocks.size());
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    EXPECT_TRUE(got[0][i] == blocks[i]);
+    EXPECT_TRUE(got[1][blocks.size() - 1 - i] == blocks[i]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllFileSystemsAndCodecs, ShardRoundTripTest,
+    ::testing::Combine(::testing::Values(FsKind::kMem, FsKind::kPosix),
+                       ::testing::Values(CODEC_NONE, CODEC_ZSTD)),
+    [](const auto& info) {
+      return absl::StrCat(std::get<0>(info.param) == FsKind::kMem ? "Mem" : "Posix",
+                          std::get<1>(info.param) == CODEC_NONE ? "None" : "Zstd");
+    });
+
+TEST(ShardWriterTest, ZstdMakesRepetitiveDataSmaller) {
+  RowBlock block(AllTypesSchema());
+  for (int r = 0; r < 1000; ++r) {
+    block.AppendInt(0, r % 10);
+    block.AppendInt(1, 0);
+    block.AppendFloat(2, 1.0f);
+    for (int i = 0; i < 5; ++i) block.AppendListInt(3, i);
+    block.FinishRow();
+  }
+  MemFileSystem fs;
+  ASSERT_TRUE(WriteShard(&fs, "/none", {block}, Codec(CODEC_NONE)).ok());
+  ASSERT_TRUE(WriteShard(&fs, "/zstd", {block}, Codec(CODEC_ZSTD)).ok());
+  EXPECT_LT(*fs.FileSize("/zstd") * 5, *fs.FileSize("/none"));
+  EXPECT_TRUE(ReadAll(&fs, "/zstd")[0] == block);
+}
+
+// ---- Writer contract.
+
+TEST(ShardWriterTest, EmptyBlocksAreSkipped) {
+  MemFileSystem fs;
+  std::vector<RowBlock> blocks = RandomBlocks(2, 1);
+  blocks.insert(blocks.begin() + 1, RowBlock(AllTypesSchema()));
+  ASSERT_TRUE(WriteShard(&fs, "/f", blocks).ok());
+  std::vector<RowBlock> got = ReadAll(&fs, "/f");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0] == blocks[0]);
+  EXPECT_TRUE(got[1] == blocks[2]);
+}
+
+TEST(ShardWriterTest, BlockWithAnotherSchemaIsRejected) {
+  MemFileSystem fs;
+  auto writer = ShardWriter::Open(&fs, "/f", AllTypesSchema());
+  ASSERT_TRUE(writer.ok());
+  Schema other = AllTypesSchema();
+  other.mutable_fields(2)->set_name("cost");
+  std::mt19937_64 rng(3);
+  absl::Status s = (*writer)->Write(RandomBlock(other, 5, &rng));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("/f"));
+  EXPECT_THAT(s.message(), HasSubstr("schema"));
+  // The writer is still usable.
+  EXPECT_TRUE((*writer)->Write(RandomBlock(AllTypesSchema(), 5, &rng)).ok());
+  EXPECT_TRUE((*writer)->Close().ok());
+  EXPECT_EQ(ReadAll(&fs, "/f").size(), 1u);
+}
+
+TEST(ShardWriterTest, InvalidSchemaIsRejectedAtOpen) {
+  MemFileSystem fs;
+  Schema bad = AllTypesSchema();
+  *bad.add_fields() = MakeField("user_id", FLOAT);
+  auto writer = ShardWriter::Open(&fs, "/f", bad);
+  EXPECT_EQ(writer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs.Exists("/f.tmp"));
+}
+
+TEST(ShardWriterTest, InconsistentBlockIsRejected) {
+  MemFileSystem fs;
+  auto writer = ShardWriter::Open(&fs, "/f", AllTypesSchema());
+  ASSERT_TRUE(writer.ok());
+  std::mt19937_64 rng(3);
+  RowBlock block = RandomBlock(AllTypesSchema(), 5, &rng);
+  block.column(0).ints.pop_back();
+  EXPECT_FALSE((*writer)->Write(block).ok());
+}
+
+TEST(ShardWriterTest, FileAppearsOnlyAtCloseAndWriteAfterCloseFails) {
+  MemFileSystem fs;
+  auto writer = ShardWriter::Open(&fs, "/f", AllTypesSchema());
+  ASSERT_TRUE(writer.ok());
+  const std::vector<RowBlock> blocks = RandomBlocks(3, 5);
+  for (const RowBlock& b : blocks) ASSERT_TRUE((*writer)->Write(b).ok());
+  EXPECT_TRUE(fs.Exists("/f.tmp"));
+  EXPECT_FALSE(fs.Exists("/f"));
+  ASSERT_TRUE((*writer)->Close().ok());
+  EXPECT_TRUE(fs.Exists("/f"));
+  EXPECT_FALSE(fs.Exists("/f.tmp"));
+  EXPECT_EQ((*writer)->bytes_written(), *fs.FileSize("/f"));
+  EXPECT_EQ((*writer)->rows_written(),
+            blocks[0].num_rows() + blocks[1].num_rows() + blocks[2].num_rows());
+  EXPECT_EQ((*writer)->Write(blocks[0]).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE((*writer)->Close().ok());
+  writer->reset();
+  EXPECT_TRUE(fs.Exists("/f"));  // destroying a closed writer keeps the file
+}
+
+TEST(ShardWriterTest, DestructorWithoutCloseLeavesNothing) {
+  MemFileSystem fs;
+  {
+    auto writer = ShardWriter::Open(&fs, "/f", AllTypesSchema());
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Write(RandomBlocks(1, 5)[0]).ok());
+    EXPECT_TRUE(fs.Exists("/f.tmp"));
+  }
+  EXPECT_FALSE(fs.Exists("/f.tmp"));
+  EXPECT_FALSE(fs.Exists("/f"));
+}
+
+TEST(ShardWriterTest, WriteFailingMidFileLeavesNoFileAtTheFinalPath) {
+  const std::vector<RowBlock> blocks = RandomBlocks(10, 11);
+  // Fail at several points: inside the header, inside a block, at the footer.
+  MemFileSystem probe;
+  ASSERT_TRUE(WriteShard(&probe, "/f", blocks).ok());
+  const int64_t full = static_cast<int64_t>(*probe.FileSize("/f"));
+  for (int64_t limit : {int64_t{0}, int64_t{10}, full / 3, full - 20, full - 1}) {
+    SCOPED_TRACE(limit);
+    MemFileSystem mem;
+    FaultInjectingFileSystem fs(&mem);
+    fs.FailWritesAfterBytes(limit);
+    absl::Status s = WriteShard(&fs, "/f", blocks);
+    EXPECT_FALSE(s.ok());
+    EXPECT_THAT(s.message(), HasSubstr("/f"));
+    EXPECT_GE(fs.faults_injected(), 1);
+    EXPECT_FALSE(mem.Exists("/f"));
+    EXPECT_FALSE(mem.Exists("/f.tmp"));
+  }
+}
+
+TEST(ShardWriterTest, FailedRenameLeavesNoFile) {
+  MemFileSystem mem;
+  FaultInjectingFileSystem fs(&mem);
+  fs.FailNextRename();
+  EXPECT_FALSE(WriteShard(&fs, "/f", RandomBlocks(2, 1)).ok());
+  EXPECT_FALSE(mem.Exists("/f"));
+  EXPECT_FALSE(mem.Exists("/f.tmp"));
+}
+
+// ---- Reader: refusing bad files with errors that name them.
+
+class ShardCorruptionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    blocks_ = RandomBlocks(4, 123, 40);
+    ASSERT_TRUE(WriteShard(&fs_, path_, blocks_).ok());
+    bytes_ = *fs_.GetContents(path_);
+    offsets_ = FooterOffsets(bytes_);
+    ASSERT_EQ(offsets_.size(), blocks_.size());
+  }
+
+  absl::Status OpenStatus(const std::string& contents) {
+    EXPECT_TRUE(fs_.SetContents(path_, contents).ok());
+    return ShardReader::Open(&fs_, path_).status();
+  }
+
+  MemFileSystem fs_;
+  const std::string path_ = "/ds/train/part-00003.shard";
+  std::vector<RowBlock> blocks_;
+  std::string bytes_;
+  std::vector<uint64_t> offsets_;
+};
+
+TEST_F(ShardCorruptionTest, FooterOffsetsFollowTheDocumentedLayout) {
+  EXPECT_EQ(bytes_.substr(0, 8), "CHOIRSHD");
+  EXPECT_EQ(Le32(bytes_, 8), kShardVersion);
+  const uint32_t header_len = Le32(bytes_, 12);
+  EXPECT_EQ(offsets_[0], 16u + header_len + 4);
+  EXPECT_EQ(bytes_.substr(offsets_[0], 4), "BLK1");
+  EXPECT_EQ(Le32(bytes_, offsets_[0] + 4), blocks_[0].num_rows());
+  EXPECT_EQ(bytes_.substr(bytes_.size() - 8), "CHOIREND");
+  EXPECT_EQ(Le32(bytes_, 16 + header_len), crc32c::Value(bytes_.data() + 8, 8 + header_len));
+  for (size_t i = 0; i + 1 < offsets_.size(); ++i) {
+    EXPECT_EQ(offsets_[i + 1], offsets_[i] + 24 + Le32(bytes_, offsets_[i] + 12));
+  }
+}
+
+TEST_F(ShardCorruptionTest, NewerVersionIsRefusedNamingFileAndVersion) {
+  std::string patched = bytes_;
+  PutLe32(&patched, 8, 7);
+  const uint32_t header_len = Le32(patched, 12);
+  PutLe32(&patched, 16 + header_len, crc32c::Value(patched.data() + 8, 8 + header_len));
+  absl::Status s = OpenStatus(patched);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.message(),
+            absl::StrCat(path_, ": shard version 7 is not supported (this build reads version 1)"));
+}
+
+TEST_F(ShardCorruptionTest, OtherFilesAreNotShards) {
+  absl::Status s = OpenStatus("user_id,click\n1,0\n2,1\n");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), absl::StrCat(path_, ": not a Choir shard (bad magic at offset 0)"));
+}
+
+TEST_F(ShardCorruptionTest, TruncatedFilesAreRefusedNamingTheFile) {
+  const uint32_t header_len = Le32(bytes_, 12);
+  const size_t cuts[] = {0,
+                         5,                          // inside the magic
+                         10,                         // inside the version
+                         16 + header_len / 2,        // inside the header proto
+                         offsets_[1] + 3,            // inside a block header
+                         offsets_[2] + 30,           // inside a block payload
+                         bytes_.size() - 40,         // inside the footer's offsets
+                         bytes_.size() - 10,         // inside footer_len
+                         bytes_.size() - 1};         // inside the end magic
+  for (size_t cut : cuts) {
+    SCOPED_TRACE(cut);
+    absl::Status s = OpenStatus(bytes_.substr(0, cut));
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(s.message(), absl::StrCat(path_, ": truncated: no footer (file is ", cut, " bytes)"));
+  }
+}
+
+TEST_F(ShardCorruptionTest, FlippedPayloadByteIsDataLossNamingBlockAndOffset) {
+  std::string corrupt = bytes_;
+  corrupt[offsets_[2] + 24 + 5] ^= 0x01;
+  ASSERT_TRUE(fs_.SetContents(path_, corrupt).ok());
+  auto reader = ShardReader::Open(&fs_, path_);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  RowBlock b;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    absl::Status s = (*reader)->ReadBlock(i, &b);
+    if (i != 2) {
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_TRUE(b == blocks_[i]);
+      continue;
+    }
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(path_, ": block 2 at offset ", offsets_[2])));
+    EXPECT_THAT(s.message(), HasSubstr("checksum"));
+  }
+}
+
+TEST_F(ShardCorruptionTest, FlippedByteFromTheMediaIsDataLoss) {
+  FaultInjectingFileSystem faulty(&fs_);
+  faulty.CorruptReadsAtOffset(static_cast<int64_t>(offsets_[1] + 24 + 1));
+  auto reader = ShardReader::Open(&faulty, path_);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_GE(faulty.faults_injected(), 1);
+  RowBlock b;
+  ASSERT_TRUE((*reader)->ReadBlock(0, &b).ok());
+  absl::Status s = (*reader)->ReadBlock(1, &b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(path_, ": block 1 at offset ", offsets_[1])));
+}
+
+TEST_F(ShardCorruptionTest, FlippedBlockHeaderByteIsDataLoss) {
+  std::string corrupt = bytes_;
+  corrupt[offsets_[3] + 6] ^= 0x40;  // in the row count
+  ASSERT_TRUE(fs_.SetContents(path_, corrupt).ok());
+  auto reader = ShardReader::Open(&fs_, path_);
+  ASSERT_TRUE(reader.ok());
+  RowBlock b;
+  absl::Status s = (*reader)->ReadBlock(3, &b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("block 3 at offset ", offsets_[3])));
+  EXPECT_EQ((*reader)->BlockRows(3).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// Every single flipped byte anywhere in the file is detected (all bytes are under a checksum
+// or a magic), with either codec.
+TEST(ShardFlipTest, EveryFlippedByteIsDetectedWhenVerifying) {
+  for (data::Codec codec : {CODEC_NONE, CODEC_ZSTD}) {
+    MemFileSystem fs;
+    const std::vector<RowBlock> blocks = RandomBlocks(3, 77, 12);
+    ASSERT_TRUE(WriteShard(&fs, "/f", blocks, Codec(codec)).ok());
+    const std::string bytes = *fs.GetContents("/f");
+    for (size_t at = 0; at < bytes.size(); ++at) {
+      std::string corrupt = bytes;
+      corrupt[at] ^= 0x20;
+      ASSERT_TRUE(fs.SetContents("/f", corrupt).ok());
+      auto reader = ShardReader::Open(&fs, "/f");
+      bool detected = !reader.ok();
+      if (reader.ok()) {
+        RowBlock b;
+        for (size_t i = 0; i < (*reader)->num_blocks(); ++i) {
+          absl::Status s = (*reader)->ReadBlock(i, &b);
+          if (!s.ok()) {
+            detected = true;
+            EXPECT_THAT(s.message(), HasSubstr("/f: block "));
+          }
+        }
+      }
+      EXPECT_TRUE(detected) << "flip at byte " << at << " of " << bytes.size() << " codec "
+                            << codec;
+    }
+  }
+}
+
+// Without checksums a flipped byte may go unnoticed, but decoding stays within bounds and
+// whatever is returned passes Validate().
+TEST(ShardFlipTest, FlippedBytesNeverCrashWithoutChecksums) {
+  ShardReaderOptions no_crc;
+  no_crc.verify_checksums = false;
+  for (data::Codec codec : {CODEC_NONE, CODEC_ZSTD}) {
+    MemFileSystem fs;
+    const std::vector<RowBlock> blocks = RandomBlocks(3, 78, 12);
+    ASSERT_TRUE(WriteShard(&fs, "/f", blocks, Codec(codec)).ok());
+    const std::string bytes = *fs.GetContents("/f");
+    for (uint8_t mask : {0x01, 0x80, 0xff}) {
+      for (size_t at = 0; at < bytes.size(); ++at) {
+        std::string corrupt = bytes;
+        corrupt[at] ^= static_cast<char>(mask);
+        ASSERT_TRUE(fs.SetContents("/f", corrupt).ok());
+        auto reader = ShardReader::Open(&fs, "/f", no_crc);
+        if (!reader.ok()) continue;
+        RowBlock b;
+        for (size_t i = 0; i < (*reader)->num_blocks(); ++i) {
+          if ((*reader)->ReadBlock(i, &b).ok()) {
+            EXPECT_TRUE(b.Validate().ok());
+          } else {
+            EXPECT_EQ(b.num_rows(), 0u);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(ShardReaderTest, MissingFileIsNotFound) {
+  MemFileSystem fs;
+  EXPECT_EQ(ShardReader::Open(&fs, "/nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+// ---- ForEachBlock and the error budget.
+
+class ForEachBlockTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = RandomBlocks(3, 200, 50);
+    b_ = RandomBlocks(4, 201, 50);
+    ASSERT_TRUE(WriteShard(&fs_, "/a", a_).ok());
+    ASSERT_TRUE(WriteShard(&fs_, "/b", b_).ok());
+  }
+
+  // Flips a payload byte of block `i` of file "/b".
+  void CorruptBlockOfB(size_t i) {
+    std::string bytes = *fs_.GetContents("/b");
+    bytes[FooterOffsets(bytes)[i] + 24 + 2] ^= 0x10;
+    ASSERT_TRUE(fs_.SetContents("/b", bytes).ok());
+  }
+
+  absl::Status Run(ErrorCounter* errors, std::vector<RowBlock>* got) {
+    return ForEachBlock(&fs_, {"/a", "/b"}, errors, [got](const RowBlock& block) {
+      got->push_back(block);
+      return absl::OkStatus();
+    });
+  }
+
+  MemFileSystem fs_;
+  std::vector<RowBlock> a_, b_;
+};
+
+TEST_F(ForEachBlockTest, DeliversEveryBlockInOrderAndCountsRows) {
+  ErrorCounter errors;
+  std::vector<RowBlock> got;
+  ASSERT_TRUE(Run(&errors, &got).ok());
+  ASSERT_EQ(got.size(), 7u);
+  int64_t rows = 0;
+  for (size_t i = 0; i < 7; ++i) {
+    const RowBlock& want = i < 3 ? a_[i] : b_[i - 3];
+    EXPECT_TRUE(got[i] == want) << i;
+    rows += static_cast<int64_t>(want.num_rows());
+  }
+  EXPECT_EQ(errors.seen(), rows);
+  EXPECT_EQ(errors.errors(), 0);
+}
+
+TEST_F(ForEachBlockTest, CorruptBlockFailsWithTheDefaultBudget) {
+  CorruptBlockOfB(1);
+  ErrorCounter errors;
+  std::vector<RowBlock> got;
+  absl::Status s = Run(&errors, &got);
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(s.message(), HasSubstr("/b: block 1 at offset"));
+  EXPECT_EQ(got.size(), 4u);  // the three of /a and block 0 of /b came before it
+}
+
+TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountedWithinBudget) {
+  CorruptBlockOfB(1);
+  ErrorBudget budget;
+  budget.max_errors = 1;
+  ErrorCounter errors(budget);
+  std::vector<RowBlock> got;
+  absl::Status s = Run(&errors, &got);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(got.size(), 6u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(got[i] == a_[i]);
+  EXPECT_TRUE(got[3] == b_[0]);
+  EXPECT_TRUE(got[4] == b_[2]);
+  EXPECT_TRUE(got[5] == b_[3]);
+  EXPECT_EQ(errors.errors(), 1);
+  int64_t good_rows = 0;
+  for (const RowBlock& b : got) good_rows += static_cast<int64_t>(b.num_rows());
+  EXPECT_EQ(errors.seen(), good_rows);
+  ASSERT_FALSE(errors.messages().empty());
+  EXPECT_THAT(errors.messages()[0], HasSubstr("/b: block 1"));
+}
+
+TEST_F(ForEachBlockTest, SecondCorruptBlockExceedsABudgetOfOne) {
+  CorruptBlockOfB(1);
+  CorruptBlockOfB(3);
+  ErrorBudget budget;
+  budget.max_errors = 1;
+  ErrorCounter errors(budget);
+  std::vector<RowBlock> got;
+  EXPECT_FALSE(Run(&errors, &got).ok());
+  EXPECT_EQ(got.size(), 5u);
+}
+
+TEST_F(ForEachBlockTest, TruncatedFileCountsAsOneBadInput) {
+  std::string bytes = *fs_.GetContents("/a");
+  ASSERT_TRUE(fs_.SetContents("/a", bytes.substr(0, bytes.size() / 2)).ok());
+  ErrorBudget budget;
+  budget.max_errors = 1;
+  ErrorCounter errors(budget);
+  std::vector<RowBlock> got;
+  ASSERT_TRUE(Run(&errors, &got).ok());
+  EXPECT_EQ(got.size(), 4u);
+  EXPECT_EQ(errors.errors(), 1);
+}
+
+TEST_F(ForEachBlockTest, MissingFileFailsEvenWithABudget) {
+  ErrorBudget budget;
+  budget.max_errors = 100;
+  ErrorCounter errors(budget);
+  absl::Status s = ForEachBlock(&fs_, {"/a", "/missing"}, &errors,
+                                [](const RowBlock&) { return absl::OkStatus(); });
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ForEachBlockTest, CallbackErrorStopsTheLoop) {
+  ErrorCounter errors;
+  int calls = 0;
+  absl::Status s = ForEachBlock(&fs_, {"/a", "/b"}, &errors, [&calls](const RowBlock&) {
+    return ++calls == 2 ? absl::CancelledError("enough") : absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(calls, 2);
+}
+
+}  // namespace
+}  // namespace choir::data

@@ -1,1 +1,109 @@
-int main() { return 0; }
+// choir: one binary for every role and offline step (DESIGN.md section 9).
+//
+//   choir data gen|convert|inspect ...
+//   choir config print [--config FILE] [--set a.b=c,...]
+//   choir version
+// Flags may be written --name=value or --name value; dashes and underscores in flag names are
+// the same (--max-bad-rows == --max_bad_rows).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "choir/config.h"
+#include "core/logging.h"
+#include "gflags/gflags.h"
+#include "glog/logging.h"
+#include "tools/choir/commands.h"
+
+DEFINE_string(log_dir, "", "Also write log files into this folder (default: stderr only).");
+DEFINE_int32(verbosity, 0, "Verbose logging level (VLOG).");
+DEFINE_bool(quiet, false, "Print only warnings and errors on stderr.");
+
+namespace {
+
+struct Command {
+  const char* group;
+  const char* name;
+  absl::Status (*run)(const choir::cli::Args&);
+  const char* usage;
+};
+
+constexpr Command kCommands[] = {
+    {"data", "gen", choir::cli::RunDataGen,
+     "--out DIR [--users N] [--seed S] [--taxonomy FILE] [--threads T] [--config FILE]"},
+    {"data", "convert", choir::cli::RunDataConvert,
+     "--format aliccp-aitm|aliccp-rechub|taobao-ad|csv --in PATH[,PATH...] --out DIR "
+     "[--task cvr|ctr|ctcvr] [--max_bad_rows N] [--max_bad_fraction F] [--delimiter C]"},
+    {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE] [--config FILE]"},
+    {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set a.b=c,...]"},
+};
+
+void PrintUsage(FILE* out) {
+  std::fprintf(out, "choir %s: distributed training for ChoirRec\n\nusage:\n", CHOIR_VERSION);
+  for (const Command& c : kCommands) std::fprintf(out, "  choir %s %s %s\n", c.group, c.name, c.usage);
+  std::fprintf(out, "  choir version\n\nCommon flags: --log_dir DIR, --verbosity N, --quiet.\n");
+}
+
+// gflags wants underscores; accept dashes in flag names too.
+void NormalizeFlagNames(std::vector<char*>& args, std::vector<std::string>& storage) {
+  storage.reserve(args.size());
+  for (char*& a : args) {
+    if (std::strncmp(a, "--", 2) != 0) continue;
+    std::string s(a);
+    const size_t end = std::min(s.find('='), s.size());
+    for (size_t i = 2; i < end; ++i) {
+      if (s[i] == '-') s[i] = '_';
+    }
+    storage.push_back(std::move(s));
+    a = storage.back().data();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "help") || !std::strcmp(argv[1], "--help") ||
+      !std::strcmp(argv[1], "-h")) {
+    PrintUsage(stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "version") || !std::strcmp(argv[1], "--version")) {
+    std::printf("choir %s (CUDA %s)\n", CHOIR_VERSION, CHOIR_WITH_CUDA ? "on" : "off");
+    return 0;
+  }
+  const Command* command = nullptr;
+  for (const Command& c : kCommands) {
+    if (argc >= 3 && !std::strcmp(argv[1], c.group) && !std::strcmp(argv[2], c.name)) command = &c;
+  }
+  if (command == nullptr) {
+    std::fprintf(stderr, "choir: unknown command '%s%s%s'\n\n", argv[1], argc >= 3 ? " " : "",
+                 argc >= 3 ? argv[2] : "");
+    PrintUsage(stderr);
+    return 2;
+  }
+
+  // Parse the flags after "choir GROUP NAME"; what remains are positional arguments.
+  std::vector<char*> args = {argv[0]};
+  for (int i = 3; i < argc; ++i) args.push_back(argv[i]);
+  std::vector<std::string> storage;
+  NormalizeFlagNames(args, storage);
+  int n = args.size();
+  char** p = args.data();
+  gflags::SetUsageMessage(std::string("choir ") + command->group + " " + command->name + " " + command->usage);
+  gflags::ParseCommandLineFlags(&n, &p, /*remove_flags=*/true);
+
+  choir::LoggingOptions logging;
+  logging.log_dir = FLAGS_log_dir;
+  logging.verbosity = FLAGS_verbosity;
+  logging.min_stderr_level = FLAGS_quiet ? 1 : 0;
+  choir::InitLogging(argv[0], logging);
+
+  choir::cli::Args positional(p + 1, p + n);
+  const absl::Status status = command->run(positional);
+  if (!status.ok()) {
+    std::fprintf(stderr, "choir %s %s: error: %s\n", command->group, command->name, status.ToString().c_str());
+    return status.code() == absl::StatusCode::kInvalidArgument && status.message().rfind("usage:", 0) == 0 ? 2 : 1;
+  }
+  return 0;
+}

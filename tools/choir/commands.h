@@ -1,0 +1,26 @@
+// Subcommands of the `choir` binary. Each reads its gflags (declared in its own .cc) and its
+// positional arguments, and returns a status; main() prints errors and sets the exit code.
+#ifndef CHOIR_TOOLS_CHOIR_COMMANDS_H_
+#define CHOIR_TOOLS_CHOIR_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace choir::cli {
+
+using Args = std::vector<std::string>;  // positional arguments after the subcommand
+
+absl::Status RunDataGen(const Args& args);
+absl::Status RunDataConvert(const Args& args);
+absl::Status RunDataInspect(const Args& args);
+absl::Status RunConfigPrint(const Args& args);
+
+// Flags shared by several commands (defined in cmd_config.cc).
+std::vector<std::string> ConfigOverrides();  // --set a.b=c (repeatable as a comma list)
+std::string ConfigPath();                    // --config FILE
+
+}  // namespace choir::cli
+
+#endif  // CHOIR_TOOLS_CHOIR_COMMANDS_H_
