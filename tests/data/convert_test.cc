@@ -320,7 +320,9 @@ TEST(RealDataTest, AitmRowsReadBackEqualTheCsvText) {
     }
   }
   // Roles.
-  const RowBlock& b = ReadSplit(fs, out, "train")[0];
+  const std::vector<RowBlock> train_blocks = ReadSplit(fs, out, "train");
+  ASSERT_FALSE(train_blocks.empty());
+  const RowBlock& b = train_blocks[0];
   EXPECT_EQ(b.schema().fields(b.RoleIndex(USER_ID)).name(), "f101");
   EXPECT_EQ(b.schema().fields(b.RoleIndex(ITEM_ID)).name(), "f205");
   EXPECT_EQ(b.schema().fields(b.RoleIndex(LABEL_CLICK)).name(), "click");
@@ -469,7 +471,9 @@ TEST(RealDataTest, TaobaoAdCountsAndMaskedSequences) {
       }
       const absl::Span<const int64_t> got = ref.block->IntList(col, ref.row);
       EXPECT_EQ(std::vector<int64_t>(got.begin(), got.end()), want) << name;
-      if (line == masked) EXPECT_LT(want.size(), 50u);
+      if (line == masked) {
+        EXPECT_LT(want.size(), 50u);
+      }
     }
   }
   PosixFileSystem()->DeleteRecursively(out).IgnoreError();

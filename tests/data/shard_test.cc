@@ -405,7 +405,9 @@ class ShardCorruptionTest : public ::testing::Test {
  protected:
   void SetUp() override {
     blocks_ = RandomBlocks(4, 123, 40);
-    ASSERT_TRUE(WriteShard(&fs_, path_, blocks_).ok());
+    ASSERT_TRUE(fs_.CreateDirs("/ds/train").ok());
+    absl::Status s = WriteShard(&fs_, path_, blocks_);
+    ASSERT_TRUE(s.ok()) << s;
     bytes_ = *fs_.GetContents(path_);
     offsets_ = FooterOffsets(bytes_);
     ASSERT_EQ(offsets_.size(), blocks_.size());

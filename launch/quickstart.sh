@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Choir's main job on its embedded default, from a fresh machine:
+#   launch/quickstart.sh [--out DIR] [--users N] [--seed S]
+# installs what is missing (tools/setup.sh), builds, generates the synthetic Taobao-like
+# dataset, converts the public Ali-CCP / Taobao samples when ../shared/data is present, and
+# inspects the results. Later stages (groups, training, report) extend this script.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$ROOT/runs/quickstart"
+USERS=20000
+SEED=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --out) OUT="$2"; shift ;;
+    --users) USERS="$2"; shift ;;
+    --seed) SEED="$2"; shift ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "setup: packages, model weights, build"
+"$ROOT/tools/setup.sh"
+CHOIR="$ROOT/build/bin/choir"
+mkdir -p "$OUT"
+
+step "synthetic data: $USERS users, seed $SEED -> $OUT/data"
+"$CHOIR" data gen --out "$OUT/data" --users "$USERS" --seed "$SEED"
+
+SHARED="$ROOT/../shared/data"
+if [[ -d "$SHARED/ali-ccp" ]]; then
+  step "convert the public Ali-CCP sample (AITM format, CVR task) -> $OUT/aliccp"
+  "$CHOIR" data convert --format aliccp-aitm --task cvr \
+    --in "$SHARED/ali-ccp/paddlerec_aitm_train.csv,$SHARED/ali-ccp/paddlerec_aitm_test.csv" \
+    --out "$OUT/aliccp"
+  "$CHOIR" data inspect "$OUT/aliccp" --json "$OUT/aliccp/inspect.json" --quiet
+fi
+
+step "inspect $OUT/data"
+"$CHOIR" data inspect "$OUT/data" --json "$OUT/data/inspect.json" --quiet
+
+step "done: $OUT"

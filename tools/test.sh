@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the tests; exits non-zero on any failure.
+#
+#   tools/test.sh          the fast set (ctest label "fast"): what CI runs
+#   tools/test.sh --all    also the slow, mpi and gpu sets, and the AddressSanitizer and
+#                          ThreadSanitizer builds of the fast set
+# gpu tests skip with a message where no GPU is present.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ALL=0
+[[ "${1:-}" == "--all" ]] && ALL=1
+JOBS="$(nproc)"
+
+"$ROOT/tools/setup.sh" --no-model --build-dir "$ROOT/build"
+
+cd "$ROOT/build"
+if [[ $ALL -eq 0 ]]; then
+  ctest --output-on-failure -j "$JOBS" -L fast
+  exit 0
+fi
+
+ctest --output-on-failure -j "$JOBS"
+for san in address thread; do
+  dir="$ROOT/build-$san"
+  "$ROOT/tools/setup.sh" --no-model --build-type Debug --build-dir "$dir" -- -DCHOIR_SANITIZE=$san -DWITH_CUDA=OFF
+  (cd "$dir" && ctest --output-on-failure -j "$JOBS" -L fast)
+done
