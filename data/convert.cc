@@ -479,19 +479,20 @@ char CsvDelimiter(const ConvertOptions& options, const std::string& path) {
 // ---------------------------------------------------------------------------------------
 // Parsing data lines.
 
-absl::Status ParseInt(absl::string_view text, const FieldSource& source, int column,
+// `column` is 0-based; `label` names it in the message.
+absl::Status ParseInt(absl::string_view text, absl::string_view label, int column,
                       int64_t* out) {
   if (!absl::SimpleAtoi(text, out)) {
-    return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " (", source.label,
+    return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " (", label,
                                                    "): bad integer ", Quoted(text)));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseFloat(absl::string_view text, const FieldSource& source, int column,
+absl::Status ParseFloat(absl::string_view text, absl::string_view label, int column,
                         float* out) {
   if (!absl::SimpleAtof(text, out) || !std::isfinite(*out)) {
-    return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " (", source.label,
+    return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " (", label,
                                                    "): bad or non-finite float ", Quoted(text)));
   }
   return absl::OkStatus();
@@ -515,10 +516,8 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
         int64_t mask = 0, value = 0;
         const int mask_column = source.mask_column + k;
         const int value_column = source.column + k;
-        FieldSource mask_source;
-        mask_source.label = "mask";
-        RETURN_IF_ERROR(ParseInt(cells[mask_column], mask_source, mask_column, &mask));
-        RETURN_IF_ERROR(ParseInt(cells[value_column], source, value_column, &value));
+        RETURN_IF_ERROR(ParseInt(cells[mask_column], "mask", mask_column, &mask));
+        RETURN_IF_ERROR(ParseInt(cells[value_column], source.label, value_column, &value));
         if (mask != 0) list.push_back(value);
       }
       continue;
@@ -527,7 +526,7 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
     switch (field.type()) {
       case INT64: {
         int64_t& v = row->ints[f];
-        RETURN_IF_ERROR(ParseInt(cell, source, source.column, &v));
+        RETURN_IF_ERROR(ParseInt(cell, source.label, source.column, &v));
         if ((field.role() == LABEL_CLICK || field.role() == LABEL_CONVERSION) && v != 0 &&
             v != 1) {
           return absl::InvalidArgumentError(absl::StrCat("column ", source.column + 1, " (",
@@ -538,7 +537,7 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
         break;
       }
       case FLOAT:
-        RETURN_IF_ERROR(ParseFloat(cell, source, source.column, &row->floats[f]));
+        RETURN_IF_ERROR(ParseFloat(cell, source.label, source.column, &row->floats[f]));
         break;
       case INT64_LIST:
       case FLOAT_LIST: {
@@ -548,11 +547,11 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
         for (absl::string_view piece : absl::StrSplit(cell, kListSeparator)) {
           if (field.type() == INT64_LIST) {
             int64_t v;
-            RETURN_IF_ERROR(ParseInt(piece, source, source.column, &v));
+            RETURN_IF_ERROR(ParseInt(piece, source.label, source.column, &v));
             row->int_lists[f].push_back(v);
           } else {
             float v;
-            RETURN_IF_ERROR(ParseFloat(piece, source, source.column, &v));
+            RETURN_IF_ERROR(ParseFloat(piece, source.label, source.column, &v));
             row->float_lists[f].push_back(v);
           }
         }

@@ -32,8 +32,8 @@ absl::StatusOr<DatasetManifest> ReadManifest(FileSystem* fs, const std::string& 
   absl::StatusOr<std::string> text = fs->ReadFileToString(path);
   if (!text.ok()) {
     if (text.status().code() == absl::StatusCode::kNotFound) {
-      return absl::NotFoundError(absl::StrCat(
-          dir, ": no ", kManifestName, " (not a dataset folder, or an incomplete one)"));
+      return absl::NotFoundError(absl::StrCat(dir, ": no ", kManifestName,
+                                              " (not a dataset folder, or an incomplete one)"));
     }
     return text.status();
   }
@@ -45,9 +45,9 @@ absl::StatusOr<DatasetManifest> ReadManifest(FileSystem* fs, const std::string& 
     return absl::InvalidArgumentError(absl::StrCat(path, ":", collector.error()));
   }
   if (manifest.format_version() != kDatasetFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, ": dataset format version ", manifest.format_version(),
-        " is not supported (this build reads version ", kDatasetFormatVersion, ")"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": dataset format version ", manifest.format_version(),
+                     " is not supported (this build reads version ", kDatasetFormatVersion, ")"));
   }
   return manifest;
 }
@@ -68,9 +68,9 @@ absl::StatusOr<SplitInfo> FindSplit(const DatasetManifest& manifest, absl::strin
     if (split.name() == name) return split;
     names.push_back(split.name());
   }
-  return absl::NotFoundError(absl::StrCat("dataset has no split '", name, "' (splits: ",
-                                          names.empty() ? "none" : absl::StrJoin(names, ", "),
-                                          ")"));
+  return absl::NotFoundError(
+      absl::StrCat("dataset has no split '", name,
+                   "' (splits: ", names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
 }
 
 std::vector<std::string> SplitPaths(const std::string& dir, const SplitInfo& split) {

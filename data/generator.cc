@@ -29,10 +29,13 @@ struct Story {
   // Purchases per year: persona.activity * LogNormal(mu, sigma); heavy-tailed.
   double activity_mu = -0.45;
   double activity_sigma = 1.65;
-  // Clicks per year: click_base + click_per_purchase * rate^0.9; a share of clicks is noise.
-  double click_base = 6.0;
+  // Clicks per year: click_base + click_per_purchase * rate^0.9. A share of clicks is noise
+  // (drawn by global popularity): noise_floor + noise_sparse * exp(-rate / 2), so sparse users'
+  // few clicks say little about them.
+  double click_base = 3.0;
   double click_per_purchase = 10.0;
-  double noisy_click_share = 0.3;
+  double noise_floor = 0.25;
+  double noise_sparse = 0.5;
   // A user's interests: the persona's, times LogNormal(0, interest_noise) per leaf, plus a
   // background; with mix_prob a second persona contributes mix_share.
   double interest_noise = 0.6;
@@ -40,13 +43,13 @@ struct Story {
   double mix_prob = 0.3;
   double mix_share = 0.25;
   // Impressions in the train and test periods: base + per_rate * rate^0.75.
-  double train_impressions_base = 3.0, train_impressions_per_rate = 1.2;
-  double test_impressions_base = 2.0, test_impressions_per_rate = 0.6;
+  double train_impressions_base = 8.0, train_impressions_per_rate = 2.5;
+  double test_impressions_base = 5.0, test_impressions_per_rate = 1.2;
   // Share of impressions targeted by the user's interests (the rest by global popularity).
   double targeted_share = 0.55;
   // Labels: logistic models (a = log affinity ratio, q = item quality, pos = rank position).
-  double click_bias = -1.9, click_affinity = 0.6, click_quality = 0.3, click_position = -0.08;
-  double conv_bias = -2.4, conv_affinity = 0.9, conv_quality = 0.4, conv_price = 3.0,
+  double click_bias = -3.0, click_affinity = 0.6, click_quality = 0.3, click_position = -0.08;
+  double conv_bias = -4.0, conv_affinity = 0.9, conv_quality = 0.4, conv_price = 3.0,
          conv_user_sd = 0.4, conv_activity = 0.15;
 };
 
@@ -209,6 +212,7 @@ class UserGenerator {
     // Activity: heavy-tailed purchase rate per year.
     const double rate = P.activity * std::exp(story_.activity_mu + story_.activity_sigma * rng.Normal());
     const double click_rate = story_.click_base + story_.click_per_purchase * std::pow(rate, 0.9);
+    const double click_noise = story_.noise_floor + story_.noise_sparse * std::exp(-rate / 2);
 
     // Interests: persona, per-user noise, sometimes a second persona, and a background.
     UserState st;
@@ -267,7 +271,7 @@ class UserGenerator {
       events.push_back({first_seen + static_cast<int64_t>(rng.Uniform() * (end - first_seen)), best, 2});
     }
     for (int64_t i = 0; i < clicks; ++i) {
-      const size_t leaf = rng.Bernoulli(story_.noisy_click_share) ? rng.FromCumulative(cat_.leaf_cum_global)
+      const size_t leaf = rng.Bernoulli(click_noise) ? rng.FromCumulative(cat_.leaf_cum_global)
                                                                  : rng.FromCumulative(w_cum);
       events.push_back({first_seen + static_cast<int64_t>(rng.Uniform() * (end - first_seen)), PickItem(leaf, &rng), 1});
     }

@@ -75,8 +75,8 @@ absl::StatusOr<InspectReport> InspectDataset(FileSystem* fs, const std::string& 
       }
       return absl::OkStatus();
     }));
-    if (has_user) {
-      st.users = rows_per_user.size();
+    if (has_user) st.users = rows_per_user.size();
+    if (has_user && has_item) {  // interactions (not the users table)
       for (const auto& [user, n] : rows_per_user) {
         const int bin = HistBin(n);
         if (static_cast<int>(st.rows_per_user_hist.size()) <= bin) st.rows_per_user_hist.resize(bin + 1);

@@ -92,21 +92,21 @@ absl::Status RowBlock::Validate() const {
     const Column& c = columns_[i];
     const std::string& name = schema_.fields(i).name();
     if (c.type != schema_.fields(i).type()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "column ", name, " has type ", FieldType_Name(c.type), " but the schema says ",
-          FieldType_Name(schema_.fields(i).type())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("column ", name, " has type ", FieldType_Name(c.type),
+                       " but the schema says ", FieldType_Name(schema_.fields(i).type())));
     }
     const bool is_int = IsIntType(c.type);
     const size_t values = is_int ? c.ints.size() : c.floats.size();
     const size_t other = is_int ? c.floats.size() : c.ints.size();
     if (other != 0) {
-      return absl::DataLossError(absl::StrCat("column ", name, " holds ", other,
-                                              " values of the wrong kind"));
+      return absl::DataLossError(
+          absl::StrCat("column ", name, " holds ", other, " values of the wrong kind"));
     }
     if (!c.is_list()) {
       if (values != num_rows_) {
-        return absl::DataLossError(absl::StrCat("column ", name, " has ", values,
-                                                " values for ", num_rows_, " rows"));
+        return absl::DataLossError(
+            absl::StrCat("column ", name, " has ", values, " values for ", num_rows_, " rows"));
       }
       continue;
     }

@@ -18,8 +18,8 @@ namespace choir::data {
 namespace {
 
 // Byte layout constants; docs/shard-format.md is the reference.
-constexpr char kFileMagic[] = "CHOIRSHD";  // 8 bytes at offset 0
-constexpr char kBlockMagic[] = "BLK1";     // 4 bytes at the start of each block
+constexpr char kFileMagic[] = "CHOIRSHD";    // 8 bytes at offset 0
+constexpr char kBlockMagic[] = "BLK1";       // 4 bytes at the start of each block
 constexpr char kFooterMagic[] = "CHOIREND";  // the file's last 8 bytes
 constexpr size_t kFileMagicLen = 8;
 constexpr size_t kBlockMagicLen = 4;
@@ -212,8 +212,7 @@ absl::StatusOr<std::unique_ptr<ShardWriter>> ShardWriter::Open(FileSystem* fs,
   }
 
   ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, fs->NewWritableFile(path + ".tmp"));
-  std::unique_ptr<ShardWriter> writer(
-      new ShardWriter(fs, path, schema, options, std::move(file)));
+  std::unique_ptr<ShardWriter> writer(new ShardWriter(fs, path, schema, options, std::move(file)));
   if (options.codec == CODEC_ZSTD) {
     writer->compressor_ = std::make_unique<Compressor>();
     writer->compressor_->ctx = ZSTD_createCCtx();
@@ -260,9 +259,9 @@ absl::Status ShardWriter::Write(const RowBlock& rows) {
   }
   if (rows.num_rows() == 0) return absl::OkStatus();
   if (!google::protobuf::util::MessageDifferencer::Equals(rows.schema(), schema_)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": block schema differs from the file's: ",
-                     rows.schema().ShortDebugString(), " vs ", schema_.ShortDebugString()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path_, ": block schema differs from the file's: ", rows.schema().ShortDebugString(), " vs ",
+        schema_.ShortDebugString()));
   }
   RETURN_IF_ERROR(Annotate(rows.Validate(), absl::StrCat(path_, ": invalid block")));
   if (rows.num_rows() > std::numeric_limits<uint32_t>::max()) {
@@ -273,8 +272,8 @@ absl::Status ShardWriter::Write(const RowBlock& rows) {
   scratch_.clear();
   EncodePayload(rows, &scratch_);
   if (scratch_.size() > std::numeric_limits<uint32_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path_, ": block payload of ", scratch_.size(), " bytes; at most 4 GiB, write smaller blocks"));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": block payload of ", scratch_.size(),
+                                                   " bytes; at most 4 GiB, write smaller blocks"));
   }
   absl::string_view stored = scratch_;
   if (options_.codec == CODEC_ZSTD) {
@@ -359,8 +358,8 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(FileSystem* fs,
   const uint32_t version = GetFixed32(p + kFileMagicLen);
   if (version != kShardVersion) {
     return absl::FailedPreconditionError(
-        absl::StrCat(path, ": shard version ", version, " is not supported (this build reads version ",
-                     kShardVersion, ")"));
+        absl::StrCat(path, ": shard version ", version,
+                     " is not supported (this build reads version ", kShardVersion, ")"));
   }
   if (size < kFilePrefixLen + 4 + kFooterFixedLen ||
       std::memcmp(p + size - kFooterMagicLen, kFooterMagic, kFooterMagicLen) != 0) {
@@ -479,8 +478,9 @@ absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
   const uint32_t payload_crc = GetFixed32(h + kBlockMagicLen + 12);
   // Open() guarantees limit - off >= kBlockHeaderLen.
   if (stored_len != limit - off - kBlockHeaderLen) {
-    return absl::DataLossError(absl::StrCat(where, "payload length ", stored_len, " but the block spans ",
-                                            limit - off - kBlockHeaderLen, " bytes"));
+    return absl::DataLossError(absl::StrCat(where, "payload length ", stored_len,
+                                            " but the block spans ", limit - off - kBlockHeaderLen,
+                                            " bytes"));
   }
   const absl::string_view stored(h + kBlockHeaderLen, stored_len);
   if (options_.verify_checksums) {
@@ -502,8 +502,8 @@ absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
                                               " bytes as the block header says"));
     }
     decompressed.resize(raw_len);
-    const size_t n = ZSTD_decompress(decompressed.data(), decompressed.size(), stored.data(),
-                                     stored.size());
+    const size_t n =
+        ZSTD_decompress(decompressed.data(), decompressed.size(), stored.data(), stored.size());
     if (ZSTD_isError(n)) {
       return absl::DataLossError(
           absl::StrCat(where, "zstd decompression failed: ", ZSTD_getErrorName(n)));

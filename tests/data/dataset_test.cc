@@ -59,8 +59,7 @@ TEST(ManifestTest, RoundTripsAndSetsTheFormatVersion) {
   ASSERT_TRUE(got.ok()) << got.status();
   DatasetManifest want = SampleManifest();
   want.set_format_version(kDatasetFormatVersion);
-  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*got, want))
-      << got->DebugString();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*got, want)) << got->DebugString();
 }
 
 TEST(ManifestTest, FolderWithoutManifestIsNotFoundNamingTheFolder) {
@@ -75,9 +74,9 @@ TEST(ManifestTest, FolderWithoutManifestIsNotFoundNamingTheFolder) {
 TEST(ManifestTest, OtherFormatVersionIsRefused) {
   MemFileSystem fs;
   ASSERT_TRUE(fs.CreateDirs("/ds").ok());
-  ASSERT_TRUE(fs.WriteStringToFileAtomic("/ds/dataset.pbtxt",
-                                         "format_version: 2\nsource: \"synthetic\"\n")
-                  .ok());
+  ASSERT_TRUE(
+      fs.WriteStringToFileAtomic("/ds/dataset.pbtxt", "format_version: 2\nsource: \"synthetic\"\n")
+          .ok());
   absl::StatusOr<DatasetManifest> got = ReadManifest(&fs, "/ds");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(got.status().message(), HasSubstr("/ds/dataset.pbtxt"));

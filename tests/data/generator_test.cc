@@ -61,8 +61,8 @@ std::map<int64_t, TruthUser> ReadTruth(FileSystem* fs, const std::string& dir) {
     }
     std::vector<absl::string_view> f = absl::StrSplit(line, '\t');
     EXPECT_EQ(f.size(), 7u) << line;
-    int64_t user;
-    int persona, is_new;
+    int64_t user = 0;
+    int persona = 0, is_new = 0;
     EXPECT_TRUE(absl::SimpleAtoi(f[0], &user) && absl::SimpleAtoi(f[1], &persona) &&
                 absl::SimpleAtoi(f[6], &is_new));
     out[user] = {persona, is_new == 1};
@@ -120,7 +120,9 @@ TEST(GeneratorDeterminismTest, SameSeedGivesIdenticalBytesWhateverTheThreadCount
     absl::StatusOr<std::string> z = fs.GetContents(JoinPath("/c", file));
     ASSERT_TRUE(x.ok() && y.ok() && z.ok()) << file;
     EXPECT_EQ(*x, *y) << file;
-    if (std::string(file) != "items/part-00000.shard") EXPECT_NE(*x, *z) << file;
+    if (std::string(file) != "items/part-00000.shard") {
+      EXPECT_NE(*x, *z) << file;
+    }
     ++compared;
   }
   EXPECT_EQ(compared, 6);
@@ -239,7 +241,9 @@ TEST_F(GeneratorTest, MostUsersAreLowActivityAndFewHighUsersHoldALargeShareOfPur
   int64_t silent_old_users = 0;  // existing users with no training-period trace at all
   for (const auto& [user, t] : truth) {
     const Bucket b = index->Of(user);
-    if (t.is_new) EXPECT_EQ(b, Bucket::kNew) << user;
+    if (t.is_new) {
+      EXPECT_EQ(b, Bucket::kNew) << user;
+    }
     silent_old_users += !t.is_new && b == Bucket::kNew;
     users[static_cast<int>(b)]++;
     purchases[static_cast<int>(b)] += std::max(0, index->Purchases(user));

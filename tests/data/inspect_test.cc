@@ -32,7 +32,9 @@ TEST_F(InspectTest, BucketsPartitionUsersAndSamplesOfEachImpressionSplit) {
   EXPECT_EQ(r->bucket_source, "behaviors");
   int with_buckets = 0;
   for (const SplitStats& s : r->splits) {
-    if (s.name == "users") EXPECT_EQ(s.users, 3000);
+    if (s.name == "users") {
+      EXPECT_EQ(s.users, 3000);
+    }
     if (!s.has_buckets) continue;
     ++with_buckets;
     int64_t users = 0, rows = 0, hist_users = 0;
@@ -43,8 +45,12 @@ TEST_F(InspectTest, BucketsPartitionUsersAndSamplesOfEachImpressionSplit) {
     EXPECT_EQ(hist_users, s.users) << s.name;
     EXPECT_GT(s.clicks, 0);
     EXPECT_GE(s.clicks, s.conversions_with_click);
-    if (s.name == "train") EXPECT_EQ(s.bucket_users[static_cast<int>(Bucket::kNew)], 0);
-    if (s.name == "test") EXPECT_GT(s.bucket_users[static_cast<int>(Bucket::kNew)], 0);
+    if (s.name == "train") {
+      EXPECT_EQ(s.bucket_users[static_cast<int>(Bucket::kNew)], 0);
+    }
+    if (s.name == "test") {
+      EXPECT_GT(s.bucket_users[static_cast<int>(Bucket::kNew)], 0);
+    }
   }
   EXPECT_EQ(with_buckets, 2);
   const std::string text = FormatInspectReport(*r);

@@ -180,7 +180,7 @@ TEST(RowBlockTest, EqualityIsExactAndBitwiseOnFloats) {
 
 TEST(ValidateSchemaTest, AcceptsAWellFormedSchema) {
   Schema s = TestSchema();
-  *s.add_fields() = MakeField("f2", INT64);   // FEATURE may repeat
+  *s.add_fields() = MakeField("f2", INT64);                   // FEATURE may repeat
   *s.add_fields() = MakeField("seq2", INT64_LIST, SEQUENCE);  // SEQUENCE may repeat
   EXPECT_TRUE(ValidateSchema(s).ok());
 }

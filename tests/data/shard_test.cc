@@ -38,26 +38,38 @@ RowBlock RandomBlock(const Schema& schema, int rows, std::mt19937_64* rng) {
   std::uniform_int_distribution<int> pick(0, 9);
   auto random_int = [&]() -> int64_t {
     switch (pick(*rng)) {
-      case 0: return std::numeric_limits<int64_t>::min();
-      case 1: return std::numeric_limits<int64_t>::max();
-      case 2: return -1;
-      default: return static_cast<int64_t>((*rng)());
+      case 0:
+        return std::numeric_limits<int64_t>::min();
+      case 1:
+        return std::numeric_limits<int64_t>::max();
+      case 2:
+        return -1;
+      default:
+        return static_cast<int64_t>((*rng)());
     }
   };
   auto random_float = [&]() -> float {
     switch (pick(*rng)) {
-      case 0: return std::numeric_limits<float>::quiet_NaN();
-      case 1: return -std::numeric_limits<float>::infinity();
-      case 2: return -0.0f;
-      default: return std::uniform_real_distribution<float>(-1e6f, 1e6f)(*rng);
+      case 0:
+        return std::numeric_limits<float>::quiet_NaN();
+      case 1:
+        return -std::numeric_limits<float>::infinity();
+      case 2:
+        return -0.0f;
+      default:
+        return std::uniform_real_distribution<float>(-1e6f, 1e6f)(*rng);
     }
   };
   RowBlock block(schema);
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < static_cast<int>(block.num_columns()); ++c) {
       switch (block.column(c).type) {
-        case INT64: block.AppendInt(c, random_int()); break;
-        case FLOAT: block.AppendFloat(c, random_float()); break;
+        case INT64:
+          block.AppendInt(c, random_int());
+          break;
+        case FLOAT:
+          block.AppendFloat(c, random_float());
+          break;
         case INT64_LIST: {
           const int n = pick(*rng) < 3 ? 0 : list_len(*rng);
           for (int i = 0; i < n; ++i) block.AppendListInt(c, random_int());
@@ -68,7 +80,8 @@ RowBlock RandomBlock(const Schema& schema, int rows, std::mt19937_64* rng) {
           for (int i = 0; i < n; ++i) block.AppendListFloat(c, random_float());
           break;
         }
-        default: ADD_FAILURE() << "unexpected type";
+        default:
+          ADD_FAILURE() << "unexpected type";
       }
     }
     block.FinishRow();
@@ -92,7 +105,8 @@ ShardWriterOptions Codec(Codec codec) {
   return options;
 }
 
-absl::Status WriteShard(FileSystem* fs, const std::string& path, const std::vector<RowBlock>& blocks,
+absl::Status WriteShard(FileSystem* fs, const std::string& path,
+                        const std::vector<RowBlock>& blocks,
                         const ShardWriterOptions& options = {}) {
   absl::StatusOr<std::unique_ptr<ShardWriter>> writer =
       ShardWriter::Open(fs, path, AllTypesSchema(), options);
@@ -264,14 +278,14 @@ TEST_P(ShardRoundTripTest, TwoThreadsReadingTheSameReaderGetIdenticalBlocks) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllFileSystemsAndCodecs, ShardRoundTripTest,
-    ::testing::Combine(::testing::Values(FsKind::kMem, FsKind::kPosix),
-                       ::testing::Values(CODEC_NONE, CODEC_ZSTD)),
-    [](const auto& info) {
-      return absl::StrCat(std::get<0>(info.param) == FsKind::kMem ? "Mem" : "Posix",
-                          std::get<1>(info.param) == CODEC_NONE ? "None" : "Zstd");
-    });
+INSTANTIATE_TEST_SUITE_P(AllFileSystemsAndCodecs, ShardRoundTripTest,
+                         ::testing::Combine(::testing::Values(FsKind::kMem, FsKind::kPosix),
+                                            ::testing::Values(CODEC_NONE, CODEC_ZSTD)),
+                         [](const auto& info) {
+                           return absl::StrCat(
+                               std::get<0>(info.param) == FsKind::kMem ? "Mem" : "Posix",
+                               std::get<1>(info.param) == CODEC_NONE ? "None" : "Zstd");
+                         });
 
 TEST(ShardWriterTest, ZstdMakesRepetitiveDataSmaller) {
   RowBlock block(AllTypesSchema());
@@ -459,14 +473,14 @@ TEST_F(ShardCorruptionTest, OtherFilesAreNotShards) {
 TEST_F(ShardCorruptionTest, TruncatedFilesAreRefusedNamingTheFile) {
   const uint32_t header_len = Le32(bytes_, 12);
   const size_t cuts[] = {0,
-                         5,                          // inside the magic
-                         10,                         // inside the version
-                         16 + header_len / 2,        // inside the header proto
-                         offsets_[1] + 3,            // inside a block header
-                         offsets_[2] + 30,           // inside a block payload
-                         bytes_.size() - 40,         // inside the footer's offsets
-                         bytes_.size() - 10,         // inside footer_len
-                         bytes_.size() - 1};         // inside the end magic
+                         5,                    // inside the magic
+                         10,                   // inside the version
+                         16 + header_len / 2,  // inside the header proto
+                         offsets_[1] + 3,      // inside a block header
+                         offsets_[2] + 30,     // inside a block payload
+                         bytes_.size() - 40,   // inside the footer's offsets
+                         bytes_.size() - 10,   // inside footer_len
+                         bytes_.size() - 1};   // inside the end magic
   for (size_t cut : cuts) {
     SCOPED_TRACE(cut);
     absl::Status s = OpenStatus(bytes_.substr(0, cut));

@@ -16,7 +16,7 @@
 #include "glog/logging.h"
 #include "tools/choir/commands.h"
 
-DEFINE_string(log_dir, "", "Also write log files into this folder (default: stderr only).");
+// --log_dir (glog's own flag): also write log files into this folder (default: stderr only).
 DEFINE_int32(verbosity, 0, "Verbose logging level (VLOG).");
 DEFINE_bool(quiet, false, "Print only warnings and errors on stderr.");
 
