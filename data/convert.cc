@@ -76,14 +76,12 @@ const absl::flat_hash_map<std::string, std::string>& AliccpFieldDocs() {
   return *docs;
 }
 
-constexpr const char* kAitmColumns[] = {"click", "purchase", "101", "121", "122",
-                                        "124",   "125",      "126", "127", "128",
-                                        "129",   "205",      "206", "207", "216",
-                                        "508",   "509",      "702", "853", "301"};
-constexpr const char* kRechubSparse[] = {"101", "121", "122", "124",    "125",    "126",
-                                         "127", "128", "129", "205",    "206",    "207",
-                                         "210", "216", "508", "509",    "702",    "853",
-                                         "301", "109_14", "110_14", "127_14", "150_14"};
+constexpr const char* kAitmColumns[] = {"click", "purchase", "101", "121", "122", "124", "125",
+                                        "126",   "127",      "128", "129", "205", "206", "207",
+                                        "216",   "508",      "509", "702", "853", "301"};
+constexpr const char* kRechubSparse[] = {
+    "101", "121", "122", "124", "125", "126", "127", "128",    "129",    "205",    "206",   "207",
+    "210", "216", "508", "509", "702", "853", "301", "109_14", "110_14", "127_14", "150_14"};
 constexpr const char* kRechubDense[] = {"D109_14", "D110_14", "D127_14", "D150_14",
                                         "D508",    "D509",    "D702",    "D853"};
 
@@ -228,17 +226,17 @@ Schema RechubSchema() {
   for (const char* id_chars : kRechubSparse) {
     const std::string id = id_chars;
     const FieldRole role = id == "101" ? USER_ID : id == "205" ? ITEM_ID : FEATURE;
-    *schema.add_fields() = MakeField(
-        absl::StrCat("f", id), INT64, role,
-        absl::StrCat("Ali-CCP field ", id, ": ", AliccpFieldDocs().at(id),
-                     " (label-encoded; values seen < 10 times are 0)"));
+    *schema.add_fields() =
+        MakeField(absl::StrCat("f", id), INT64, role,
+                  absl::StrCat("Ali-CCP field ", id, ": ", AliccpFieldDocs().at(id),
+                               " (label-encoded; values seen < 10 times are 0)"));
   }
   for (const char* name : kRechubDense) {
     const std::string id = std::string(name).substr(1);
-    *schema.add_fields() = MakeField(
-        name, FLOAT, FEATURE,
-        absl::StrCat("Ali-CCP field ", id, " value, min-max normalised (",
-                     AliccpFieldDocs().at(id), ")"));
+    *schema.add_fields() =
+        MakeField(name, FLOAT, FEATURE,
+                  absl::StrCat("Ali-CCP field ", id, " value, min-max normalised (",
+                               AliccpFieldDocs().at(id), ")"));
   }
   return schema;
 }
@@ -256,8 +254,7 @@ Schema TaobaoSchema() {
 
 // The header cells of `first_line`, stripped of surrounding whitespace.
 absl::StatusOr<std::vector<std::string>> HeaderCells(const std::string& path,
-                                                     absl::string_view first_line,
-                                                     char delimiter) {
+                                                     absl::string_view first_line, char delimiter) {
   CsvSplitter splitter(delimiter);
   absl::Status status = splitter.Split(first_line);
   if (!status.ok()) {
@@ -285,8 +282,8 @@ absl::Status MapByName(const std::string& path, const std::vector<std::string>& 
   for (const std::string& name : names) {
     auto it = column_of.find(name);
     if (it == column_of.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":1: missing required column '", name,
-                                                     "' in the header"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":1: missing required column '", name, "' in the header"));
     }
     FieldSource source;
     source.column = it->second;
@@ -324,14 +321,13 @@ absl::Status PlanAitm(const std::string& path, absl::optional<absl::string_view>
   ASSIGN_OR_RETURN(std::vector<std::string> header, HeaderCells(path, *first_line, ','));
   if (header.size() != std::size(kAitmColumns)) {
     return absl::InvalidArgumentError(absl::StrCat(path, ":1: header has ", header.size(),
-                                                   " columns, expected ",
-                                                   std::size(kAitmColumns)));
+                                                   " columns, expected ", std::size(kAitmColumns)));
   }
   for (size_t i = 0; i < header.size(); ++i) {
     if (header[i] != kAitmColumns[i]) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":1: header column ", i + 1, " is '",
-                                                     header[i], "', expected '",
-                                                     kAitmColumns[i], "'"));
+                                                     header[i], "', expected '", kAitmColumns[i],
+                                                     "'"));
     }
   }
   return absl::OkStatus();
@@ -439,20 +435,21 @@ absl::Status PlanCsv(const std::string& path, absl::optional<absl::string_view> 
     }
   }
   if (fields.size() != static_cast<size_t>(schema->fields_size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ":1: header has ", fields.size(), " columns, the first input has ",
-                     schema->fields_size()));
+    return absl::InvalidArgumentError(absl::StrCat(path, ":1: header has ", fields.size(),
+                                                   " columns, the first input has ",
+                                                   schema->fields_size()));
   }
   for (const Field& want : schema->fields()) {
     auto it = column_of.find(want.name());
     if (it == column_of.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ":1: missing column '", want.name(), "' that the first input has"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":1: missing column '", want.name(), "' that the first input has"));
     }
     if (fields[it->second].type() != want.type()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ":1: column '", want.name(), "' has type ", FieldType_Name(fields[it->second].type()),
-          ", the first input has ", FieldType_Name(want.type())));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":1: column '", want.name(), "' has type ",
+                       FieldType_Name(fields[it->second].type()), ", the first input has ",
+                       FieldType_Name(want.type())));
     }
     FieldSource source;
     source.column = it->second;
@@ -480,17 +477,15 @@ char CsvDelimiter(const ConvertOptions& options, const std::string& path) {
 // Parsing data lines.
 
 // `column` is 0-based; `label` names it in the message.
-absl::Status ParseInt(absl::string_view text, absl::string_view label, int column,
-                      int64_t* out) {
+absl::Status ParseInt(absl::string_view text, absl::string_view label, int column, int64_t* out) {
   if (!absl::SimpleAtoi(text, out)) {
-    return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " (", label,
-                                                   "): bad integer ", Quoted(text)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("column ", column + 1, " (", label, "): bad integer ", Quoted(text)));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseFloat(absl::string_view text, absl::string_view label, int column,
-                        float* out) {
+absl::Status ParseFloat(absl::string_view text, absl::string_view label, int column, float* out) {
   if (!absl::SimpleAtof(text, out) || !std::isfinite(*out)) {
     return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " (", label,
                                                    "): bad or non-finite float ", Quoted(text)));
@@ -527,12 +522,10 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
       case INT64: {
         int64_t& v = row->ints[f];
         RETURN_IF_ERROR(ParseInt(cell, source.label, source.column, &v));
-        if ((field.role() == LABEL_CLICK || field.role() == LABEL_CONVERSION) && v != 0 &&
-            v != 1) {
-          return absl::InvalidArgumentError(absl::StrCat("column ", source.column + 1, " (",
-                                                         source.label,
-                                                         "): label must be 0 or 1, got ",
-                                                         Quoted(cell)));
+        if ((field.role() == LABEL_CLICK || field.role() == LABEL_CONVERSION) && v != 0 && v != 1) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("column ", source.column + 1, " (", source.label,
+                           "): label must be 0 or 1, got ", Quoted(cell)));
         }
         break;
       }
@@ -625,8 +618,8 @@ absl::Status PrepareOutputDir(FileSystem* fs, const std::string& dir) {
     for (const SplitInfo& split : old->splits()) {
       if (split.name().empty() || absl::StrContains(split.name(), '/') || split.name() == "." ||
           split.name() == "..") {
-        return absl::DataLossError(absl::StrCat(manifest_path, ": bad split name '",
-                                                split.name(), "'"));
+        return absl::DataLossError(
+            absl::StrCat(manifest_path, ": bad split name '", split.name(), "'"));
       }
       RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, split.name())));
     }
@@ -637,9 +630,9 @@ absl::Status PrepareOutputDir(FileSystem* fs, const std::string& dir) {
   ASSIGN_OR_RETURN(std::vector<std::string> entries, fs->ListDir(dir));
   for (const std::string& entry : entries) {
     if (!IsConverterEntry(entry)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          dir, " is not empty and holds no ", kManifestName, " (found '", entry,
-          "'); remove it or choose another output folder"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, " is not empty and holds no ", kManifestName, " (found '", entry,
+                       "'); remove it or choose another output folder"));
     }
   }
   for (const std::string& entry : entries) {
@@ -705,8 +698,8 @@ absl::StatusOr<Converter::SplitState*> Converter::GetSplit(const std::string& na
   auto it = splits_.find(name);
   if (it == splits_.end()) {
     SplitState state;
-    state.writer = std::make_unique<SplitWriter>(fs_, options_.out_dir, name, schema_,
-                                                 writer_options_);
+    state.writer =
+        std::make_unique<SplitWriter>(fs_, options_.out_dir, name, schema_, writer_options_);
     state.block = RowBlock(schema_);
     it = splits_.emplace(name, std::move(state)).first;
   }
@@ -804,8 +797,7 @@ absl::Status Converter::Finish() {
                  << " rows with a conversion but no click";
   } else if (conversion_without_click_ > 0) {
     LOG(INFO) << "kept " << conversion_without_click_
-              << " rows with a conversion but no click (task " << Task_Name(options_.task)
-              << ")";
+              << " rows with a conversion but no click (task " << Task_Name(options_.task) << ")";
   }
   if (report_.rows_rejected > 0) {
     LOG(WARNING) << "rejected " << report_.rows_rejected << " malformed rows (see "

@@ -60,8 +60,7 @@ absl::Status CsvSplitter::Split(absl::string_view line) {
         ++i;
       }
       if (!closed) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unterminated quote in column ", column));
+        return absl::InvalidArgumentError(absl::StrCat("unterminated quote in column ", column));
       }
       fields_.push_back(absl::string_view(scratch_).substr(begin, scratch_.size() - begin));
       if (i == line.size()) return absl::OkStatus();

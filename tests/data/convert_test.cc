@@ -29,10 +29,10 @@ namespace choir::data {
 namespace {
 
 // Expects `text` to contain `part`, printing both when not.
-#define EXPECT_CONTAINS(text, part)                                        \
-  do {                                                                     \
-    const std::string choir_text_(text);                                   \
-    EXPECT_TRUE(absl::StrContains(choir_text_, part))                      \
+#define EXPECT_CONTAINS(text, part)                                            \
+  do {                                                                         \
+    const std::string choir_text_(text);                                       \
+    EXPECT_TRUE(absl::StrContains(choir_text_, part))                          \
         << "expected to contain: " << (part) << "\n  actual: " << choir_text_; \
   } while (0)
 
@@ -63,8 +63,8 @@ std::string SharedDataDir() {
 // A fresh folder on the real file system for this test.
 std::string FreshTempDir() {
   const testing::TestInfo* info = testing::UnitTest::GetInstance()->current_test_info();
-  std::string name = absl::StrCat("convert_test_", getpid(), "_", info->test_suite_name(), "_",
-                                  info->name());
+  std::string name =
+      absl::StrCat("convert_test_", getpid(), "_", info->test_suite_name(), "_", info->name());
   for (char& c : name) {
     if (c == '/') c = '_';
   }
@@ -83,11 +83,11 @@ std::vector<RowBlock> ReadSplit(FileSystem* fs, const std::string& dir, const st
   EXPECT_TRUE(split.ok()) << split.status();
   if (!split.ok()) return blocks;
   ErrorCounter errors;
-  absl::Status status = ForEachBlock(fs, SplitPaths(dir, *split), &errors,
-                                     [&](const RowBlock& block) {
-                                       blocks.push_back(block);
-                                       return absl::OkStatus();
-                                     });
+  absl::Status status =
+      ForEachBlock(fs, SplitPaths(dir, *split), &errors, [&](const RowBlock& block) {
+        blocks.push_back(block);
+        return absl::OkStatus();
+      });
   EXPECT_TRUE(status.ok()) << status;
   return blocks;
 }
@@ -224,9 +224,9 @@ TEST(RealDataTest, AitmTrainWithHeaderDropsConversionWithoutClickForCvr) {
   REQUIRE_SHARED_DATA(data);
   FileSystem* fs = PosixFileSystem();
   const std::string out = FreshTempDir();
-  absl::StatusOr<ConvertReport> report = Convert(
-      fs, Options(InputFormat::kAliccpAitm, {JoinPath(data, "ali-ccp/paddlerec_aitm_train.csv")},
-                  out, TASK_CVR));
+  absl::StatusOr<ConvertReport> report =
+      Convert(fs, Options(InputFormat::kAliccpAitm,
+                          {JoinPath(data, "ali-ccp/paddlerec_aitm_train.csv")}, out, TASK_CVR));
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->rows_read, 48);
   EXPECT_EQ(report->rows_dropped, 2);
@@ -267,9 +267,9 @@ TEST(RealDataTest, AitmTestWithoutHeaderGoesToTestSplit) {
   REQUIRE_SHARED_DATA(data);
   FileSystem* fs = PosixFileSystem();
   const std::string out = FreshTempDir();
-  absl::StatusOr<ConvertReport> report = Convert(
-      fs, Options(InputFormat::kAliccpAitm, {JoinPath(data, "ali-ccp/paddlerec_aitm_test.csv")},
-                  out, TASK_CVR));
+  absl::StatusOr<ConvertReport> report =
+      Convert(fs, Options(InputFormat::kAliccpAitm,
+                          {JoinPath(data, "ali-ccp/paddlerec_aitm_test.csv")}, out, TASK_CVR));
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->rows_read, 50);
   EXPECT_EQ(report->rows_dropped, 3);
@@ -305,8 +305,8 @@ TEST(RealDataTest, AitmRowsReadBackEqualTheCsvText) {
     std::string path, split;
     size_t line_index, row;  // 0-based line in the file, row in the split
   };
-  for (const Case& c : {Case{train, "train", 40, 39}, Case{test, "test", 49, 49},
-                        Case{test, "test", 0, 0}}) {
+  for (const Case& c :
+       {Case{train, "train", 40, 39}, Case{test, "test", 49, 49}, Case{test, "test", 0, 0}}) {
     SCOPED_TRACE(absl::StrCat(c.path, " line ", c.line_index + 1));
     const std::vector<std::string> cells = absl::StrSplit(FileLines(fs, c.path)[c.line_index], ',');
     ASSERT_EQ(cells.size(), 20u);
@@ -336,12 +336,12 @@ TEST(RealDataTest, RechubSamplesFillThreeSplitsAndReadBack) {
   const std::string out = FreshTempDir();
   std::map<std::string, std::string> files;
   for (const char* split : {"train", "val", "test"}) {
-    files[split] = JoinPath(data, absl::StrCat("ali-ccp/torchrechub_ali_ccp_", split,
-                                               "_sample.csv"));
+    files[split] =
+        JoinPath(data, absl::StrCat("ali-ccp/torchrechub_ali_ccp_", split, "_sample.csv"));
   }
-  absl::StatusOr<ConvertReport> report = Convert(
-      fs, Options(InputFormat::kAliccpRechub, {files["train"], files["val"], files["test"]}, out,
-                  TASK_CVR));
+  absl::StatusOr<ConvertReport> report =
+      Convert(fs, Options(InputFormat::kAliccpRechub, {files["train"], files["val"], files["test"]},
+                          out, TASK_CVR));
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->rows_read, 200);
   EXPECT_EQ(report->rows_dropped, 0);  // torch-rechub's preprocessing already dropped them
@@ -437,13 +437,23 @@ TEST(RealDataTest, TaobaoAdCountsAndMaskedSequences) {
     }
   }
   ASSERT_LT(masked, lines.size()) << "README: some rows have a partly empty history";
-  const std::map<std::string, int> scalar_columns = {
-      {"userid", 250},      {"cms_segid", 251},       {"cms_group_id", 252},
-      {"final_gender_code", 253}, {"age_level", 254}, {"pvalue_level", 255},
-      {"shopping_level", 256},    {"occupation", 257}, {"new_user_class_level", 258},
-      {"adgroup_id", 259},  {"cate_id", 260},         {"campaign_id", 261},
-      {"customer", 262},    {"brand", 263},           {"price", 264},
-      {"pid", 265},         {"clk", 266}};
+  const std::map<std::string, int> scalar_columns = {{"userid", 250},
+                                                     {"cms_segid", 251},
+                                                     {"cms_group_id", 252},
+                                                     {"final_gender_code", 253},
+                                                     {"age_level", 254},
+                                                     {"pvalue_level", 255},
+                                                     {"shopping_level", 256},
+                                                     {"occupation", 257},
+                                                     {"new_user_class_level", 258},
+                                                     {"adgroup_id", 259},
+                                                     {"cate_id", 260},
+                                                     {"campaign_id", 261},
+                                                     {"customer", 262},
+                                                     {"brand", 263},
+                                                     {"price", 264},
+                                                     {"pid", 265},
+                                                     {"clk", 266}};
   for (size_t line : {size_t{0}, masked}) {
     SCOPED_TRACE(absl::StrCat("line ", line + 1));
     const std::vector<std::string> cells = absl::StrSplit(lines[line], ',');
@@ -489,8 +499,7 @@ TEST(RealDataTest, TaobaoAdRefusesConversionTasksBeforeWriting) {
     absl::StatusOr<ConvertReport> report =
         Convert(fs, Options(InputFormat::kTaobaoAd, {path}, out, task));
     EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_CONTAINS(report.status().message(),
-                    "taobao-ad has no conversion label; use --task ctr");
+    EXPECT_CONTAINS(report.status().message(), "taobao-ad has no conversion label; use --task ctr");
   }
   EXPECT_FALSE(fs->Exists(out));
 }
@@ -564,8 +573,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadRowCase{"BadInteger",
                    "0,0,85077,60,5,2,5,0,1,2,1,30x983,3751,249750,4124,5565,0,0,6260,2",
                    "column 12 (205): bad integer '30x983'"},
-        BadRowCase{"LabelTwo",
-                   "2,0,85077,60,5,2,5,0,1,2,1,303983,3751,249750,4124,5565,0,0,6260,2",
+        BadRowCase{"LabelTwo", "2,0,85077,60,5,2,5,0,1,2,1,303983,3751,249750,4124,5565,0,0,6260,2",
                    "column 1 (click): label must be 0 or 1"},
         BadRowCase{"UnterminatedQuote",
                    "0,0,\"85077,60,5,2,5,0,1,2,1,303983,3751,249750,4124,5565,0,0,6260,2",
@@ -574,9 +582,9 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(ConvertTest, FailsWhenBudgetIsSpentAndKeepsEveryRejectedLine) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/a_train.csv",
-                             absl::StrCat(kAitmGood1, "\n1,2\n", kAitmGood2, "\n3,4\n"))
-                  .ok());
+  ASSERT_TRUE(
+      fs.SetContents("/in/a_train.csv", absl::StrCat(kAitmGood1, "\n1,2\n", kAitmGood2, "\n3,4\n"))
+          .ok());
   ConvertOptions options = Options(InputFormat::kAliccpAitm, {"/in/a_train.csv"}, "/out");
   options.budget.max_errors = 1;
   absl::StatusOr<ConvertReport> report = Convert(&fs, options);
@@ -627,10 +635,10 @@ TEST(ConvertTest, AitmHeaderWithWrongNameIsRefused) {
 TEST(ConvertTest, RechubMissingColumnIsNamed) {
   MemFileSystem fs;
   const std::vector<std::string> header = {
-      "click", "purchase", "101", "121", "122", "124", "125", "126", "127", "128", "129",
-      "206", "207", "210", "216", "508", "509", "702", "853", "301", "109_14", "110_14",
-      "127_14", "150_14", "D109_14", "D110_14", "D127_14", "D150_14", "D508", "D509", "D702",
-      "D853"};  // no 205
+      "click",   "purchase", "101",     "121",     "122",    "124",    "125",    "126",
+      "127",     "128",      "129",     "206",     "207",    "210",    "216",    "508",
+      "509",     "702",      "853",     "301",     "109_14", "110_14", "127_14", "150_14",
+      "D109_14", "D110_14",  "D127_14", "D150_14", "D508",   "D509",   "D702",   "D853"};  // no 205
   ASSERT_TRUE(fs.SetContents("/in/r_train.csv", absl::StrJoin(header, ",") + "\n").ok());
   absl::StatusOr<ConvertReport> report =
       Convert(&fs, Options(InputFormat::kAliccpRechub, {"/in/r_train.csv"}, "/out"));
@@ -696,9 +704,9 @@ TEST(GenericCsvTest, AllTypesRoundTrip) {
 
 TEST(GenericCsvTest, TsvIsDetectedByExtension) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/day1_test.tsv",
-                             "click\tconversion\tname:list\n1\t0\t5|6\n0\t1\t\n")
-                  .ok());
+  ASSERT_TRUE(
+      fs.SetContents("/in/day1_test.tsv", "click\tconversion\tname:list\n1\t0\t5|6\n0\t1\t\n")
+          .ok());
   absl::StatusOr<ConvertReport> report =
       Convert(&fs, Options(InputFormat::kCsv, {"/in/day1_test.tsv"}, "/out", TASK_CVR));
   ASSERT_TRUE(report.ok()) << report.status();
@@ -748,8 +756,8 @@ TEST(GenericCsvTest, LaterFilesAreMappedByNameAndMustMatch) {
   MemFileSystem fs;
   ASSERT_TRUE(fs.SetContents("/in/train.csv", "click,a,b:float\n1,2,0.5\n").ok());
   ASSERT_TRUE(fs.SetContents("/in/test.csv", "b:float,click,a\n0.25,0,9\n").ok());
-  absl::StatusOr<ConvertReport> report = Convert(
-      &fs, Options(InputFormat::kCsv, {"/in/train.csv", "/in/test.csv"}, "/out", TASK_CTR));
+  absl::StatusOr<ConvertReport> report =
+      Convert(&fs, Options(InputFormat::kCsv, {"/in/train.csv", "/in/test.csv"}, "/out", TASK_CTR));
   ASSERT_TRUE(report.ok()) << report.status();
   const std::vector<RowBlock> test = ReadSplit(&fs, "/out", "test");
   ASSERT_EQ(TotalRows(test), 1u);
@@ -770,8 +778,7 @@ TEST(OutputDirTest, ReplacesAnExistingDataset) {
   MemFileSystem fs;
   ASSERT_TRUE(fs.SetContents("/in/x_val.csv", "click,conversion\n1,0\n").ok());
   ASSERT_TRUE(fs.SetContents("/in/x_train.csv", "click,conversion\n1,1\n0,0\n").ok());
-  ASSERT_TRUE(
-      Convert(&fs, Options(InputFormat::kCsv, {"/in/x_val.csv"}, "/out", TASK_CTR)).ok());
+  ASSERT_TRUE(Convert(&fs, Options(InputFormat::kCsv, {"/in/x_val.csv"}, "/out", TASK_CTR)).ok());
   ASSERT_TRUE(fs.Exists("/out/val"));
   absl::StatusOr<ConvertReport> report =
       Convert(&fs, Options(InputFormat::kCsv, {"/in/x_train.csv"}, "/out", TASK_CTR));
