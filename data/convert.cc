@@ -8,6 +8,8 @@
 // by the task and appended to the block of its split.
 #include "data/convert.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <iterator>
 #include <map>
@@ -123,11 +125,11 @@ struct TaobaoSequence {
 };
 constexpr TaobaoSequence kTaobaoSequences[] = {
     {"hist_cate", "cate_his", kTaobaoCate,
-     "categories of the user's last behaviours (mask != 0 only, file order)"},
+     "categories of the user's last behaviours (mask != 0 only, most recent first)"},
     {"hist_brand", "brand_his", kTaobaoBrand,
-     "brands of the user's last behaviours (mask != 0 only, file order)"},
+     "brands of the user's last behaviours (mask != 0 only, most recent first)"},
     {"hist_btag", "btag_his", kTaobaoBtag,
-     "behaviour types (pv/cart/fav/buy) of the last behaviours (mask != 0 only, file order)"},
+     "behaviour types (pv/cart/fav/buy) of the last behaviours (mask != 0 only, most recent first)"},
 };
 
 std::string FormatName(InputFormat format) {
@@ -515,6 +517,9 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
         RETURN_IF_ERROR(ParseInt(cells[value_column], source.label, value_column, &value));
         if (mask != 0) list.push_back(value);
       }
+      // The file stores the oldest behaviour first (padding at the front); SEQUENCE fields
+      // are most recent first.
+      std::reverse(list.begin(), list.end());
       continue;
     }
     const absl::string_view cell = cells[source.column];

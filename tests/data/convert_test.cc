@@ -3,6 +3,8 @@
 // an error budget, the generic CSV/TSV schema, and the output folder rules.
 #include "data/convert.h"
 
+#include <algorithm>
+
 #include <unistd.h>
 
 #include <cstdlib>
@@ -479,6 +481,7 @@ TEST(RealDataTest, TaobaoAdCountsAndMaskedSequences) {
           want.push_back(v);
         }
       }
+      std::reverse(want.begin(), want.end());  // the file is oldest first; SEQUENCE is newest first
       const absl::Span<const int64_t> got = ref.block->IntList(col, ref.row);
       EXPECT_EQ(std::vector<int64_t>(got.begin(), got.end()), want) << name;
       if (line == masked) {
