@@ -39,6 +39,11 @@ if [[ -d "$SHARED/ali-ccp" ]]; then
     --out "$OUT/aliccp"
   "$CHOIR" data inspect "$OUT/aliccp" --json "$OUT/aliccp/inspect.json" --quiet
 fi
+if [[ -d "$SHARED/taobao-display-ad" ]]; then
+  step "convert the public Taobao display-ad sample (DMR format, CTR task: it has no conversion label) -> $OUT/taobao"
+  "$CHOIR" data convert --format taobao-ad --task ctr \
+    --in "$SHARED/taobao-display-ad/paddlerec_dmr_alimama_sampled_train.txt" --out "$OUT/taobao"
+fi
 
 step "inspect $OUT/data"
 "$CHOIR" data inspect "$OUT/data" --json "$OUT/data/inspect.json" --quiet
