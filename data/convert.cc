@@ -39,7 +39,6 @@
 namespace choir::data {
 namespace {
 
-constexpr char kRejectsName[] = "rejects.tsv";
 // Splits in manifest order. A file goes to the first whose name its base name contains,
 // checked in the order test, val; else train.
 constexpr const char* kSplitOrder[] = {"train", "val", "test"};
@@ -588,65 +587,6 @@ void AppendRow(const StagedRow& row, RowBlock* block) {
 // ---------------------------------------------------------------------------------------
 // The output folder.
 
-bool IsConverterEntry(absl::string_view name) {
-  for (const char* split : kSplitOrder) {
-    if (name == split) return true;
-  }
-  return name == kRejectsName || name == absl::StrCat(kManifestName, ".tmp");
-}
-
-absl::Status DeletePath(FileSystem* fs, const std::string& path) {
-  if (!fs->Exists(path)) return absl::OkStatus();
-  if (fs->IsDirectory(path)) return fs->DeleteRecursively(path);
-  return fs->DeleteFile(path);
-}
-
-// Makes `dir` ready for a new dataset: creates it, or replaces the dataset it holds (manifest
-// first, so a crash midway leaves no manifest naming deleted files), or clears what an
-// interrupted conversion left. Refuses a non-empty folder that is neither.
-absl::Status PrepareOutputDir(FileSystem* fs, const std::string& dir) {
-  if (!fs->Exists(dir)) {
-    return Annotate(fs->CreateDirs(dir), absl::StrCat("creating ", dir));
-  }
-  if (!fs->IsDirectory(dir)) {
-    return absl::FailedPreconditionError(absl::StrCat(dir, " exists and is not a directory"));
-  }
-  const std::string manifest_path = JoinPath(dir, kManifestName);
-  if (fs->Exists(manifest_path)) {
-    absl::StatusOr<DatasetManifest> old = ReadManifest(fs, dir);
-    if (!old.ok()) {
-      return Annotate(old.status(), absl::StrCat(dir, " holds an unreadable ", kManifestName,
-                                                 "; remove the folder or choose another"));
-    }
-    LOG(INFO) << "replacing the dataset in " << dir;
-    RETURN_IF_ERROR(fs->DeleteFile(manifest_path));
-    for (const SplitInfo& split : old->splits()) {
-      if (split.name().empty() || absl::StrContains(split.name(), '/') || split.name() == "." ||
-          split.name() == "..") {
-        return absl::DataLossError(
-            absl::StrCat(manifest_path, ": bad split name '", split.name(), "'"));
-      }
-      RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, split.name())));
-    }
-    RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, kRejectsName)));
-    RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, "truth")));
-    return absl::OkStatus();
-  }
-  ASSIGN_OR_RETURN(std::vector<std::string> entries, fs->ListDir(dir));
-  for (const std::string& entry : entries) {
-    if (!IsConverterEntry(entry)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(dir, " is not empty and holds no ", kManifestName, " (found '", entry,
-                       "'); remove it or choose another output folder"));
-    }
-  }
-  for (const std::string& entry : entries) {
-    LOG(INFO) << "removing " << JoinPath(dir, entry) << " left by an interrupted conversion";
-    RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, entry)));
-  }
-  return absl::OkStatus();
-}
-
 // ---------------------------------------------------------------------------------------
 // The conversion proper.
 
@@ -837,7 +777,7 @@ void Converter::RemovePartialOutput() {
   for (auto& [name, split] : splits_) {
     split.writer.reset();  // an unclosed shard deletes its temporary file
     const std::string path = JoinPath(options_.out_dir, name);
-    absl::Status status = DeletePath(fs_, path);
+    absl::Status status = fs_->DeleteRecursively(path);
     if (!status.ok()) LOG(WARNING) << "could not remove " << path << ": " << status;
   }
   if (rejects_ != nullptr) rejects_->Close().IgnoreError();
@@ -928,7 +868,7 @@ absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& opti
         " needs (csv: name one 'conversion'); use --task ctr"));
   }
 
-  RETURN_IF_ERROR(PrepareOutputDir(fs, options.out_dir));
+  RETURN_IF_ERROR(PrepareDatasetDir(fs, options.out_dir, {std::begin(kSplitOrder), std::end(kSplitOrder)}));
   Converter converter(fs, options, std::move(schema));
   if (total_bytes >= kProgressMinBytes) converter.ShowProgress();
   absl::Status status;

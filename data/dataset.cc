@@ -1,11 +1,14 @@
 #include "data/dataset.h"
 
+#include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/status.h"
+#include "glog/logging.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
@@ -60,6 +63,62 @@ absl::Status WriteManifest(FileSystem* fs, const std::string& dir, DatasetManife
   }
   RETURN_IF_ERROR(fs->CreateDirs(dir));
   return fs->WriteStringToFileAtomic(JoinPath(dir, kManifestName), text);
+}
+
+namespace {
+
+absl::Status DeletePath(FileSystem* fs, const std::string& path) {
+  if (!fs->Exists(path)) return absl::OkStatus();
+  if (fs->IsDirectory(path)) return fs->DeleteRecursively(path);
+  return fs->DeleteFile(path);
+}
+
+}  // namespace
+
+absl::Status PrepareDatasetDir(FileSystem* fs, const std::string& dir,
+                               const std::vector<std::string>& producer_entries) {
+  if (!fs->Exists(dir)) {
+    return Annotate(fs->CreateDirs(dir), absl::StrCat("creating ", dir));
+  }
+  if (!fs->IsDirectory(dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, " exists and is not a directory"));
+  }
+  const std::vector<std::string> owned = {kRejectsName, kTruthDir, kTaxonomyName,
+                                          absl::StrCat(kManifestName, ".tmp")};
+  const std::string manifest_path = JoinPath(dir, kManifestName);
+  if (fs->Exists(manifest_path)) {
+    absl::StatusOr<DatasetManifest> old = ReadManifest(fs, dir);
+    if (!old.ok()) {
+      return Annotate(old.status(), absl::StrCat(dir, " holds an unreadable ", kManifestName,
+                                                 "; remove the folder or choose another"));
+    }
+    LOG(INFO) << "replacing the dataset in " << dir;
+    RETURN_IF_ERROR(fs->DeleteFile(manifest_path));
+    for (const SplitInfo& split : old->splits()) {
+      if (split.name().empty() || absl::StrContains(split.name(), '/') || split.name() == "." ||
+          split.name() == "..") {
+        return absl::DataLossError(
+            absl::StrCat(manifest_path, ": bad split name '", split.name(), "'"));
+      }
+      RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, split.name())));
+    }
+    for (const std::string& entry : owned) RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, entry)));
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> entries, fs->ListDir(dir));
+  for (const std::string& entry : entries) {
+    if (std::find(owned.begin(), owned.end(), entry) == owned.end() &&
+        std::find(producer_entries.begin(), producer_entries.end(), entry) == producer_entries.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, " is not empty and holds no ", kManifestName, " (found '", entry,
+                       "'); remove it or choose another output folder"));
+    }
+  }
+  for (const std::string& entry : entries) {
+    LOG(INFO) << "removing " << JoinPath(dir, entry) << " left by an interrupted run";
+    RETURN_IF_ERROR(DeletePath(fs, JoinPath(dir, entry)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SplitInfo> FindSplit(const DatasetManifest& manifest, absl::string_view name) {

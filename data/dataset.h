@@ -26,6 +26,20 @@ absl::StatusOr<DatasetManifest> ReadManifest(FileSystem* fs, const std::string& 
 // Writes DIR/dataset.pbtxt atomically (sets format_version).
 absl::Status WriteManifest(FileSystem* fs, const std::string& dir, DatasetManifest manifest);
 
+// Files a dataset folder holds besides its split folders (they go with the dataset).
+inline constexpr char kRejectsName[] = "rejects.tsv";
+inline constexpr char kTruthDir[] = "truth";
+inline constexpr char kTaxonomyName[] = "taxonomy.pbtxt";
+
+// Makes `dir` ready to receive a new dataset: creates it; or replaces the dataset it holds
+// (the manifest goes first, so a crash midway leaves no manifest naming deleted files, then
+// its splits, rejects.tsv, truth/ and taxonomy.pbtxt); or clears what an interrupted run of
+// the same producer left (entries named in `producer_entries`, plus rejects.tsv, truth/,
+// taxonomy.pbtxt and dataset.pbtxt.tmp). Refuses (FAILED_PRECONDITION) a non-empty folder
+// holding anything else, so `--out ~/project` never deletes a user's files.
+absl::Status PrepareDatasetDir(FileSystem* fs, const std::string& dir,
+                               const std::vector<std::string>& producer_entries);
+
 // The split named `name`, or NOT_FOUND listing the splits there are.
 absl::StatusOr<SplitInfo> FindSplit(const DatasetManifest& manifest, absl::string_view name);
 // Full paths of a split's files.

@@ -418,13 +418,8 @@ absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTa
       opt.new_user_fraction > 1) {
     return absl::InvalidArgumentError("data gen: invalid generator options");
   }
-  // Replace an existing dataset as a whole: the manifest goes first so a crash in between
-  // never leaves a folder that looks complete.
-  if (fs->Exists(JoinPath(out_dir, kManifestName))) RETURN_IF_ERROR(fs->DeleteFile(JoinPath(out_dir, kManifestName)));
-  for (const char* sub : {"users", "items", "behaviors", "train", "test", "truth"}) {
-    RETURN_IF_ERROR(fs->DeleteRecursively(JoinPath(out_dir, sub)));
-  }
-  RETURN_IF_ERROR(fs->CreateDirs(JoinPath(out_dir, "truth")));
+  RETURN_IF_ERROR(PrepareDatasetDir(fs, out_dir, {"users", "items", "behaviors", "train", "test"}));
+  RETURN_IF_ERROR(fs->CreateDirs(JoinPath(out_dir, kTruthDir)));
 
   const int64_t num_items =
       opt.items > 0 ? opt.items : std::clamp<int64_t>(opt.users / 4, 2000, 2000000);
@@ -443,7 +438,7 @@ absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTa
   Taxonomy categories_only;
   *categories_only.mutable_categories() = taxonomy.proto.categories();
   RETURN_IF_ERROR(fs->WriteStringToFileAtomic(
-      JoinPath(out_dir, "taxonomy.pbtxt"),
+      JoinPath(out_dir, kTaxonomyName),
       "# Category names of this dataset; leaf ids are file order + 1 (L1 ids likewise).\n" +
           ToTextProto(categories_only)));
   Taxonomy personas_only;
