@@ -11,9 +11,10 @@ constexpr int64_t kMinInputsForFraction = 1000;
 
 }  // namespace
 
-absl::Status ErrorCounter::CountBad(const absl::Status& error) {
+absl::Status ErrorCounter::CountBad(const absl::Status& error, int64_t n) {
   CHECK(!error.ok()) << "CountBad called with an OK status";
-  ++errors_;
+  CHECK_GE(n, 1) << "CountBad counts at least one bad input";
+  errors_ += n;
   if (messages_.size() < static_cast<size_t>(kKeptMessages)) {
     messages_.emplace_back(error.message());
   }

@@ -28,12 +28,14 @@ class ErrorCounter {
  public:
   explicit ErrorCounter(ErrorBudget budget = {}) : budget_(budget) {}
 
-  // Records one good input.
+  // Records `n` good inputs.
   void CountGood(int64_t n = 1) { seen_ += n; }
-  // Records one bad input described by `error` (which names file and line/offset). Returns OK
-  // when it is within budget (the caller skips the input), else an error that carries the
-  // first error's message and the counts.
-  absl::Status CountBad(const absl::Status& error);
+  // Records `n` >= 1 bad inputs lost to one error `error` (which names file and line/offset;
+  // its message is kept once): a corrupt block of n rows counts as n bad inputs, so that
+  // errors and good inputs are in the same unit. Returns OK when the errors are within
+  // budget (the caller skips the input), else an error that carries the first error's
+  // message and the counts.
+  absl::Status CountBad(const absl::Status& error, int64_t n = 1);
 
   int64_t seen() const { return seen_; }
   int64_t errors() const { return errors_; }

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "core/fs.h"
+#include "core/internal/string_region.h"
 #include "core/status.h"
 
 namespace choir {
@@ -34,23 +35,6 @@ class FaultInjectingWritableFile : public WritableFile {
   const std::unique_ptr<WritableFile> base_;
   int64_t written_ = 0;  // bytes that reached the base file
 };
-
-namespace {
-
-// A region that owns a (corrupted) copy of the file.
-class CopiedRegion : public ReadOnlyRegion {
- public:
-  CopiedRegion(std::string path, std::string contents)
-      : path_(std::move(path)), contents_(std::move(contents)) {}
-  absl::string_view data() const override { return contents_; }
-  const std::string& path() const override { return path_; }
-
- private:
-  const std::string path_;
-  const std::string contents_;
-};
-
-}  // namespace
 
 FaultInjectingFileSystem::FaultInjectingFileSystem(FileSystem* base) : base_(base) {}
 FaultInjectingFileSystem::~FaultInjectingFileSystem() = default;
@@ -101,7 +85,7 @@ absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> FaultInjectingFileSystem::MapRea
   std::string copy(data);
   copy[static_cast<size_t>(corrupt_offset_)] ^= static_cast<char>(0xFF);
   ++faults_;
-  return std::unique_ptr<ReadOnlyRegion>(new CopiedRegion(path, std::move(copy)));
+  return std::unique_ptr<ReadOnlyRegion>(new fs_internal::StringRegion(path, std::move(copy)));
 }
 
 bool FaultInjectingFileSystem::Exists(const std::string& path) { return base_->Exists(path); }
@@ -141,6 +125,10 @@ absl::Status FaultInjectingFileSystem::DeleteFile(const std::string& path) {
 
 absl::Status FaultInjectingFileSystem::DeleteRecursively(const std::string& path) {
   return base_->DeleteRecursively(path);
+}
+
+absl::Status FaultInjectingFileSystem::SyncDir(const std::string& dir) {
+  return base_->SyncDir(dir);
 }
 
 }  // namespace choir

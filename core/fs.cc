@@ -19,6 +19,8 @@ absl::Status FileSystem::WriteStringToFileAtomic(const std::string& path,
     RETURN_IF_ERROR(file->Close());
     return Rename(tmp, path);
   }();
+  // The new contents are in place; the directory sync makes the rename itself durable.
+  if (status.ok()) return SyncDir(Dirname(path));
   if (!status.ok()) {
     // Best effort: do not leave a half-written temporary behind. The destination is untouched.
     DeleteFile(tmp).IgnoreError();
@@ -38,6 +40,13 @@ std::string JoinPath(absl::string_view a, absl::string_view b) {
 
 std::string JoinPath(absl::string_view a, absl::string_view b, absl::string_view c) {
   return JoinPath(JoinPath(a, b), c);
+}
+
+std::string Dirname(absl::string_view path) {
+  const size_t slash = path.rfind('/');
+  if (slash == absl::string_view::npos) return ".";
+  if (slash == 0) return "/";
+  return std::string(path.substr(0, slash));
 }
 
 }  // namespace choir

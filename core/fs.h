@@ -69,10 +69,16 @@ class FileSystem {
   virtual absl::Status DeleteFile(const std::string& path) = 0;
   // Removes a directory and everything below it; OK when absent.
   virtual absl::Status DeleteRecursively(const std::string& path) = 0;
+  // Makes the entries of directory `dir` durable (fsync of the directory on posix), so that a
+  // file created or renamed into it survives a power loss: a rename is only durable once its
+  // directory is synced. NOT_FOUND when `dir` is absent.
+  virtual absl::Status SyncDir(const std::string& dir) = 0;
 
   // Convenience helpers built on the calls above.
   absl::StatusOr<std::string> ReadFileToString(const std::string& path);
-  // Writes `path` atomically: to "path.tmp", synced, then renamed over `path`.
+  // Writes `path` atomically and durably: to "path.tmp", synced, renamed over `path`, then the
+  // parent directory synced. After a crash `path` holds the old or the new contents, never a
+  // mix; after an OK return it holds the new ones even across a power loss.
   absl::Status WriteStringToFileAtomic(const std::string& path, absl::string_view contents);
 };
 
@@ -82,9 +88,14 @@ FileSystem* PosixFileSystem();
 // Joins path components with '/', without doubling separators.
 std::string JoinPath(absl::string_view a, absl::string_view b);
 std::string JoinPath(absl::string_view a, absl::string_view b, absl::string_view c);
+// The directory part of `path`: "a/b" for "a/b/c", "/" for "/c", "." for "c".
+std::string Dirname(absl::string_view path);
 
 // In-memory file system for tests. Directories are implicit for files but CreateDirs records
-// empty ones too.
+// empty ones too. Nothing is lost in a crash, so SyncDir only checks that the directory exists.
+// Files behave like inodes: a writer keeps appending to the file it opened even after that file
+// is renamed (the new name sees the appends) or deleted (nobody sees them), and a mapped region
+// is a snapshot that later writes, renames and deletes do not change.
 class MemFileSystem : public FileSystem {
  public:
   MemFileSystem();
@@ -100,6 +111,7 @@ class MemFileSystem : public FileSystem {
   absl::Status Rename(const std::string& from, const std::string& to) override;
   absl::Status DeleteFile(const std::string& path) override;
   absl::Status DeleteRecursively(const std::string& path) override;
+  absl::Status SyncDir(const std::string& dir) override;
 
   // Test access to the raw bytes of a file (e.g. to truncate or corrupt it).
   absl::StatusOr<std::string> GetContents(const std::string& path);
@@ -139,6 +151,7 @@ class FaultInjectingFileSystem : public FileSystem {
   absl::Status Rename(const std::string& from, const std::string& to) override;
   absl::Status DeleteFile(const std::string& path) override;
   absl::Status DeleteRecursively(const std::string& path) override;
+  absl::Status SyncDir(const std::string& dir) override;
 
  private:
   friend class FaultInjectingWritableFile;

@@ -7,22 +7,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/fs.h"
+#include "core/internal/string_region.h"
 #include "core/status.h"
 
 namespace choir {
-
-struct MemFileSystem::State {
-  absl::Mutex mu;
-  // Contents are shared with open writers: a renamed or deleted file keeps receiving the
-  // writes of a writer opened before, as an inode would.
-  std::map<std::string, std::shared_ptr<std::string>> files ABSL_GUARDED_BY(mu);
-  std::set<std::string> dirs ABSL_GUARDED_BY(mu);  // excluding the root
-
-  bool IsDirLocked(const std::string& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    return p.empty() || dirs.count(p) > 0;
-  }
-};
-
 namespace {
 
 std::string Normalize(absl::string_view path) {
@@ -82,24 +70,37 @@ class MemWritableFile : public WritableFile {
   bool closed_ = false;
 };
 
-// A snapshot of a file's contents at the time it was mapped.
-class StringRegion : public ReadOnlyRegion {
- public:
-  StringRegion(std::string path, std::string contents)
-      : path_(std::move(path)), contents_(std::move(contents)) {}
-  absl::string_view data() const override { return contents_; }
-  const std::string& path() const override { return path_; }
-
- private:
-  const std::string path_;
-  const std::string contents_;
-};
-
 absl::Status NotFound(absl::string_view what, absl::string_view path) {
   return ErrnoToStatus(ENOENT, what, path);
 }
 
 }  // namespace
+
+struct MemFileSystem::State {
+  absl::Mutex mu;
+  // Contents are shared with open writers: a renamed or deleted file keeps receiving the
+  // writes of a writer opened before, as an inode would.
+  std::map<std::string, std::shared_ptr<std::string>> files ABSL_GUARDED_BY(mu);
+  std::set<std::string> dirs ABSL_GUARDED_BY(mu);  // excluding the root
+
+  bool IsDirLocked(const std::string& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return p.empty() || dirs.count(p) > 0;
+  }
+
+  // The contents of the file at normalised path `p` (`path` as the caller spelled it, for
+  // errors): NOT_FOUND when absent, FAILED_PRECONDITION for a directory.
+  absl::StatusOr<std::shared_ptr<std::string>> FindFileLocked(const std::string& p,
+                                                              const std::string& path,
+                                                              absl::string_view what)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = files.find(p);
+    if (it != files.end()) return it->second;
+    if (IsDirLocked(p)) {
+      return absl::FailedPreconditionError(absl::StrCat("is a directory: ", path));
+    }
+    return NotFound(what, path);
+  }
+};
 
 MemFileSystem::MemFileSystem() : state_(std::make_shared<State>()) {}
 MemFileSystem::~MemFileSystem() = default;
@@ -120,7 +121,7 @@ absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::NewWritableFile(
 absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MemFileSystem::MapReadOnly(
     const std::string& path) {
   ASSIGN_OR_RETURN(std::string contents, GetContents(path));
-  return std::unique_ptr<ReadOnlyRegion>(new StringRegion(path, std::move(contents)));
+  return std::unique_ptr<ReadOnlyRegion>(new fs_internal::StringRegion(path, std::move(contents)));
 }
 
 bool MemFileSystem::Exists(const std::string& path) {
@@ -138,14 +139,8 @@ bool MemFileSystem::IsDirectory(const std::string& path) {
 absl::StatusOr<uint64_t> MemFileSystem::FileSize(const std::string& path) {
   const std::string p = Normalize(path);
   absl::MutexLock lock(&state_->mu);
-  auto it = state_->files.find(p);
-  if (it == state_->files.end()) {
-    if (state_->IsDirLocked(p)) {
-      return absl::FailedPreconditionError(absl::StrCat("is a directory: ", path));
-    }
-    return NotFound("stat", path);
-  }
-  return static_cast<uint64_t>(it->second->size());
+  ASSIGN_OR_RETURN(std::shared_ptr<std::string> contents, state_->FindFileLocked(p, path, "stat"));
+  return static_cast<uint64_t>(contents->size());
 }
 
 absl::Status MemFileSystem::CreateDirs(const std::string& path) {
@@ -243,17 +238,20 @@ absl::Status MemFileSystem::DeleteRecursively(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status MemFileSystem::SyncDir(const std::string& dir) {
+  // Nothing to make durable; only the existence checks of the posix call remain.
+  const std::string p = Normalize(dir);
+  absl::MutexLock lock(&state_->mu);
+  if (state_->IsDirLocked(p)) return absl::OkStatus();
+  if (state_->files.count(p) > 0) return ErrnoToStatus(ENOTDIR, "open", dir);
+  return NotFound("open", dir);
+}
+
 absl::StatusOr<std::string> MemFileSystem::GetContents(const std::string& path) {
   const std::string p = Normalize(path);
   absl::MutexLock lock(&state_->mu);
-  auto it = state_->files.find(p);
-  if (it == state_->files.end()) {
-    if (state_->IsDirLocked(p)) {
-      return absl::FailedPreconditionError(absl::StrCat("is a directory: ", path));
-    }
-    return NotFound("open", path);
-  }
-  return *it->second;
+  ASSIGN_OR_RETURN(std::shared_ptr<std::string> contents, state_->FindFileLocked(p, path, "open"));
+  return *contents;
 }
 
 absl::Status MemFileSystem::SetContents(const std::string& path, std::string contents) {

@@ -212,6 +212,15 @@ class PosixFs : public FileSystem {
     if (::rmdir(path.c_str()) != 0) return ErrnoToStatus(errno, "rmdir", path);
     return absl::OkStatus();
   }
+
+  absl::Status SyncDir(const std::string& dir) override {
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return ErrnoToStatus(errno, "open", dir);
+    absl::Status status;
+    if (::fsync(fd) != 0) status = ErrnoToStatus(errno, "fsync", dir);
+    ::close(fd);
+    return status;
+  }
 };
 
 }  // namespace

@@ -33,11 +33,11 @@ class ActivityIndex {
       : config_(std::move(config)), source_(std::move(source)) {}
 
   // Records that `user` was present in the training period with `purchases` in the window.
-  void AddKnownUser(int64_t user, int32_t purchases) { purchases_[user] += purchases; }
+  void AddKnownUser(int64_t user, int64_t purchases) { purchases_[user] += purchases; }
 
   Bucket Of(int64_t user) const;
   // Purchases in the window; -1 for a user unknown to the training period.
-  int32_t Purchases(int64_t user) const;
+  int64_t Purchases(int64_t user) const;
   int64_t known_users() const { return purchases_.size(); }
   // Where the purchase counts came from ("behaviors" or "train conversions").
   const std::string& source() const { return source_; }
@@ -46,7 +46,7 @@ class ActivityIndex {
  private:
   ActivityBuckets config_;
   std::string source_;
-  absl::flat_hash_map<int64_t, int32_t> purchases_;
+  absl::flat_hash_map<int64_t, int64_t> purchases_;
 };
 
 // Builds the index of the dataset in `dir`. Bad blocks count against `errors`.

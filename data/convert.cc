@@ -39,8 +39,7 @@
 namespace choir::data {
 namespace {
 
-// Splits in manifest order. A file goes to the first whose name its base name contains,
-// checked in the order test, val; else train.
+// Splits in manifest order.
 constexpr const char* kSplitOrder[] = {"train", "val", "test"};
 // Progress is shown when the inputs are at least this big.
 constexpr uint64_t kProgressMinBytes = 16 << 20;
@@ -89,7 +88,8 @@ constexpr const char* kRechubDense[] = {"D109_14", "D110_14", "D127_14", "D150_1
 // Taobao display-ad (DMR) layout: five 50-wide history blocks, then scalar columns.
 constexpr int kTaobaoColumns = 267;
 constexpr int kTaobaoHistory = 50;
-constexpr int kTaobaoBtag = 0, kTaobaoCate = 50, kTaobaoBrand = 100, kTaobaoMask = 150;
+constexpr int kTaobaoBtag = 0, kTaobaoCate = 50, kTaobaoBrand = 100, kTaobaoMask = 150,
+              kTaobaoMatchMask = 200;
 struct TaobaoScalar {
   const char* name;
   int column;
@@ -149,13 +149,18 @@ std::string FormatName(InputFormat format) {
 struct FieldSource {
   enum class Kind {
     kCell,         // one cell; for list types its values are '|'-separated
-    kMaskedRange,  // INT64_LIST of cells [column, column + length) where the mask cell != 0
+    kMaskedRange,  // INT64_LIST of cells column + k, k < plan.mask_length, where mask k != 0
   };
   Kind kind = Kind::kCell;
-  int column = 0;       // 0-based
-  int mask_column = 0;  // kMaskedRange: first mask cell
-  int length = 0;       // kMaskedRange
-  std::string label;    // the column's name in messages
+  int column = 0;     // 0-based
+  std::string label;  // the column's name in messages
+};
+
+// Cells [column, column + length) of every data line that must be integers.
+struct IntRange {
+  int column = 0;
+  int length = 0;
+  std::string label;
 };
 
 // How to read one input file.
@@ -166,6 +171,10 @@ struct FilePlan {
   bool has_header = false;
   int num_columns = 0;               // cells every data line must have
   std::vector<FieldSource> sources;  // one per schema field, in schema order
+  // The mask of the kMaskedRange sources (length 0: none), parsed once per line.
+  IntRange mask;
+  // Cells checked to be integers but not converted.
+  std::vector<IntRange> unconverted;
 };
 
 // One data line's values, staged before they go into a block. Indexed by schema field.
@@ -174,6 +183,7 @@ struct StagedRow {
   std::vector<float> floats;
   std::vector<std::vector<int64_t>> int_lists;
   std::vector<std::vector<float>> float_lists;
+  std::vector<bool> mask;  // the plan's mask: slot k holds a value
 
   explicit StagedRow(size_t n) : ints(n), floats(n), int_lists(n), float_lists(n) {}
 };
@@ -181,20 +191,6 @@ struct StagedRow {
 std::string BaseName(absl::string_view path) {
   const size_t slash = path.rfind('/');
   return std::string(slash == absl::string_view::npos ? path : path.substr(slash + 1));
-}
-
-std::string SplitOfFile(absl::string_view path) {
-  const std::string base = absl::AsciiStrToLower(BaseName(path));
-  if (absl::StrContains(base, "test")) return "test";
-  if (absl::StrContains(base, "val")) return "val";
-  return "train";
-}
-
-int RoleIndex(const Schema& schema, FieldRole role) {
-  for (int i = 0; i < schema.fields_size(); ++i) {
-    if (schema.fields(i).role() == role) return i;
-  }
-  return -1;
 }
 
 std::string Quoted(absl::string_view s) {
@@ -360,11 +356,11 @@ void PlanTaobao(FilePlan* plan) {
     FieldSource source;
     source.kind = FieldSource::Kind::kMaskedRange;
     source.column = s.column;
-    source.mask_column = kTaobaoMask;
-    source.length = kTaobaoHistory;
     source.label = s.column_name;
     plan->sources.push_back(std::move(source));
   }
+  plan->mask = {kTaobaoMask, kTaobaoHistory, "mask"};
+  plan->unconverted.push_back({kTaobaoMatchMask, kTaobaoHistory, "match_mask"});
 }
 
 // Generic CSV: "name" or "name:type" per header cell (docs/data-formats.md).
@@ -502,19 +498,29 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
     return absl::InvalidArgumentError(
         absl::StrCat("expected ", plan.num_columns, " columns, got ", cells.size()));
   }
+  row->mask.resize(plan.mask.length);
+  for (int k = 0; k < plan.mask.length; ++k) {
+    int64_t mask;
+    RETURN_IF_ERROR(ParseInt(cells[plan.mask.column + k], plan.mask.label, plan.mask.column + k,
+                             &mask));
+    row->mask[k] = mask != 0;
+  }
+  for (const IntRange& range : plan.unconverted) {
+    for (int c = range.column; c < range.column + range.length; ++c) {
+      int64_t ignored;
+      RETURN_IF_ERROR(ParseInt(cells[c], range.label, c, &ignored));
+    }
+  }
   for (int f = 0; f < schema.fields_size(); ++f) {
     const Field& field = schema.fields(f);
     const FieldSource& source = plan.sources[f];
     if (source.kind == FieldSource::Kind::kMaskedRange) {
       std::vector<int64_t>& list = row->int_lists[f];
       list.clear();
-      for (int k = 0; k < source.length; ++k) {
-        int64_t mask = 0, value = 0;
-        const int mask_column = source.mask_column + k;
-        const int value_column = source.column + k;
-        RETURN_IF_ERROR(ParseInt(cells[mask_column], "mask", mask_column, &mask));
-        RETURN_IF_ERROR(ParseInt(cells[value_column], source.label, value_column, &value));
-        if (mask != 0) list.push_back(value);
+      for (int k = 0; k < plan.mask.length; ++k) {
+        int64_t value;
+        RETURN_IF_ERROR(ParseInt(cells[source.column + k], source.label, source.column + k, &value));
+        if (row->mask[k]) list.push_back(value);
       }
       // The file stores the oldest behaviour first (padding at the front); SEQUENCE fields
       // are most recent first.
@@ -592,13 +598,15 @@ void AppendRow(const StagedRow& row, RowBlock* block) {
 
 class Converter {
  public:
-  Converter(FileSystem* fs, const ConvertOptions& options, Schema schema)
+  // `empty_block` has the output schema and no rows.
+  Converter(FileSystem* fs, const ConvertOptions& options, RowBlock empty_block)
       : fs_(fs),
         options_(options),
-        schema_(std::move(schema)),
+        empty_block_(std::move(empty_block)),
+        schema_(empty_block_.schema()),
         errors_(options.budget),
-        click_(RoleIndex(schema_, LABEL_CLICK)),
-        conversion_(RoleIndex(schema_, LABEL_CONVERSION)),
+        click_(empty_block_.RoleIndex(LABEL_CLICK)),
+        conversion_(empty_block_.RoleIndex(LABEL_CONVERSION)),
         staged_(schema_.fields_size()) {
     writer_options_.writer = absl::StrCat("choir data convert (", FormatName(options.format), ")");
   }
@@ -611,7 +619,11 @@ class Converter {
   // Best-effort removal of the split folders written so far (after a failure).
   void RemovePartialOutput();
 
-  const ConvertReport& report() const { return report_; }
+  ConvertReport report() const {
+    ConvertReport report = report_;
+    report.reject_messages = errors_.messages();
+    return report;
+  }
 
  private:
   struct SplitState {
@@ -624,7 +636,8 @@ class Converter {
 
   FileSystem* const fs_;
   const ConvertOptions& options_;
-  const Schema schema_;
+  const RowBlock empty_block_;  // each split's block starts as a copy
+  const Schema& schema_;        // empty_block_'s
   ErrorCounter errors_;
   const int click_;
   const int conversion_;  // -1 when the format has no conversion label
@@ -645,7 +658,7 @@ absl::StatusOr<Converter::SplitState*> Converter::GetSplit(const std::string& na
     SplitState state;
     state.writer =
         std::make_unique<SplitWriter>(fs_, options_.out_dir, name, schema_, writer_options_);
-    state.block = RowBlock(schema_);
+    state.block = empty_block_;
     it = splits_.emplace(name, std::move(state)).first;
   }
   return &it->second;
@@ -657,9 +670,6 @@ absl::Status Converter::Reject(const FilePlan& plan, int64_t line_number, absl::
   const absl::Status error =
       absl::InvalidArgumentError(absl::StrCat(where, ": ", reason.message()));
   ++report_.rows_rejected;
-  if (report_.reject_messages.size() < static_cast<size_t>(ErrorCounter::kKeptMessages)) {
-    report_.reject_messages.emplace_back(error.message());
-  }
   // Every rejected line, the one that exceeds the budget included, is kept verbatim.
   if (rejects_ == nullptr) {
     ASSIGN_OR_RETURN(rejects_, fs_->NewWritableFile(JoinPath(options_.out_dir, kRejectsName)));
@@ -794,6 +804,16 @@ absl::StatusOr<InputFormat> ParseInputFormat(absl::string_view name) {
       "unknown input format '", name, "'; use aliccp-aitm, aliccp-rechub, taobao-ad or csv"));
 }
 
+std::string SplitFromFileName(absl::string_view path) {
+  const std::string base = absl::AsciiStrToLower(BaseName(path));
+  bool val = false;
+  for (absl::string_view token : absl::StrSplit(base, absl::ByAnyChar("_-. "))) {
+    if (token == "test") return "test";
+    if (token == "val" || token == "valid" || token == "validation") val = true;
+  }
+  return val ? "val" : "train";
+}
+
 absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& options) {
   const std::string format_name = FormatName(options.format);
   if (options.inputs.empty()) return absl::InvalidArgumentError("convert: no input files");
@@ -808,6 +828,12 @@ absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& opti
     return absl::InvalidArgumentError(
         absl::StrCat("convert: delimiter ", Quoted(std::string(1, options.delimiter)),
                      " is not allowed (it has another meaning in the csv format)"));
+  }
+  if (!options.split.empty() &&
+      std::find(std::begin(kSplitOrder), std::end(kSplitOrder), options.split) ==
+          std::end(kSplitOrder)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("convert: unknown split '", options.split, "'; use train, val or test"));
   }
   if (options.format == InputFormat::kTaobaoAd && options.task != TASK_CTR) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -834,7 +860,7 @@ absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& opti
   for (size_t i = 0; i < options.inputs.size(); ++i) {
     FilePlan plan;
     plan.path = options.inputs[i];
-    plan.split = SplitOfFile(plan.path);
+    plan.split = options.split.empty() ? SplitFromFileName(plan.path) : options.split;
     ASSIGN_OR_RETURN(absl::optional<std::string> first_line, FirstLine(fs, plan.path));
     absl::optional<absl::string_view> first;
     if (first_line.has_value()) first = *first_line;
@@ -858,18 +884,20 @@ absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& opti
     plans.push_back(std::move(plan));
   }
   RETURN_IF_ERROR(Annotate(ValidateSchema(schema), absl::StrCat(format_name, " schema")));
-  if (RoleIndex(schema, LABEL_CLICK) < 0) {
+  RowBlock empty_block(schema);
+  if (empty_block.RoleIndex(LABEL_CLICK) < 0) {
     return absl::FailedPreconditionError(
         absl::StrCat(options.inputs[0], ": no click label column (csv: name one 'click')"));
   }
-  if (options.task != TASK_CTR && RoleIndex(schema, LABEL_CONVERSION) < 0) {
+  if (options.task != TASK_CTR && empty_block.RoleIndex(LABEL_CONVERSION) < 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         options.inputs[0], ": no conversion label column, which task ", Task_Name(options.task),
         " needs (csv: name one 'conversion'); use --task ctr"));
   }
 
-  RETURN_IF_ERROR(PrepareDatasetDir(fs, options.out_dir, {std::begin(kSplitOrder), std::end(kSplitOrder)}));
-  Converter converter(fs, options, std::move(schema));
+  RETURN_IF_ERROR(
+      PrepareDatasetDir(fs, options.out_dir, {std::begin(kSplitOrder), std::end(kSplitOrder)}));
+  Converter converter(fs, options, std::move(empty_block));
   if (total_bytes >= kProgressMinBytes) converter.ShowProgress();
   absl::Status status;
   for (const FilePlan& plan : plans) {

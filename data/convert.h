@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/error_budget.h"
 #include "core/fs.h"
 #include "core/proto/job.pb.h"
@@ -27,9 +28,11 @@ absl::StatusOr<InputFormat> ParseInputFormat(absl::string_view name);
 
 struct ConvertOptions {
   InputFormat format = InputFormat::kCsv;
-  // Input files; each becomes rows of `split` unless the name says train/val/test (a file
-  // whose name contains "test" goes to split "test", "val" to "val", else "train").
+  // Input files, converted in this order. Each goes to one split: `split` when set, else the
+  // one its base name names (SplitFromFileName).
   std::vector<std::string> inputs;
+  // "train", "val" or "test": every input goes to this split. Empty (default): by file name.
+  std::string split;
   std::string out_dir;
   // The task decides which rows are kept: TASK_CVR drops rows with a conversion but no click
   // (counted as "dropped_conversion_without_click" in the manifest and the log); the others
@@ -50,8 +53,16 @@ struct ConvertReport {
   int64_t rows_written = 0;
   int64_t rows_rejected = 0;   // malformed, skipped within budget
   int64_t rows_dropped = 0;    // well-formed but dropped by the task (conversion w/o click)
-  std::vector<std::string> reject_messages;  // first few, "file:line: reason"
+  // The first few (ErrorCounter::kKeptMessages) rejections, "file:line: reason"; filled from
+  // the conversion's ErrorCounter.
+  std::vector<std::string> reject_messages;
 };
+
+// The split a file goes to by its name: the base name (case-insensitive) is cut into tokens at
+// '_', '-', '.' and ' '; a token "test" picks "test", else a token "val", "valid" or
+// "validation" picks "val", else "train". Whole tokens only: "latest.csv" and "trainval.csv"
+// are "train"; "ali_ccp_test_sample.csv" and "ctr_cvr.test" are "test".
+std::string SplitFromFileName(absl::string_view path);
 
 // Converts the inputs into a dataset folder at out_dir (manifest written last).
 absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& options);

@@ -7,28 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/config.h"
 #include "core/status.h"
 #include "glog/logging.h"
-#include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
 namespace choir::data {
-namespace {
-
-// Keeps the first parse error of a text proto, with its line and column (1-based).
-class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    if (error_.empty()) error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  std::string error_;
-};
-
-}  // namespace
 
 absl::StatusOr<DatasetManifest> ReadManifest(FileSystem* fs, const std::string& dir) {
   const std::string path = JoinPath(dir, kManifestName);
@@ -41,12 +25,7 @@ absl::StatusOr<DatasetManifest> ReadManifest(FileSystem* fs, const std::string& 
     return text.status();
   }
   DatasetManifest manifest;
-  FirstErrorCollector collector;
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&collector);
-  if (!parser.ParseFromString(*text, &manifest)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ":", collector.error()));
-  }
+  RETURN_IF_ERROR(ParseTextProto(*text, path, &manifest));
   if (manifest.format_version() != kDatasetFormatVersion) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": dataset format version ", manifest.format_version(),
@@ -108,7 +87,8 @@ absl::Status PrepareDatasetDir(FileSystem* fs, const std::string& dir,
   ASSIGN_OR_RETURN(std::vector<std::string> entries, fs->ListDir(dir));
   for (const std::string& entry : entries) {
     if (std::find(owned.begin(), owned.end(), entry) == owned.end() &&
-        std::find(producer_entries.begin(), producer_entries.end(), entry) == producer_entries.end()) {
+        std::find(producer_entries.begin(), producer_entries.end(), entry) ==
+            producer_entries.end()) {
       return absl::FailedPreconditionError(
           absl::StrCat(dir, " is not empty and holds no ", kManifestName, " (found '", entry,
                        "'); remove it or choose another output folder"));

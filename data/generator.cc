@@ -51,7 +51,23 @@ struct Story {
   double click_bias = -3.0, click_affinity = 0.6, click_quality = 0.3, click_position = -0.08;
   double conv_bias = -4.0, conv_affinity = 0.9, conv_quality = 0.4, conv_price = 3.0,
          conv_user_sd = 0.4, conv_activity = 0.15;
+  // A user's price tier: the persona's plus Normal(0, price_tier_sd), clipped to [0, 1].
+  double price_tier_sd = 0.12;
+  // Probability that each attribute is missing, by purchase rate (< 1, < 5, else).
+  double missing_sparse = 0.35, missing_mid = 0.2, missing_active = 0.05;
+  // New users first appear within this share of the test period.
+  double new_user_window = 0.5;
+  // Purchases choose the best price fit among this many popular items of the leaf.
+  int purchase_candidates = 4;
+  // Rank positions of impressions: 1..positions.
+  int positions = 10;
+  // Item popularity: exp(popularity_quality * quality); shops: items / items_per_shop.
+  double popularity_quality = 0.8;
+  int items_per_shop = 20;
+  int min_items_per_leaf = 5;
 };
+
+constexpr Story kStory;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double NormalCdf(double z) { return 0.5 * std::erfc(-z / std::sqrt(2.0)); }
@@ -82,11 +98,11 @@ Catalogue BuildCatalogue(const CompiledTaxonomy& tax, int64_t num_items, uint64_
   const double total_w = cat.leaf_cum_global.back();
   cat.leaf_items.resize(num_leaves);
   cat.leaf_cum.resize(num_leaves);
-  const int32_t num_shops = std::max<int64_t>(50, num_items / 20);
+  const int32_t num_shops = std::max<int64_t>(50, num_items / kStory.items_per_shop);
   int32_t brand_base = 0;
   for (size_t l = 0; l < num_leaves; ++l) {
     const auto& leaf = tax.leaves[l];
-    const int64_t n = std::max<int64_t>(5, std::llround(num_items * leaf.weight / total_w));
+    const int64_t n = std::max<int64_t>(kStory.min_items_per_leaf, std::llround(num_items * leaf.weight / total_w));
     std::vector<double> popularity;
     for (int64_t i = 0; i < n; ++i) {
       Item it;
@@ -101,7 +117,7 @@ Catalogue BuildCatalogue(const CompiledTaxonomy& tax, int64_t num_items, uint64_
       it.price_pos = static_cast<float>(NormalCdf(z));
       it.quality = static_cast<float>(rng.Normal());
       cat.leaf_items[l].push_back(cat.items.size());
-      popularity.push_back(std::exp(0.8 * it.quality));
+      popularity.push_back(std::exp(kStory.popularity_quality * it.quality));
       cat.items.push_back(it);
     }
     cat.leaf_cum[l] = Cumulative(popularity);
@@ -210,35 +226,35 @@ class UserGenerator {
     const auto& P = tax_.personas[persona];
 
     // Activity: heavy-tailed purchase rate per year.
-    const double rate = P.activity * std::exp(story_.activity_mu + story_.activity_sigma * rng.Normal());
-    const double click_rate = story_.click_base + story_.click_per_purchase * std::pow(rate, 0.9);
-    const double click_noise = story_.noise_floor + story_.noise_sparse * std::exp(-rate / 2);
+    const double rate = P.activity * std::exp(kStory.activity_mu + kStory.activity_sigma * rng.Normal());
+    const double click_rate = kStory.click_base + kStory.click_per_purchase * std::pow(rate, 0.9);
+    const double click_noise = kStory.noise_floor + kStory.noise_sparse * std::exp(-rate / 2);
 
     // Interests: persona, per-user noise, sometimes a second persona, and a background.
     UserState st;
     st.user_id = user_id;
     std::vector<double>& w = st.w;
     w.resize(num_leaves);
-    const bool mixed = rng.Bernoulli(story_.mix_prob);
+    const bool mixed = rng.Bernoulli(kStory.mix_prob);
     const int other = mixed ? rng.FromCumulative(persona_cum_) : persona;
     for (size_t l = 0; l < num_leaves; ++l) {
       double base = P.interest[l];
-      if (mixed) base = (1 - story_.mix_share) * base + story_.mix_share * tax_.personas[other].interest[l];
-      w[l] = base * std::exp(story_.interest_noise * rng.Normal()) + story_.interest_background / num_leaves;
+      if (mixed) base = (1 - kStory.mix_share) * base + kStory.mix_share * tax_.personas[other].interest[l];
+      w[l] = base * std::exp(kStory.interest_noise * rng.Normal()) + kStory.interest_background / num_leaves;
     }
     double wsum = 0;
     for (double x : w) wsum += x;
     for (double& x : w) x /= wsum;
     st.w_cum = Cumulative(w);
     const std::vector<double>& w_cum = st.w_cum;
-    const double price_tier = std::clamp(P.price_tier + 0.12 * rng.Normal(), 0.0, 1.0);
+    const double price_tier = std::clamp(P.price_tier + kStory.price_tier_sd * rng.Normal(), 0.0, 1.0);
     st.price_tier = price_tier;
     st.price_sensitivity = P.price_sensitivity;
-    st.conv_user = story_.conv_user_sd * rng.Normal();
+    st.conv_user = kStory.conv_user_sd * rng.Normal();
     st.rate = rate;
 
     // Attributes; sparse users leave more of them empty.
-    const double missing = rate < 1 ? 0.35 : (rate < 5 ? 0.2 : 0.05);
+    const double missing = rate < 1 ? kStory.missing_sparse : (rate < 5 ? kStory.missing_mid : kStory.missing_active);
     const int64_t gender = rng.Bernoulli(missing) ? 0 : (rng.Bernoulli(P.female_prob) ? 2 : 1);
     const int64_t age = rng.Bernoulli(missing) ? 0 : 1 + rng.FromCumulative(age_cum_[persona]);
     const int64_t city = rng.Bernoulli(missing) ? 0 : 1 + rng.FromCumulative(city_cum_[persona]);
@@ -252,7 +268,7 @@ class UserGenerator {
     const int64_t end = split + opt_.test_days * kDay;
     const bool is_new = rng.Bernoulli(opt_.new_user_fraction);
     const int64_t first_seen =
-        is_new ? split + static_cast<int64_t>(rng.Uniform() * opt_.test_days * kDay / 2) : log_start;
+        is_new ? split + static_cast<int64_t>(rng.Uniform() * opt_.test_days * kDay * kStory.new_user_window) : log_start;
     const double years = (end - first_seen) / kYear;
 
     // The behaviour log: purchases (price-aware choice in an interesting leaf) and clicks
@@ -264,7 +280,7 @@ class UserGenerator {
     for (int64_t i = 0; i < purchases; ++i) {
       const size_t leaf = rng.FromCumulative(w_cum);
       int32_t best = PickItem(leaf, &rng);
-      for (int k = 0; k < 3; ++k) {
+      for (int k = 0; k + 1 < kStory.purchase_candidates; ++k) {
         const int32_t c = PickItem(leaf, &rng);
         if (std::abs(cat_.items[c].price_pos - price_tier) < std::abs(cat_.items[best].price_pos - price_tier)) best = c;
       }
@@ -307,11 +323,11 @@ class UserGenerator {
     // Impressions in the train period (existing users) and the test period (everyone).
     const double imp_scale = std::pow(rate, 0.75);
     if (!is_new) {
-      const int64_t n = rng.Poisson(story_.train_impressions_base + story_.train_impressions_per_rate * imp_scale);
+      const int64_t n = rng.Poisson(kStory.train_impressions_base + kStory.train_impressions_per_rate * imp_scale);
       EmitImpressions(st, n, split - opt_.train_days * kDay, split, events, &rng, &out->train, &out->counts, true);
     }
     const int64_t n_test =
-        std::max<int64_t>(is_new ? 1 : 0, rng.Poisson(story_.test_impressions_base + story_.test_impressions_per_rate * imp_scale));
+        std::max<int64_t>(is_new ? 1 : 0, rng.Poisson(kStory.test_impressions_base + kStory.test_impressions_per_rate * imp_scale));
     EmitImpressions(st, n_test, std::max(split, first_seen), end, events, &rng, &out->test, &out->counts, false);
   }
 
@@ -327,20 +343,20 @@ class UserGenerator {
     std::sort(times.begin(), times.end());
     const double num_leaves = tax_.leaves.size();
     for (int64_t ts : times) {
-      const size_t leaf = rng->Bernoulli(story_.targeted_share) ? rng->FromCumulative(st.w_cum)
+      const size_t leaf = rng->Bernoulli(kStory.targeted_share) ? rng->FromCumulative(st.w_cum)
                                                                : rng->FromCumulative(cat_.leaf_cum_global);
       const int32_t item = PickItem(leaf, rng);
       const Item& it = cat_.items[item];
-      const int64_t position = 1 + rng->Below(10);
+      const int64_t position = 1 + rng->Below(kStory.positions);
       const double affinity = std::clamp(std::log(st.w[leaf] * num_leaves), -3.0, 3.0);
-      const double p_click = Sigmoid(story_.click_bias + story_.click_affinity * affinity +
-                                     story_.click_quality * it.quality + story_.click_position * position);
+      const double p_click = Sigmoid(kStory.click_bias + kStory.click_affinity * affinity +
+                                     kStory.click_quality * it.quality + kStory.click_position * position);
       const bool click = rng->Bernoulli(p_click);
       const double price_miss = std::abs(it.price_pos - st.price_tier);
       const double p_conv =
-          Sigmoid(story_.conv_bias + story_.conv_affinity * affinity + story_.conv_quality * it.quality -
-                  story_.conv_price * st.price_sensitivity * price_miss + st.conv_user +
-                  story_.conv_activity * std::log1p(st.rate));
+          Sigmoid(kStory.conv_bias + kStory.conv_affinity * affinity + kStory.conv_quality * it.quality -
+                  kStory.conv_price * st.price_sensitivity * price_miss + st.conv_user +
+                  kStory.conv_activity * std::log1p(st.rate));
       const bool conversion = click && rng->Bernoulli(p_conv);
       out->AppendInt(0, st.user_id);
       out->AppendInt(1, item + 1);
@@ -381,7 +397,6 @@ class UserGenerator {
   const CompiledTaxonomy& tax_;
   const Catalogue& cat_;
   const GeneratorOptions& opt_;
-  const Story story_;
   std::vector<double> persona_cum_;
   std::vector<std::vector<double>> age_cum_, city_cum_;
 };
@@ -413,6 +428,9 @@ absl::Status WriteItems(FileSystem* fs, const Catalogue& cat, const CompiledTaxo
 absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTaxonomy& taxonomy,
                                                 const GeneratorOptions& opt, const std::string& out_dir) {
   if (opt.users < 1) return absl::InvalidArgumentError("data gen: --users must be at least 1");
+  if (opt.items < 0 || opt.items > kMaxItems) {
+    return absl::InvalidArgumentError(absl::StrCat("data gen: --items must be in [0, ", kMaxItems, "]"));
+  }
   if (opt.threads < 1 || opt.users_per_chunk < 1 || opt.max_seq_len < 0 || opt.train_days < 1 ||
       opt.test_days < 1 || opt.history_days < opt.train_days || opt.new_user_fraction < 0 ||
       opt.new_user_fraction > 1) {
@@ -488,6 +506,7 @@ absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTa
       progress.Add(c.counts.users);
     }
   }
+  RETURN_IF_ERROR(truth->Sync());
   RETURN_IF_ERROR(truth->Close());
   RETURN_IF_ERROR(fs->Rename(truth_path + ".tmp", truth_path));
   for (SplitWriter* w : {&users, &behaviors, &train, &test}) {

@@ -14,11 +14,14 @@
 
 namespace choir::data {
 
+// Item ids and catalogue indices are 32-bit inside the generator.
+inline constexpr int64_t kMaxItems = 100000000;
+
 struct GeneratorOptions {
   int64_t users = 20000;
   uint64_t seed = 1;
   // Items in the catalogue; 0 (default) picks users / 4, at least 2000 and at most 2,000,000.
-  int64_t items = 0;
+  int64_t items = 0;  // at most kMaxItems
   // Generation threads. The output does not depend on it.
   int threads = 2;
   // Users generated together per thread; bounds memory. Default 2048.
@@ -49,17 +52,6 @@ struct GeneratorReport {
 absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTaxonomy& taxonomy,
                                                 const GeneratorOptions& options,
                                                 const std::string& out_dir);
-
-// Field names of the impression splits (train/test), shared with readers and tests.
-namespace fields {
-inline constexpr char kUserId[] = "user_id";
-inline constexpr char kItemId[] = "item_id";
-inline constexpr char kTimestamp[] = "timestamp";
-inline constexpr char kClick[] = "click";
-inline constexpr char kConversion[] = "conversion";
-inline constexpr char kCategory[] = "item_category";
-inline constexpr char kBehaviorType[] = "type";  // behaviors split: 1 click, 2 purchase
-}  // namespace fields
 
 }  // namespace choir::data
 

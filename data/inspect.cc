@@ -9,6 +9,7 @@
 #include "core/status.h"
 #include "data/dataset.h"
 #include "data/shard.h"
+#include "nlohmann/json.hpp"
 
 namespace choir::data {
 namespace {
@@ -42,7 +43,9 @@ absl::StatusOr<InspectReport> InspectDataset(FileSystem* fs, const std::string& 
 
   absl::StatusOr<ActivityIndex> activity = absl::NotFoundError("no train split");
   if (FindSplit(manifest, "train").ok()) {
-    activity = BuildActivityIndex(fs, dir, manifest, buckets, &errors);
+    // Its own counter: the split loop below reads (and counts) every block once.
+    ErrorCounter activity_errors(budget);
+    activity = BuildActivityIndex(fs, dir, manifest, buckets, &activity_errors);
     RETURN_IF_ERROR(activity.status());
     report.bucket_source = activity->source();
   }
@@ -159,7 +162,7 @@ std::string FormatInspectReport(const InspectReport& r) {
   return out;
 }
 
-nlohmann::json InspectReportToJson(const InspectReport& r) {
+std::string InspectReportToJson(const InspectReport& r) {
   nlohmann::json j;
   j["dir"] = r.dir;
   j["source"] = r.source;
@@ -187,7 +190,7 @@ nlohmann::json InspectReportToJson(const InspectReport& r) {
     js["rows_per_user"] = hist;
     j["splits"][s.name] = js;
   }
-  return j;
+  return j.dump(2) + "\n";
 }
 
 }  // namespace choir::data

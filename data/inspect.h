@@ -13,7 +13,6 @@
 #include "core/fs.h"
 #include "core/proto/job.pb.h"
 #include "data/activity.h"
-#include "nlohmann/json.hpp"
 
 namespace choir::data {
 
@@ -47,7 +46,8 @@ absl::StatusOr<InspectReport> InspectDataset(FileSystem* fs, const std::string& 
 
 // Human-readable tables.
 std::string FormatInspectReport(const InspectReport& report);
-nlohmann::json InspectReportToJson(const InspectReport& report);
+// The report as a JSON document (the same numbers, machine-readable).
+std::string InspectReportToJson(const InspectReport& report);
 
 }  // namespace choir::data
 

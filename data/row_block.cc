@@ -18,8 +18,6 @@ bool IsKnownType(FieldType type) {
 // Roles that may appear on at most one field.
 bool IsUniqueRole(FieldRole role) { return role != FEATURE && role != SEQUENCE; }
 
-bool IsIntType(FieldType type) { return type == INT64 || type == INT64_LIST; }
-
 // Bitwise equality of two float vectors (so NaNs and -0.0 compare as stored).
 bool SameFloats(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() &&
@@ -57,7 +55,7 @@ void RowBlock::FinishRow() {
   for (size_t i = 0; i < columns_.size(); ++i) {
     Column& c = columns_[i];
     if (c.is_list()) {
-      const size_t n = IsIntType(c.type) ? c.ints.size() : c.floats.size();
+      const size_t n = c.is_int() ? c.ints.size() : c.floats.size();
       CHECK_LE(n, std::numeric_limits<uint32_t>::max())
           << "list column " << schema_.fields(i).name() << " exceeds 2^32 values in one block";
       c.offsets.push_back(static_cast<uint32_t>(n));
@@ -96,7 +94,7 @@ absl::Status RowBlock::Validate() const {
           absl::StrCat("column ", name, " has type ", FieldType_Name(c.type),
                        " but the schema says ", FieldType_Name(schema_.fields(i).type())));
     }
-    const bool is_int = IsIntType(c.type);
+    const bool is_int = c.is_int();
     const size_t values = is_int ? c.ints.size() : c.floats.size();
     const size_t other = is_int ? c.floats.size() : c.ints.size();
     if (other != 0) {

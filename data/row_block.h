@@ -23,6 +23,8 @@ struct Column {
   std::vector<uint32_t> offsets{0};
 
   bool is_list() const { return type == INT64_LIST || type == FLOAT_LIST; }
+  // True when the values live in `ints` (INT64, INT64_LIST), false for `floats`.
+  bool is_int() const { return type == INT64 || type == INT64_LIST; }
   void Clear();
 };
 

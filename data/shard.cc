@@ -98,14 +98,12 @@ void GetArray(const char* src, size_t n, std::vector<T>* out) {
 #endif
 }
 
-bool IsIntType(FieldType type) { return type == INT64 || type == INT64_LIST; }
-
 // Appends the payload of `rows` (see the layout in docs/shard-format.md) to `dst`.
 void EncodePayload(const RowBlock& rows, std::string* dst) {
   for (size_t i = 0; i < rows.num_columns(); ++i) {
     const Column& c = rows.column(static_cast<int>(i));
     if (c.is_list()) PutArray(dst, c.offsets.data(), c.offsets.size());
-    if (IsIntType(c.type)) {
+    if (c.is_int()) {
       PutArray(dst, c.ints.data(), c.ints.size());
     } else {
       PutArray(dst, c.floats.data(), c.floats.size());
@@ -138,7 +136,7 @@ class PayloadDecoder {
       }
       values = c->offsets[rows];
     }
-    if (IsIntType(c->type)) return Take(field, "values", values, &c->ints);
+    if (c->is_int()) return Take(field, "values", values, &c->ints);
     if (c->type == FLOAT || c->type == FLOAT_LIST) return Take(field, "values", values, &c->floats);
     return Bad(field, absl::StrCat("unknown field type ", static_cast<int>(c->type)));
   }
@@ -167,6 +165,84 @@ class PayloadDecoder {
 };
 
 std::string Hex32(uint32_t v) { return absl::StrFormat("0x%08x", v); }
+
+// Most rows a block header can hold.
+constexpr uint64_t kMaxBlockRows = std::numeric_limits<uint32_t>::max();
+// A thread's zstd buffer that grew beyond this for one big block is released after it.
+constexpr size_t kKeptDecompressBufferBytes = 64 << 20;
+
+// The least payload bytes one row of `schema` takes: a value per scalar column, an offset per
+// list column (whose values may be empty).
+uint64_t MinRowBytes(const Schema& schema) {
+  uint64_t bytes = 0;
+  for (const Field& field : schema.fields()) bytes += field.type() == INT64 ? 8 : 4;
+  return bytes;
+}
+
+// The footer's fixed fields, after its magic, length and CRC were checked.
+struct Footer {
+  uint64_t start = 0;  // file offset of the footer (of its block offsets)
+  uint64_t num_blocks = 0;
+  uint64_t num_rows = 0;
+};
+
+// Reads the footer at the end of `data` (the whole file) without trusting anything before it;
+// `min_start` is the earliest offset the footer may start at (the end of the file header).
+// The footer may still give block offsets that do not fit the file; the caller checks them.
+absl::StatusOr<Footer> ParseFooter(const std::string& path, absl::string_view data,
+                                   uint64_t min_start) {
+  const char* p = data.data();
+  const uint64_t size = data.size();
+  if (size < min_start + kFooterFixedLen ||
+      std::memcmp(p + size - kFooterMagicLen, kFooterMagic, kFooterMagicLen) != 0) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": truncated: no footer (file is ", size, " bytes)"));
+  }
+  const uint64_t footer_len = GetFixed32(p + size - kFooterMagicLen - 4);
+  if (footer_len < kFooterFixedLen || (footer_len - kFooterFixedLen) % 8 != 0 ||
+      footer_len > size - min_start) {
+    return absl::DataLossError(absl::StrCat(path, ": bad footer length ", footer_len, " at offset ",
+                                            size - kFooterMagicLen - 4, " (file is ", size,
+                                            " bytes)"));
+  }
+  Footer footer;
+  footer.start = size - footer_len;
+  footer.num_blocks = (footer_len - kFooterFixedLen) / 8;
+  const char* f = p + footer.start;
+  const uint64_t crc_at = footer.start + footer.num_blocks * 8 + 16;
+  const uint32_t footer_crc = GetFixed32(p + crc_at);
+  const uint32_t footer_actual = crc32c::Value(f, crc_at - footer.start);
+  if (footer_crc != footer_actual) {
+    return absl::DataLossError(absl::StrCat(path, ": footer checksum mismatch at offset ", crc_at,
+                                            " (stored ", Hex32(footer_crc), ", computed ",
+                                            Hex32(footer_actual), ")"));
+  }
+  if (GetFixed64(f + footer.num_blocks * 8) != footer.num_blocks) {
+    return absl::DataLossError(absl::StrCat(path, ": footer at offset ", footer.start,
+                                            " disagrees with itself on the block count"));
+  }
+  footer.num_rows = GetFixed64(f + footer.num_blocks * 8 + 8);
+  // Each block holds 1 to 2^32-1 rows.
+  const uint64_t max_rows_blocks =
+      footer.num_rows / kMaxBlockRows + (footer.num_rows % kMaxBlockRows != 0 ? 1 : 0);
+  if (footer.num_rows < footer.num_blocks || max_rows_blocks > footer.num_blocks) {
+    return absl::DataLossError(absl::StrCat(path, ": footer at offset ", footer.start, " gives ",
+                                            footer.num_rows, " rows for ", footer.num_blocks,
+                                            " blocks"));
+  }
+  return footer;
+}
+
+// The footer's row count of the shard at `path` when its footer is intact, else 1: what a
+// shard that cannot be opened costs the error budget.
+int64_t RowsLostWithFile(FileSystem* fs, const std::string& path) {
+  absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> region = fs->MapReadOnly(path);
+  if (!region.ok()) return 1;
+  absl::StatusOr<Footer> footer = ParseFooter(path, (*region)->data(), kFilePrefixLen + 4);
+  if (!footer.ok() || footer->num_rows == 0) return 1;
+  return static_cast<int64_t>(
+      std::min<uint64_t>(footer->num_rows, std::numeric_limits<int64_t>::max()));
+}
 
 }  // namespace
 
@@ -330,7 +406,8 @@ absl::Status ShardWriter::Close() {
   }
   file_.reset();
   closed_ = true;
-  return absl::OkStatus();
+  // The file is complete at `path_`; syncing its directory makes the rename durable.
+  return Annotate(fs_->SyncDir(Dirname(path_)), absl::StrCat(path_, ": syncing its directory"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,34 +473,25 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(FileSystem* fs,
     return absl::DataLossError(absl::StrCat(path, ": unknown codec in header"));
   }
 
+  reader->min_row_bytes_ = MinRowBytes(reader->header_.schema());
+
   // Footer, read from the end.
-  const uint64_t footer_len = GetFixed32(p + size - kFooterMagicLen - 4);
-  if (footer_len < kFooterFixedLen || (footer_len - kFooterFixedLen) % 8 != 0 ||
-      footer_len > size - header_end) {
-    return absl::DataLossError(absl::StrCat(path, ": bad footer length ", footer_len, " at offset ",
-                                            size - kFooterMagicLen - 4, " (file is ", size,
-                                            " bytes)"));
+  ASSIGN_OR_RETURN(const Footer footer, ParseFooter(path, data, header_end));
+  const uint64_t footer_start = footer.start;
+  const uint64_t num_blocks = footer.num_blocks;
+  // Bound the count by the bytes the blocks occupy before allocating for it.
+  if (num_blocks > (footer_start - header_end) / kBlockHeaderLen) {
+    return absl::DataLossError(absl::StrCat(path, ": footer at offset ", footer_start, " lists ",
+                                            num_blocks, " blocks but the ",
+                                            footer_start - header_end, " bytes at offset ",
+                                            header_end, " hold at most ",
+                                            (footer_start - header_end) / kBlockHeaderLen));
   }
-  const uint64_t footer_start = size - footer_len;
-  const uint64_t num_blocks = (footer_len - kFooterFixedLen) / 8;
-  const char* footer = p + footer_start;
-  const uint64_t crc_at = footer_start + num_blocks * 8 + 16;
-  const uint32_t footer_crc = GetFixed32(p + crc_at);
-  const uint32_t footer_actual = crc32c::Value(footer, crc_at - footer_start);
-  if (footer_crc != footer_actual) {
-    return absl::DataLossError(absl::StrCat(path, ": footer checksum mismatch at offset ", crc_at,
-                                            " (stored ", Hex32(footer_crc), ", computed ",
-                                            Hex32(footer_actual), ")"));
-  }
-  if (GetFixed64(footer + num_blocks * 8) != num_blocks) {
-    return absl::DataLossError(absl::StrCat(path, ": footer at offset ", footer_start,
-                                            " disagrees with itself on the block count"));
-  }
-  reader->num_rows_ = GetFixed64(footer + num_blocks * 8 + 8);
+  reader->num_rows_ = footer.num_rows;
   reader->block_offsets_.resize(num_blocks);
   uint64_t min_offset = header_end;
   for (uint64_t i = 0; i < num_blocks; ++i) {
-    const uint64_t off = GetFixed64(footer + 8 * i);
+    const uint64_t off = GetFixed64(p + footer_start + 8 * i);
     // Blocks are contiguous from the end of the header; each needs room for its header.
     if (off < min_offset || (i == 0 && off != header_end) || off > footer_start ||
         footer_start - off < kBlockHeaderLen) {
@@ -442,81 +510,107 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(FileSystem* fs,
   return reader;
 }
 
-absl::StatusOr<uint32_t> ShardReader::BlockRows(size_t i) const {
+absl::StatusOr<ShardReader::BlockInfo> ShardReader::CheckBlockHeader(size_t i) const {
   if (i >= block_offsets_.size()) {
     return absl::OutOfRangeError(absl::StrCat(path_, ": block ", i, " out of range (file has ",
                                               block_offsets_.size(), " blocks)"));
   }
+  const absl::string_view data = region_->data();
   const uint64_t off = block_offsets_[i];
-  const char* h = region_->data().data() + off;
-  if (std::memcmp(h, kBlockMagic, kBlockMagicLen) != 0) {
-    return absl::DataLossError(
-        absl::StrCat(path_, ": block ", i, " at offset ", off, ": bad block magic"));
+  auto bad = [&](absl::string_view what) {
+    return absl::DataLossError(absl::StrCat(path_, ": block ", i, " at offset ", off, ": ", what));
+  };
+  // Open() guarantees that the block header lies before the next block (or the footer).
+  const char* h = data.data() + off;
+  if (std::memcmp(h, kBlockMagic, kBlockMagicLen) != 0) return bad("bad block magic");
+  const uint32_t stored_crc = GetFixed32(h + kBlockHeaderCrcCovers);
+  const uint32_t actual_crc = crc32c::Value(h, kBlockHeaderCrcCovers);
+  if (stored_crc != actual_crc) {
+    return bad(absl::StrCat("block header checksum mismatch (stored ", Hex32(stored_crc),
+                            ", computed ", Hex32(actual_crc), ")"));
   }
-  const uint32_t stored = GetFixed32(h + kBlockHeaderCrcCovers);
-  const uint32_t actual = crc32c::Value(h, kBlockHeaderCrcCovers);
-  if (stored != actual) {
-    return absl::DataLossError(absl::StrCat(path_, ": block ", i, " at offset ", off,
-                                            ": block header checksum mismatch (stored ",
-                                            Hex32(stored), ", computed ", Hex32(actual), ")"));
+  BlockInfo block;
+  block.rows = GetFixed32(h + kBlockMagicLen);
+  block.raw_len = GetFixed32(h + kBlockMagicLen + 4);
+  const uint32_t stored_len = GetFixed32(h + kBlockMagicLen + 8);
+  block.payload_crc = GetFixed32(h + kBlockMagicLen + 12);
+
+  // The lengths passed the CRC but are still only claims: check each against the file and the
+  // options before anything is allocated for it.
+  const uint64_t limit = i + 1 < block_offsets_.size()
+                             ? block_offsets_[i + 1]
+                             : data.size() - (kFooterFixedLen + 8 * block_offsets_.size());
+  const uint64_t span = limit - off - kBlockHeaderLen;
+  if (stored_len != span) {
+    return bad(absl::StrCat("payload length ", stored_len, " but the block spans ", span,
+                            " bytes"));
   }
-  return GetFixed32(h + kBlockMagicLen);
+  if (block.raw_len > options_.max_block_bytes) {
+    return bad(absl::StrCat("raw payload length ", block.raw_len, " exceeds the reader's limit of ",
+                            options_.max_block_bytes,
+                            " bytes (ShardReaderOptions::max_block_bytes)"));
+  }
+  if (header_.codec() == CODEC_NONE && block.raw_len != stored_len) {
+    return bad(absl::StrCat("raw length ", block.raw_len, " differs from stored length ",
+                            stored_len, " in an uncompressed block"));
+  }
+  if (block.rows == 0) return bad("block header gives 0 rows");
+  if (min_row_bytes_ > 0 && block.rows > block.raw_len / min_row_bytes_) {
+    return bad(absl::StrCat("block header gives ", block.rows, " rows but a payload of ",
+                            block.raw_len, " bytes holds at most ",
+                            block.raw_len / min_row_bytes_));
+  }
+  block.stored = data.substr(off + kBlockHeaderLen, stored_len);
+  return block;
+}
+
+absl::StatusOr<uint32_t> ShardReader::BlockRows(size_t i) const {
+  ASSIGN_OR_RETURN(const BlockInfo block, CheckBlockHeader(i));
+  return block.rows;
 }
 
 absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
   out->Clear();
-  ASSIGN_OR_RETURN(const uint32_t rows, BlockRows(i));
-  const absl::string_view data = region_->data();
-  const uint64_t off = block_offsets_[i];
-  const uint64_t limit = i + 1 < block_offsets_.size()
-                             ? block_offsets_[i + 1]
-                             : data.size() - (kFooterFixedLen + 8 * block_offsets_.size());
-  const std::string where = absl::StrCat(path_, ": block ", i, " at offset ", off, ": ");
-  const char* h = data.data() + off;
-  const uint32_t raw_len = GetFixed32(h + kBlockMagicLen + 4);
-  const uint32_t stored_len = GetFixed32(h + kBlockMagicLen + 8);
-  const uint32_t payload_crc = GetFixed32(h + kBlockMagicLen + 12);
-  // Open() guarantees limit - off >= kBlockHeaderLen.
-  if (stored_len != limit - off - kBlockHeaderLen) {
-    return absl::DataLossError(absl::StrCat(where, "payload length ", stored_len,
-                                            " but the block spans ", limit - off - kBlockHeaderLen,
-                                            " bytes"));
-  }
-  const absl::string_view stored(h + kBlockHeaderLen, stored_len);
+  ASSIGN_OR_RETURN(const BlockInfo block, CheckBlockHeader(i));
+  const std::string where = absl::StrCat(path_, ": block ", i, " at offset ", block_offsets_[i],
+                                         ": ");
+  const absl::string_view stored = block.stored;
   if (options_.verify_checksums) {
     const uint32_t actual = crc32c::Value(stored);
-    if (actual != payload_crc) {
+    if (actual != block.payload_crc) {
       return absl::DataLossError(absl::StrCat(where, "payload checksum mismatch (stored ",
-                                              Hex32(payload_crc), ", computed ", Hex32(actual),
-                                              ")"));
+                                              Hex32(block.payload_crc), ", computed ",
+                                              Hex32(actual), ")"));
     }
   }
 
   absl::string_view raw = stored;
-  // Decompression buffer, reused by each reading thread.
+  // Decompression buffer, reused by each reading thread; released after a block that made it
+  // grow past kKeptDecompressBufferBytes, so that one big block does not pin it forever.
   thread_local std::string decompressed;
+  struct TrimOnExit {
+    ~TrimOnExit() {
+      if (decompressed.capacity() > kKeptDecompressBufferBytes) std::string().swap(decompressed);
+    }
+  } trim_on_exit;
   if (header_.codec() == CODEC_ZSTD) {
     const unsigned long long content = ZSTD_getFrameContentSize(stored.data(), stored.size());
-    if (content != raw_len) {
-      return absl::DataLossError(absl::StrCat(where, "zstd frame does not hold ", raw_len,
+    if (content != block.raw_len) {
+      return absl::DataLossError(absl::StrCat(where, "zstd frame does not hold ", block.raw_len,
                                               " bytes as the block header says"));
     }
-    decompressed.resize(raw_len);
+    decompressed.resize(block.raw_len);  // at most options_.max_block_bytes
     const size_t n =
         ZSTD_decompress(decompressed.data(), decompressed.size(), stored.data(), stored.size());
     if (ZSTD_isError(n)) {
       return absl::DataLossError(
           absl::StrCat(where, "zstd decompression failed: ", ZSTD_getErrorName(n)));
     }
-    if (n != raw_len) {
+    if (n != block.raw_len) {
       return absl::DataLossError(
-          absl::StrCat(where, "decompressed to ", n, " bytes, expected ", raw_len));
+          absl::StrCat(where, "decompressed to ", n, " bytes, expected ", block.raw_len));
     }
     raw = absl::string_view(decompressed.data(), n);
-  } else if (raw_len != stored_len) {
-    return absl::DataLossError(absl::StrCat(where, "raw length ", raw_len,
-                                            " differs from stored length ", stored_len,
-                                            " in an uncompressed block"));
   }
 
   const Schema& schema = header_.schema();
@@ -526,7 +620,7 @@ absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
   }
   PayloadDecoder decoder(raw);
   for (int c = 0; c < schema.fields_size(); ++c) {
-    absl::Status s = decoder.DecodeColumn(schema.fields(c), rows, &out->columns_[c]);
+    absl::Status s = decoder.DecodeColumn(schema.fields(c), block.rows, &out->columns_[c]);
     if (!s.ok()) {
       out->Clear();
       return absl::DataLossError(absl::StrCat(where, s.message()));
@@ -537,7 +631,7 @@ absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
     return absl::DataLossError(
         absl::StrCat(where, decoder.remaining(), " stray bytes at the end of the payload"));
   }
-  out->num_rows_ = rows;
+  out->num_rows_ = block.rows;
   absl::Status valid = out->Validate();
   if (!valid.ok()) {
     out->Clear();
@@ -557,14 +651,16 @@ absl::Status ForEachBlock(FileSystem* fs, const std::vector<std::string>& files,
     absl::StatusOr<std::unique_ptr<ShardReader>> reader = ShardReader::Open(fs, path);
     if (!reader.ok()) {
       if (reader.status().code() != absl::StatusCode::kDataLoss) return reader.status();
-      RETURN_IF_ERROR(errors->CountBad(reader.status()));
+      RETURN_IF_ERROR(errors->CountBad(reader.status(), RowsLostWithFile(fs, path)));
       continue;
     }
     for (size_t i = 0; i < (*reader)->num_blocks(); ++i) {
       absl::Status s = (*reader)->ReadBlock(i, &block);
       if (!s.ok()) {
         if (s.code() != absl::StatusCode::kDataLoss) return s;
-        RETURN_IF_ERROR(errors->CountBad(s));
+        // The rows the block held, when its header is intact, are the inputs lost.
+        const absl::StatusOr<uint32_t> rows = (*reader)->BlockRows(i);
+        RETURN_IF_ERROR(errors->CountBad(s, rows.ok() ? *rows : 1));
         continue;
       }
       errors->CountGood(static_cast<int64_t>(block.num_rows()));

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/error_budget.h"
 #include "core/fs.h"
 #include "data/proto/shard.pb.h"
@@ -50,7 +51,9 @@ class ShardWriter {
 
   // Writes `rows` as one block (an empty block is skipped). Its schema must equal the file's.
   absl::Status Write(const RowBlock& rows);
-  // Writes the footer, syncs and renames "<path>.tmp" to `path`.
+  // Writes the footer, syncs and renames "<path>.tmp" to `path`, then syncs the directory so
+  // that the rename survives a power loss. An error after the rename (from syncing the
+  // directory) leaves the complete file at `path`.
   absl::Status Close();
 
   uint64_t rows_written() const { return rows_; }
@@ -81,6 +84,12 @@ class ShardWriter {
 struct ShardReaderOptions {
   // Verify each block's CRC32C before decoding. Default true; turn off only to measure.
   bool verify_checksums = true;
+  // Largest block payload (its raw_len, before decompression) the reader accepts. A block
+  // whose header claims more is DATA_LOSS before anything is allocated for it, so a corrupt or
+  // hostile file cannot make each reading thread allocate up to 4 GiB. Default 256 MiB, far
+  // above the blocks Choir writes by default (typically a few MiB); raise it to read files written with larger
+  // blocks, at the cost of that much memory per reading thread.
+  uint64_t max_block_bytes = uint64_t{256} << 20;
 };
 
 // Reads a shard file through a read-only mapping. Open() validates the header and footer;
@@ -96,7 +105,8 @@ class ShardReader {
   const ShardHeader& header() const { return header_; }
   size_t num_blocks() const { return block_offsets_.size(); }
   uint64_t num_rows() const { return num_rows_; }
-  // Rows of block `i` from its header (cheap; does not decode).
+  // Rows of block `i` from its header (cheap; does not decode the payload). DATA_LOSS when
+  // the header is corrupt or its lengths do not fit the file, the options or the row count.
   absl::StatusOr<uint32_t> BlockRows(size_t i) const;
 
   // Decodes block `i` into `out` (its previous contents are replaced). DATA_LOSS naming the
@@ -106,19 +116,33 @@ class ShardReader {
  private:
   ShardReader() = default;
 
+  // A block header whose checksum and lengths were checked; `stored` views its payload.
+  struct BlockInfo {
+    uint32_t rows = 0;
+    uint32_t raw_len = 0;
+    uint32_t payload_crc = 0;
+    absl::string_view stored;
+  };
+  // Checks block `i`'s header: magic, CRC, stored_len against the block's span in the file,
+  // raw_len against options_.max_block_bytes, rows (>= 1) against what raw_len can hold.
+  absl::StatusOr<BlockInfo> CheckBlockHeader(size_t i) const;
+
   std::string path_;
   std::unique_ptr<ReadOnlyRegion> region_;
   ShardHeader header_;
   std::vector<uint64_t> block_offsets_;
   uint64_t num_rows_ = 0;
+  uint64_t min_row_bytes_ = 0;  // the least payload bytes a row of the schema takes
   ShardReaderOptions options_;
 };
 
-// Reads every block of the listed files in order, calling `fn(block)` for each. Files that
-// fail to open and blocks that fail to read with DATA_LOSS are counted against `errors` (one
-// bad input per file or block) and skipped while within budget; otherwise that error is
-// returned. Good blocks count their rows as good inputs. Errors of other codes (a missing
-// file, a newer version) and the first error `fn` returns are returned at once.
+// Reads every block of the listed files in order, calling `fn(block)` for each. Inputs are
+// rows: good blocks count their rows as good inputs, and files that fail to open and blocks
+// that fail to read with DATA_LOSS count the rows they lose as bad inputs against `errors` (a
+// block its header's row count, a file its footer's; 1 when that count is unreadable too),
+// so that max_errors and max_fraction are in rows. Bad inputs are skipped while within
+// budget; otherwise that error is returned. Errors of other codes (a missing file, a newer
+// version) and the first error `fn` returns are returned at once.
 absl::Status ForEachBlock(FileSystem* fs, const std::vector<std::string>& files,
                           ErrorCounter* errors,
                           const std::function<absl::Status(const RowBlock&)>& fn);

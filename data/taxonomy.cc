@@ -28,6 +28,10 @@ absl::StatusOr<Taxonomy> LoadTaxonomy(FileSystem* fs, const std::string& path) {
 
 namespace {
 
+constexpr int kMaxBrandsPerLeaf = 100000;
+
+bool Positive(double x) { return x > 0 && std::isfinite(x); }
+
 absl::Status CheckWeights(const std::vector<double>& w, size_t want, absl::string_view what) {
   if (w.size() != want) {
     return absl::InvalidArgumentError(
@@ -67,10 +71,11 @@ absl::StatusOr<CompiledTaxonomy> CompileTaxonomy(const Taxonomy& taxonomy) {
             absl::StrCat("taxonomy: leaf '", leaf.name(), "' in '", l1.name(),
                          "' is empty or not unique among category names"));
       }
-      if (!(leaf.weight() > 0) || !(leaf.median_price() > 0) || !(leaf.price_sigma() > 0) ||
-          leaf.brands() < 1) {
+      if (!Positive(leaf.weight()) || !Positive(leaf.median_price()) || !Positive(leaf.price_sigma()) ||
+          leaf.price_sigma() > 5 || leaf.brands() < 1 || leaf.brands() > kMaxBrandsPerLeaf) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "taxonomy: leaf '", leaf.name(), "' needs weight, median_price, price_sigma > 0 and brands >= 1"));
+            "taxonomy: leaf '", leaf.name(), "' needs finite weight and median_price > 0, price_sigma in (0, 5] and brands in [1, ",
+            kMaxBrandsPerLeaf, "]"));
       }
       leaf_index[leaf.name()] = out.leaves.size();
       CompiledTaxonomy::Leaf l;
@@ -100,7 +105,7 @@ absl::StatusOr<CompiledTaxonomy> CompileTaxonomy(const Taxonomy& taxonomy) {
     c.price_tier = p.price_tier();
     c.price_sensitivity = p.price_sensitivity();
     c.activity = p.activity();
-    if (!(c.weight > 0) || !(c.activity > 0) || !(c.female_prob >= 0 && c.female_prob <= 1) ||
+    if (!Positive(c.weight) || !Positive(c.activity) || !std::isfinite(c.price_sensitivity) || !(c.female_prob >= 0 && c.female_prob <= 1) ||
         !(c.price_tier >= 0 && c.price_tier <= 1) || !(c.price_sensitivity >= 0)) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, ": weight and activity must be > 0, female_prob and price_tier in [0,1], "
@@ -114,7 +119,7 @@ absl::StatusOr<CompiledTaxonomy> CompileTaxonomy(const Taxonomy& taxonomy) {
     if (p.interests_size() == 0) return absl::InvalidArgumentError(absl::StrCat(where, ": no interests"));
     c.interest.assign(out.leaves.size(), 0.0);
     for (const Interest& in : p.interests()) {
-      if (!(in.weight() > 0)) {
+      if (!Positive(in.weight())) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": interest '", in.category(), "' needs weight > 0"));
       }

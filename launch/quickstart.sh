@@ -37,7 +37,7 @@ if [[ -d "$SHARED/ali-ccp" ]]; then
   "$CHOIR" data convert --format aliccp-aitm --task cvr \
     --in "$SHARED/ali-ccp/paddlerec_aitm_train.csv,$SHARED/ali-ccp/paddlerec_aitm_test.csv" \
     --out "$OUT/aliccp"
-  "$CHOIR" data inspect "$OUT/aliccp" --json "$OUT/aliccp/inspect.json" --quiet
+  "$CHOIR" data inspect "$OUT/aliccp" --json "$OUT/aliccp.inspect.json" --quiet
 fi
 if [[ -d "$SHARED/taobao-display-ad" ]]; then
   step "convert the public Taobao display-ad sample (DMR format, CTR task: it has no conversion label) -> $OUT/taobao"
@@ -46,6 +46,6 @@ if [[ -d "$SHARED/taobao-display-ad" ]]; then
 fi
 
 step "inspect $OUT/data"
-"$CHOIR" data inspect "$OUT/data" --json "$OUT/data/inspect.json" --quiet
+"$CHOIR" data inspect "$OUT/data" --json "$OUT/data.inspect.json" --quiet
 
 step "done: $OUT"

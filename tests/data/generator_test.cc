@@ -246,7 +246,7 @@ TEST_F(GeneratorTest, MostUsersAreLowActivityAndFewHighUsersHoldALargeShareOfPur
     }
     silent_old_users += !t.is_new && b == Bucket::kNew;
     users[static_cast<int>(b)]++;
-    purchases[static_cast<int>(b)] += std::max(0, index->Purchases(user));
+    purchases[static_cast<int>(b)] += std::max<int64_t>(0, index->Purchases(user));
   }
   EXPECT_LT(silent_old_users, kUsers / 200);
   const int64_t known = kUsers - users[static_cast<int>(Bucket::kNew)];

@@ -7,6 +7,7 @@
 #include "data/generator.h"
 #include "data/taxonomy.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace choir::data {
 namespace {
@@ -55,7 +56,7 @@ TEST_F(InspectTest, BucketsPartitionUsersAndSamplesOfEachImpressionSplit) {
   EXPECT_EQ(with_buckets, 2);
   const std::string text = FormatInspectReport(*r);
   EXPECT_NE(text.find("rows per user, split train"), std::string::npos) << text;
-  const nlohmann::json j = InspectReportToJson(*r);
+  const nlohmann::json j = nlohmann::json::parse(InspectReportToJson(*r));
   EXPECT_EQ(j["splits"]["train"]["rows"].get<int64_t>(), r->counters.at("train_rows"));
 }
 

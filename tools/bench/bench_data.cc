@@ -14,7 +14,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "core/crc32c.h"
+#include "core/status.h"
 #include "core/fs.h"
 #include "data/dataset.h"
 #include "data/generator.h"
@@ -60,47 +62,41 @@ void Emit(const std::string& bench, const std::string& metric, double value, con
   std::fflush(stdout);
 }
 
-int Gen() {
+absl::Status Gen() {
   choir::FileSystem* fs = choir::PosixFileSystem();
-  auto taxonomy = choir::data::LoadTaxonomy(fs, "");
-  CHECK(taxonomy.ok()) << taxonomy.status();
-  auto compiled = choir::data::CompileTaxonomy(*taxonomy);
-  CHECK(compiled.ok()) << compiled.status();
+  ASSIGN_OR_RETURN(choir::data::Taxonomy taxonomy, choir::data::LoadTaxonomy(fs, ""));
+  ASSIGN_OR_RETURN(choir::data::CompiledTaxonomy compiled, choir::data::CompileTaxonomy(taxonomy));
   choir::data::GeneratorOptions options;
   options.users = FLAGS_users;
   options.threads = FLAGS_threads;
-  CHECK(fs->CreateDirs(FLAGS_out).ok());
   const auto start = std::chrono::steady_clock::now();
-  auto report = choir::data::GenerateDataset(fs, *compiled, options, FLAGS_out);
-  if (!report.ok()) {
-    std::fprintf(stderr, "gen failed: %s\n", report.status().ToString().c_str());
-    return 1;
-  }
+  ASSIGN_OR_RETURN(const choir::data::GeneratorReport report,
+                   choir::data::GenerateDataset(fs, compiled, options, FLAGS_out));
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const int64_t rows = report->behavior_rows + report->train_rows + report->test_rows + report->users + report->items;
+  const int64_t rows = report.behavior_rows + report.train_rows + report.test_rows + report.users + report.items;
   nlohmann::json ctx = {{"users", FLAGS_users}, {"threads", FLAGS_threads}, {"rows", rows},
-                        {"train_rows", report->train_rows}, {"seconds", s}};
+                        {"train_rows", report.train_rows}, {"seconds", s}};
   Emit("data_gen", "rows_per_s", rows / s, "rows/s", ctx);
   Emit("data_gen", "users_per_s", FLAGS_users / s, "users/s", ctx);
-  return 0;
+  return absl::OkStatus();
 }
 
-int Read() {
+absl::Status Read() {
   choir::FileSystem* fs = choir::PosixFileSystem();
-  auto manifest = choir::data::ReadManifest(fs, FLAGS_dir);
-  CHECK(manifest.ok()) << manifest.status();
-  auto split = choir::data::FindSplit(*manifest, FLAGS_split);
-  CHECK(split.ok()) << split.status();
+  ASSIGN_OR_RETURN(const choir::data::DatasetManifest manifest, choir::data::ReadManifest(fs, FLAGS_dir));
+  ASSIGN_OR_RETURN(const choir::data::SplitInfo split, choir::data::FindSplit(manifest, FLAGS_split));
   std::vector<std::unique_ptr<choir::data::ShardReader>> readers;
   std::vector<std::pair<size_t, size_t>> work;  // (reader, block)
   int64_t bytes = 0;
-  for (const std::string& path : choir::data::SplitPaths(FLAGS_dir, *split)) {
-    auto r = choir::data::ShardReader::Open(fs, path);
-    CHECK(r.ok()) << r.status();
-    for (size_t b = 0; b < (*r)->num_blocks(); ++b) work.push_back({readers.size(), b});
-    bytes += *fs->FileSize(path);
-    readers.push_back(std::move(*r));
+  for (const std::string& path : choir::data::SplitPaths(FLAGS_dir, split)) {
+    ASSIGN_OR_RETURN(std::unique_ptr<choir::data::ShardReader> r, choir::data::ShardReader::Open(fs, path));
+    for (size_t b = 0; b < r->num_blocks(); ++b) work.push_back({readers.size(), b});
+    ASSIGN_OR_RETURN(const uint64_t size, fs->FileSize(path));
+    bytes += size;
+    readers.push_back(std::move(r));
   }
+  absl::Mutex mu;
+  absl::Status first_error;
   std::atomic<size_t> next{0};
   std::atomic<int64_t> rows{0}, values{0};
   const auto start = std::chrono::steady_clock::now();
@@ -111,7 +107,11 @@ int Read() {
       int64_t my_rows = 0, my_values = 0;
       for (size_t i = next++; i < work.size(); i = next++) {
         const absl::Status s = readers[work[i].first]->ReadBlock(work[i].second, &block);
-        CHECK(s.ok()) << s;
+        if (!s.ok()) {
+          absl::MutexLock lock(&mu);
+          first_error.Update(s);
+          return;
+        }
         my_rows += block.num_rows();
         for (size_t c = 0; c < block.num_columns(); ++c) {
           my_values += block.column(c).ints.size() + block.column(c).floats.size();
@@ -122,13 +122,14 @@ int Read() {
     });
   }
   for (auto& t : threads) t.join();
+  RETURN_IF_ERROR(first_error);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json ctx = {{"split", FLAGS_split}, {"threads", FLAGS_threads}, {"rows", rows.load()},
                         {"values", values.load()}, {"file_mb", bytes / 1e6}, {"seconds", s},
                         {"crc32c_hardware", choir::crc32c::UsesHardware()}};
   Emit("shard_read", "rows_per_s", rows / s, "rows/s", ctx);
   Emit("shard_read", "file_mb_per_s", bytes / 1e6 / s, "MB/s", ctx);
-  return 0;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -138,8 +139,18 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = 1;
-  if (FLAGS_mode == "gen" && !FLAGS_out.empty()) return Gen();
-  if (FLAGS_mode == "read" && !FLAGS_dir.empty()) return Read();
-  std::fprintf(stderr, "usage: choir_bench_data --mode gen --users N --out DIR | --mode read --dir DIR\n");
-  return 2;
+  absl::Status status = absl::InvalidArgumentError("usage");
+  if (FLAGS_mode == "gen" && !FLAGS_out.empty()) {
+    status = Gen();
+  } else if (FLAGS_mode == "read" && !FLAGS_dir.empty()) {
+    status = Read();
+  } else {
+    std::fprintf(stderr, "usage: choir_bench_data --mode gen --users N --out DIR | --mode read --dir DIR\n");
+    return 2;
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "choir_bench_data: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
 }

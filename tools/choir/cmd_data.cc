@@ -16,15 +16,15 @@
 #include "tools/choir/commands.h"
 
 DEFINE_string(out, "", "Output folder.");
-DEFINE_int64(users, 0, "data gen: number of users (default: the job file's generator.users, 20000).");
-DEFINE_uint64(seed, 0, "data gen: seed (default: the job file's generator.seed, 1).");
+DEFINE_int64(users, 20000, "data gen: number of users (when not given: the job file's generator.users).");
+DEFINE_uint64(seed, 1, "data gen: seed (when not given: the job file's generator.seed).");
 DEFINE_string(taxonomy, "", "data gen: taxonomy and personas file (default: the built-in one).");
 DEFINE_int32(threads, 0, "Worker threads (default: the number of cores, at most 8).");
 DEFINE_int64(items, 0, "data gen: catalogue size (default: users / 4, within [2000, 2000000]).");
 DEFINE_bool(no_compress, false, "Write shards without zstd.");
 DEFINE_string(format, "", "data convert: aliccp-aitm, aliccp-rechub, taobao-ad or csv.");
 DEFINE_string(in, "", "data convert: input file(s), comma-separated, or a folder (all its files).");
-DEFINE_string(task, "cvr", "data convert: cvr (drops conversions without click), ctr or ctcvr.");
+DEFINE_string(task, "", "data convert: cvr (drops conversions without click), ctr or ctcvr (default: the job file's task, cvr).");
 DEFINE_int64(max_bad_rows, -1, "Bad rows tolerated (skip-and-count) before failing (default: job file, 0).");
 DEFINE_double(max_bad_fraction, -1, "Or as a fraction of rows (default: job file, 0 = off).");
 DEFINE_string(delimiter, "", "data convert --format csv: field delimiter (default by extension).");
@@ -32,6 +32,9 @@ DEFINE_string(json, "", "data inspect: also write the report as JSON to this fil
 
 namespace choir::cli {
 namespace {
+
+// True when the flag was on the command line (then it wins over the job file).
+bool FlagGiven(const char* name) { return !gflags::GetCommandLineFlagInfoOrDie(name).is_default; }
 
 int Threads() {
   if (FLAGS_threads > 0) return FLAGS_threads;
@@ -61,8 +64,8 @@ absl::Status RunDataGen(const Args& args) {
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   data::GeneratorOptions options;
-  options.users = FLAGS_users > 0 ? FLAGS_users : config.generator().users();
-  options.seed = FLAGS_seed > 0 ? FLAGS_seed : config.generator().seed();
+  options.users = FlagGiven("users") ? FLAGS_users : config.generator().users();
+  options.seed = FlagGiven("seed") ? FLAGS_seed : config.generator().seed();
   options.items = FLAGS_items;
   options.threads = Threads();
   if (FLAGS_no_compress) options.shard.codec = data::CODEC_NONE;
@@ -90,7 +93,11 @@ absl::Status RunDataConvert(const Args& args) {
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   data::ConvertOptions options;
   ASSIGN_OR_RETURN(options.format, data::ParseInputFormat(FLAGS_format));
-  ASSIGN_OR_RETURN(options.task, ParseTask(FLAGS_task));
+  if (FLAGS_task.empty()) {
+    options.task = config.task();
+  } else {
+    ASSIGN_OR_RETURN(options.task, ParseTask(FLAGS_task));
+  }
   for (absl::string_view in : absl::StrSplit(FLAGS_in, ',', absl::SkipEmpty())) {
     const std::string path(in);
     if (fs->IsDirectory(path)) {
@@ -125,7 +132,7 @@ absl::Status RunDataInspect(const Args& args) {
                    data::InspectDataset(fs, args[0], config.data().buckets(), Budget(config)));
   std::fputs(data::FormatInspectReport(report).c_str(), stdout);
   if (!FLAGS_json.empty()) {
-    RETURN_IF_ERROR(fs->WriteStringToFileAtomic(FLAGS_json, data::InspectReportToJson(report).dump(2) + "\n"));
+    RETURN_IF_ERROR(fs->WriteStringToFileAtomic(FLAGS_json, data::InspectReportToJson(report)));
   }
   return absl::OkStatus();
 }

@@ -18,7 +18,7 @@ absl::Status RunDataInspect(const Args& args);
 absl::Status RunConfigPrint(const Args& args);
 
 // Flags shared by several commands (defined in cmd_config.cc).
-std::vector<std::string> ConfigOverrides();  // --set a.b=c (repeatable as a comma list)
+std::vector<std::string> ConfigOverrides();  // --set 'a.b=c;d.e=f' (';' separates overrides)
 std::string ConfigPath();                    // --config FILE
 
 }  // namespace choir::cli

@@ -34,15 +34,17 @@ constexpr Command kCommands[] = {
      "--out DIR [--users N] [--seed S] [--taxonomy FILE] [--threads T] [--config FILE]"},
     {"data", "convert", choir::cli::RunDataConvert,
      "--format aliccp-aitm|aliccp-rechub|taobao-ad|csv --in PATH[,PATH...] --out DIR "
-     "[--task cvr|ctr|ctcvr] [--max_bad_rows N] [--max_bad_fraction F] [--delimiter C]"},
+     "[--task cvr|ctr|ctcvr] [--split NAME] [--max_bad_rows N] [--max_bad_fraction F] [--delimiter C]"},
     {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE] [--config FILE]"},
-    {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set a.b=c,...]"},
+    {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},
 };
 
 void PrintUsage(FILE* out) {
   std::fprintf(out, "choir %s: distributed training for ChoirRec\n\nusage:\n", CHOIR_VERSION);
   for (const Command& c : kCommands) std::fprintf(out, "  choir %s %s %s\n", c.group, c.name, c.usage);
-  std::fprintf(out, "  choir version\n\nCommon flags: --log_dir DIR, --verbosity N, --quiet.\n");
+  std::fprintf(out,
+               "  choir version\n\nCommon flags: --config job.pbtxt, --set 'a.b=c;d.e=f' (job-file "
+               "overrides), --log_dir DIR, --verbosity N, --quiet.\n");
 }
 
 // gflags wants underscores; accept dashes in flag names too.
