@@ -49,6 +49,11 @@ void FaultInjectingFileSystem::FailNextRename() {
   fail_next_rename_ = true;
 }
 
+void FaultInjectingFileSystem::FailNextSyncDir() {
+  absl::MutexLock lock(&mu_);
+  fail_next_sync_dir_ = true;
+}
+
 void FaultInjectingFileSystem::CorruptReadsAtOffset(int64_t offset) {
   absl::MutexLock lock(&mu_);
   corrupt_offset_ = offset;
@@ -128,6 +133,14 @@ absl::Status FaultInjectingFileSystem::DeleteRecursively(const std::string& path
 }
 
 absl::Status FaultInjectingFileSystem::SyncDir(const std::string& dir) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (fail_next_sync_dir_) {
+      fail_next_sync_dir_ = false;
+      ++faults_;
+      return absl::UnavailableError(absl::StrCat("injected directory sync failure: ", dir));
+    }
+  }
   return base_->SyncDir(dir);
 }
 

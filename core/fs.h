@@ -135,6 +135,9 @@ class FaultInjectingFileSystem : public FileSystem {
   void FailWritesAfterBytes(int64_t bytes);
   // The next Rename fails (and does nothing). One-shot.
   void FailNextRename();
+  // The next SyncDir fails (UNAVAILABLE "injected"), as after an I/O error on the directory;
+  // other calls pass through to the base. One-shot.
+  void FailNextSyncDir();
   // Regions mapped from now on have the byte at `offset` XOR-ed with 0xFF (a flipped byte as
   // from bad media). Negative disables.
   void CorruptReadsAtOffset(int64_t offset);
@@ -162,6 +165,7 @@ class FaultInjectingFileSystem : public FileSystem {
   mutable absl::Mutex mu_;
   int64_t write_budget_ ABSL_GUARDED_BY(mu_) = -1;
   bool fail_next_rename_ ABSL_GUARDED_BY(mu_) = false;
+  bool fail_next_sync_dir_ ABSL_GUARDED_BY(mu_) = false;
   int64_t corrupt_offset_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t faults_ ABSL_GUARDED_BY(mu_) = 0;
 };

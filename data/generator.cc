@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -475,21 +476,9 @@ absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTa
   GeneratorReport report;
   report.items = cat.items.size();
   Progress progress("users generated", opt.users);
-  std::vector<ChunkOut> chunks(opt.threads);
-  const int64_t step = static_cast<int64_t>(opt.threads) * opt.users_per_chunk;
-  for (int64_t first = 1; first <= opt.users; first += step) {
-    std::vector<std::thread> threads;
-    for (int t = 0; t < opt.threads; ++t) {
-      const int64_t lo = first + static_cast<int64_t>(t) * opt.users_per_chunk;
-      const int64_t hi = std::min(opt.users + 1, lo + opt.users_per_chunk);
-      chunks[t] = ChunkOut();
-      if (lo >= hi) continue;
-      threads.emplace_back([&gen, &chunks, t, lo, hi] {
-        for (int64_t u = lo; u < hi; ++u) gen.Generate(u, &chunks[t]);
-      });
-    }
-    for (auto& th : threads) th.join();
-    for (ChunkOut& c : chunks) {
+  // Writes one round of chunks in user order (compression happens here).
+  auto write_round = [&](std::vector<ChunkOut>& round) -> absl::Status {
+    for (ChunkOut& c : round) {
       if (c.users.num_rows() == 0) continue;
       RETURN_IF_ERROR(users.Write(c.users));
       RETURN_IF_ERROR(behaviors.Write(c.behaviors));
@@ -505,7 +494,30 @@ absl::StatusOr<GeneratorReport> GenerateDataset(FileSystem* fs, const CompiledTa
       report.train_conversions += c.counts.train_conversions;
       progress.Add(c.counts.users);
     }
+    return absl::OkStatus();
+  };
+  // Two rounds in flight: `threads` generators fill `generating` while one writer thread
+  // compresses and writes `writing`, the round before.
+  std::vector<ChunkOut> generating(opt.threads), writing(opt.threads);
+  std::future<absl::Status> pending;
+  const int64_t step = static_cast<int64_t>(opt.threads) * opt.users_per_chunk;
+  for (int64_t first = 1; first <= opt.users; first += step) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < opt.threads; ++t) {
+      const int64_t lo = first + static_cast<int64_t>(t) * opt.users_per_chunk;
+      const int64_t hi = std::min(opt.users + 1, lo + opt.users_per_chunk);
+      generating[t] = ChunkOut();
+      if (lo >= hi) continue;
+      threads.emplace_back([&gen, &generating, t, lo, hi] {
+        for (int64_t u = lo; u < hi; ++u) gen.Generate(u, &generating[t]);
+      });
+    }
+    for (auto& th : threads) th.join();
+    if (pending.valid()) RETURN_IF_ERROR(pending.get());
+    std::swap(generating, writing);
+    pending = std::async(std::launch::async, [&write_round, &writing] { return write_round(writing); });
   }
+  if (pending.valid()) RETURN_IF_ERROR(pending.get());
   RETURN_IF_ERROR(truth->Sync());
   RETURN_IF_ERROR(truth->Close());
   RETURN_IF_ERROR(fs->Rename(truth_path + ".tmp", truth_path));

@@ -1,5 +1,9 @@
 #include "core/error_budget.h"
 
+#include <limits>
+#include <string>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -56,6 +60,42 @@ TEST(ErrorCounterTest, FractionBudgetFailsWhenFractionExceeded) {
   const absl::Status status = counter.CountBad(BadRow(99));                         // 21/2001
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(status.message().find("21 bad inputs"), absl::string_view::npos) << status;
+}
+
+TEST(ErrorCounterTest, CountBadWithACountSpendsThatMuchBudgetAndKeepsOneMessage) {
+  ErrorCounter counter(Budget(100, 0));
+  counter.CountGood(50);
+  EXPECT_TRUE(counter.CountBad(BadRow(7), 100).ok()) << "100 of a budget of 100";
+  EXPECT_EQ(counter.errors(), 100);
+  EXPECT_EQ(counter.seen(), 50);
+  EXPECT_EQ(counter.messages(), std::vector<std::string>{"rows.csv:7: expected 5 fields"});
+  const absl::Status status = counter.CountBad(BadRow(8));
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(status.message(), "rows.csv:7: expected 5 fields (101 bad inputs, budget 100 exceeded)");
+
+  ErrorCounter one_short(Budget(99, 0));
+  EXPECT_FALSE(one_short.CountBad(BadRow(1), 100).ok());
+}
+
+TEST(ErrorCounterTest, FractionBudgetComparesCountedErrorsWithGoodInputs) {
+  ErrorCounter counter(Budget(0, 0.1));
+  counter.CountGood(900);
+  EXPECT_TRUE(counter.CountBad(BadRow(1), 100).ok());   // 100 of 1000
+  EXPECT_FALSE(counter.CountBad(BadRow(2), 2).ok());    // 102 of 1002
+}
+
+TEST(ErrorCounterTest, HugeCountsSaturateInsteadOfOverflowing) {
+  ErrorCounter counter(Budget(100, 0.5));
+  counter.CountGood(10);
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  EXPECT_FALSE(counter.CountBad(BadRow(1), kMax).ok());
+  EXPECT_FALSE(counter.CountBad(BadRow(2), kMax).ok());
+  EXPECT_EQ(counter.errors(), kMax);
+  ErrorCounter other;
+  other.CountGood(kMax);
+  counter.Merge(other);
+  EXPECT_EQ(counter.seen(), kMax);
+  EXPECT_EQ(counter.errors(), kMax);
 }
 
 TEST(ErrorCounterTest, KeepsOnlyTheFirstMessages) {

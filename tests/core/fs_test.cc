@@ -262,6 +262,78 @@ TEST_P(FileSystemTest, CorruptReadsFlipsExactlyThatByte) {
   EXPECT_EQ(faulty.faults_injected(), 1);
 }
 
+TEST_P(FileSystemTest, SyncDirSucceedsOnDirectoriesAndFailsOnMissingOnes) {
+  ASSERT_TRUE(fs_->CreateDirs(Path("d")).ok());
+  EXPECT_TRUE(fs_->SyncDir(sandbox_->root).ok());
+  EXPECT_TRUE(fs_->SyncDir(Path("d")).ok());
+  const absl::Status missing = fs_->SyncDir(Path("missing"));
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.message().find(Path("missing")), absl::string_view::npos) << missing;
+  Write(Path("f"), "");
+  EXPECT_FALSE(fs_->SyncDir(Path("f")).ok()) << "a file is not a directory";
+}
+
+TEST_P(FileSystemTest, FaultInjectingSyncDirPassesThroughAndFailsOnceWhenAsked) {
+  FaultInjectingFileSystem faulty(fs_);
+  EXPECT_TRUE(faulty.SyncDir(sandbox_->root).ok());
+  EXPECT_EQ(faulty.SyncDir(Path("missing")).code(), absl::StatusCode::kNotFound);
+  faulty.FailNextSyncDir();
+  EXPECT_EQ(faulty.SyncDir(sandbox_->root).code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(faulty.SyncDir(sandbox_->root).ok());
+  EXPECT_EQ(faulty.faults_injected(), 1);
+}
+
+TEST_P(FileSystemTest, AtomicWriteSyncsTheDirectoryAfterTheRename) {
+  FaultInjectingFileSystem faulty(fs_);
+  ASSERT_TRUE(faulty.WriteStringToFileAtomic(Path("m"), "old").ok());
+  // A failing directory sync is reported; it comes after the rename, so the new contents are
+  // already in place (and nothing is left behind).
+  faulty.FailNextSyncDir();
+  const absl::Status status = faulty.WriteStringToFileAtomic(Path("m"), "new");
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(status.message().find("directory sync"), absl::string_view::npos) << status;
+  EXPECT_EQ(faulty.faults_injected(), 1);
+  EXPECT_EQ(Read(Path("m")), "new");
+  EXPECT_EQ(fs_->ListDir(sandbox_->root).value(), std::vector<std::string>{"m"});
+}
+
+// A writer writes to the file it opened (the inode), whatever happens to its name.
+TEST_P(FileSystemTest, WriterKeepsWritingToItsFileAfterARename) {
+  auto file = fs_->NewWritableFile(Path("a"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_TRUE((*file)->Append("before,").ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  ASSERT_TRUE(fs_->Rename(Path("a"), Path("b")).ok());
+  ASSERT_TRUE((*file)->Append("after").ok());
+  ASSERT_TRUE((*file)->Close().ok());
+  EXPECT_FALSE(fs_->Exists(Path("a")));
+  EXPECT_EQ(Read(Path("b")), "before,after");
+}
+
+TEST_P(FileSystemTest, WriterOfADeletedFileSucceedsAndNothingReappears) {
+  auto file = fs_->NewWritableFile(Path("a"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_TRUE((*file)->Append("before,").ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  ASSERT_TRUE(fs_->DeleteFile(Path("a")).ok());
+  ASSERT_TRUE((*file)->Append("after").ok());
+  ASSERT_TRUE((*file)->Sync().ok());
+  ASSERT_TRUE((*file)->Close().ok());
+  EXPECT_FALSE(fs_->Exists(Path("a")));
+  EXPECT_TRUE(fs_->ListDir(sandbox_->root).value().empty());
+}
+
+TEST_P(FileSystemTest, MappedRegionSurvivesRenameAndDeleteOfItsFile) {
+  Write(Path("a"), "mapped");
+  auto region = fs_->MapReadOnly(Path("a"));
+  ASSERT_TRUE(region.ok()) << region.status();
+  ASSERT_TRUE(fs_->Rename(Path("a"), Path("b")).ok());
+  EXPECT_EQ((*region)->data(), "mapped");
+  ASSERT_TRUE(fs_->DeleteFile(Path("b")).ok());
+  EXPECT_EQ((*region)->data(), "mapped");
+  EXPECT_EQ((*region)->path(), Path("a")) << "the path it was mapped from";
+}
+
 INSTANTIATE_TEST_SUITE_P(
     AllFileSystems, FileSystemTest,
     testing::Values(FsParam{"Posix", [] { return std::unique_ptr<Sandbox>(new PosixSandbox); }},
@@ -277,12 +349,62 @@ TEST(MemFileSystemTest, ContentsAreSharedWithOpenWriters) {
   ASSERT_TRUE((*file)->Close().ok());
 }
 
+// Unlike a posix mapping (which shares the file's pages), a MemFileSystem region is a copy.
+TEST(MemFileSystemTest, MappedRegionIsASnapshot) {
+  MemFileSystem fs;
+  ASSERT_TRUE(fs.SetContents("/f", "first").ok());
+  auto region = fs.MapReadOnly("/f");
+  ASSERT_TRUE(region.ok());
+  auto file = fs.NewWritableFile("/f");
+  ASSERT_TRUE(file.ok());
+  ASSERT_TRUE((*file)->Append("second").ok());
+  ASSERT_TRUE((*file)->Close().ok());
+  EXPECT_EQ((*region)->data(), "first");
+  EXPECT_EQ(fs.GetContents("/f").value(), "second");
+}
+
+// Opening a path again makes a new file there; the earlier writer keeps its old, now
+// nameless, file (as with unlink and create on posix).
+TEST(MemFileSystemTest, ReopeningAPathDetachesTheEarlierWriter) {
+  MemFileSystem fs;
+  auto first = fs.NewWritableFile("/f");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE((*first)->Append("old").ok());
+  auto second = fs.NewWritableFile("/f");
+  ASSERT_TRUE(second.ok());
+  ASSERT_TRUE((*first)->Append(" and more").ok());
+  ASSERT_TRUE((*second)->Append("new").ok());
+  EXPECT_EQ(fs.GetContents("/f").value(), "new");
+  ASSERT_TRUE((*first)->Close().ok());
+  ASSERT_TRUE((*second)->Close().ok());
+}
+
+TEST(MemFileSystemTest, WriterOutlivesItsFileSystem) {
+  std::unique_ptr<WritableFile> file;
+  {
+    MemFileSystem fs;
+    auto opened = fs.NewWritableFile("/f");
+    ASSERT_TRUE(opened.ok());
+    file = std::move(*opened);
+  }
+  EXPECT_TRUE(file->Append("still fine").ok());
+  EXPECT_TRUE(file->Close().ok());
+}
+
 TEST(MemFileSystemTest, SetContentsCreatesParentsAndNormalisesPaths) {
   MemFileSystem fs;
   ASSERT_TRUE(fs.SetContents("/a/b/c", "x").ok());
   EXPECT_TRUE(fs.IsDirectory("a/b"));
   EXPECT_EQ(fs.GetContents("a//b/./c").value(), "x");
   EXPECT_EQ(fs.ListDir("/").value(), std::vector<std::string>{"a"});
+}
+
+TEST(DirnameTest, GivesTheDirectoryPart) {
+  EXPECT_EQ(Dirname("a/b/c"), "a/b");
+  EXPECT_EQ(Dirname("/a/b"), "/a");
+  EXPECT_EQ(Dirname("/c"), "/");
+  EXPECT_EQ(Dirname("c"), ".");
+  EXPECT_EQ(Dirname("a/b/"), "a/b");
 }
 
 TEST(JoinPathTest, JoinsWithoutDoublingSeparators) {

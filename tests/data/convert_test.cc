@@ -1,6 +1,8 @@
 // Tests of the CSV reader and the converters: the real public samples (row counts from
-// ../shared/data/README.md, one row read back field by field), malformed rows with and without
-// an error budget, the generic CSV/TSV schema, and the output folder rules.
+// ../shared/data/README.md, one row read back field by field; skipped unless
+// $CHOIR_SHARED_DATA is set), small in-memory inputs of each format, malformed rows with and
+// without an error budget, the split choice, the generic CSV/TSV schema, faults while writing,
+// and the output folder rules.
 #include "data/convert.h"
 
 #include <algorithm>
@@ -19,7 +21,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
-#include "choir/config.h"
 #include "core/fs.h"
 #include "data/csv.h"
 #include "data/dataset.h"
@@ -41,25 +42,22 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
-// The folder of the public samples, or "" when absent.
+// The folder of the public samples: $CHOIR_SHARED_DATA (ctest sets it to
+// <source>/../shared/data); "" when unset.
 std::string SharedDataDir() {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("CHOIR_SHARED_DATA")) candidates.push_back(env);
-  if (const char* src = std::getenv("CHOIR_SOURCE_DIR")) {
-    candidates.push_back(JoinPath(src, "../shared/data"));
-  }
-  candidates.push_back(JoinPath(CHOIR_SOURCE_DIR, "../shared/data"));
-  for (const std::string& dir : candidates) {
-    if (PosixFileSystem()->IsDirectory(JoinPath(dir, "ali-ccp"))) return dir;
-  }
-  return "";
+  const char* env = std::getenv("CHOIR_SHARED_DATA");
+  return env == nullptr ? "" : env;
 }
 
+// Skips the test unless $CHOIR_SHARED_DATA names a folder holding the public samples.
 #define REQUIRE_SHARED_DATA(dir)                                                           \
   const std::string dir = SharedDataDir();                                                 \
   if (dir.empty()) {                                                                       \
-    GTEST_SKIP() << "public data samples not found (set CHOIR_SHARED_DATA or put them at " \
-                    "<source>/../shared/data)";                                            \
+    GTEST_SKIP() << "CHOIR_SHARED_DATA is not set; set it to the folder of the public "    \
+                    "samples (ctest sets it to <source>/../shared/data)";                  \
+  }                                                                                        \
+  if (!PosixFileSystem()->IsDirectory(JoinPath(dir, "ali-ccp"))) {                         \
+    GTEST_SKIP() << "CHOIR_SHARED_DATA=" << dir << " has no ali-ccp/ folder of samples";   \
   }
 
 // A fresh folder on the real file system for this test.
@@ -772,6 +770,309 @@ TEST(GenericCsvTest, LaterFilesAreMappedByNameAndMustMatch) {
       &fs, Options(InputFormat::kCsv, {"/in/train.csv", "/in/test.csv"}, "/out2", TASK_CTR));
   EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_CONTAINS((report.status().message()), ("/in/test.csv:1: column 'b'"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Split choice.
+
+TEST(SplitFromFileNameTest, MatchesWholeTokensOfTheBaseName) {
+  EXPECT_EQ(SplitFromFileName("ali_ccp_test_sample.csv"), "test");
+  EXPECT_EQ(SplitFromFileName("/data/ali-ccp/paddlerec_aitm_test.csv"), "test");
+  EXPECT_EQ(SplitFromFileName("torchrechub_ali_ccp_val_sample.csv"), "val");
+  EXPECT_EQ(SplitFromFileName("ctr_cvr.test"), "test");
+  EXPECT_EQ(SplitFromFileName("ctr_cvr.train"), "train");
+  EXPECT_EQ(SplitFromFileName("events-Test.tsv"), "test");
+  EXPECT_EQ(SplitFromFileName("my val.csv"), "val");
+  EXPECT_EQ(SplitFromFileName("Validation.csv"), "val");
+  EXPECT_EQ(SplitFromFileName("x_valid.csv"), "val");
+  EXPECT_EQ(SplitFromFileName("val_or_test.csv"), "test");
+  // Substrings of a token do not count.
+  EXPECT_EQ(SplitFromFileName("contest.csv"), "train");
+  EXPECT_EQ(SplitFromFileName("latest.csv"), "train");
+  EXPECT_EQ(SplitFromFileName("interval.csv"), "train");
+  EXPECT_EQ(SplitFromFileName("trainval.csv"), "train");
+  EXPECT_EQ(SplitFromFileName("testing.csv"), "train");
+  // Only the base name counts, not the folders.
+  EXPECT_EQ(SplitFromFileName("/data/test/events.csv"), "train");
+  EXPECT_EQ(SplitFromFileName("alimama_sampled.txt"), "train");
+}
+
+TEST(ConvertTest, FilesGoToTheSplitTheirNameSaysOrTheOneGiven) {
+  MemFileSystem fs;
+  ASSERT_TRUE(fs.SetContents("/in/contest.csv", "click\n1\n0\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/latest_test.csv", "click\n1\n").ok());
+  ConvertOptions options =
+      Options(InputFormat::kCsv, {"/in/contest.csv", "/in/latest_test.csv"}, "/out", TASK_CTR);
+  ASSERT_TRUE(Convert(&fs, options).ok());
+  absl::StatusOr<DatasetManifest> manifest = ReadManifest(&fs, "/out");
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  ASSERT_EQ(manifest->splits_size(), 2);
+  EXPECT_EQ(manifest->splits(0).name(), "train");
+  EXPECT_EQ(manifest->splits(0).rows(), 2);
+  EXPECT_EQ(manifest->splits(1).name(), "test");
+  EXPECT_EQ(manifest->splits(1).rows(), 1);
+
+  options.split = "val";
+  ASSERT_TRUE(Convert(&fs, options).ok());
+  manifest = ReadManifest(&fs, "/out");
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  ASSERT_EQ(manifest->splits_size(), 1);
+  EXPECT_EQ(manifest->splits(0).name(), "val");
+  EXPECT_EQ(manifest->splits(0).rows(), 3);
+
+  options.split = "dev";
+  options.out_dir = "/out2";
+  absl::StatusOr<ConvertReport> report = Convert(&fs, options);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_CONTAINS((report.status().message()), ("unknown split 'dev'"));
+  EXPECT_FALSE(fs.Exists("/out2"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The public formats on small inputs written by the tests (no ../shared/data needed).
+
+// aliccp-rechub columns: labels, 23 sparse ids, 8 dense values.
+const std::vector<std::string>& RechubColumns() {
+  static const auto* columns = new std::vector<std::string>{
+      "click",   "purchase", "101",     "121",     "122",    "124",    "125",    "126",
+      "127",     "128",      "129",     "205",     "206",    "207",    "210",    "216",
+      "508",     "509",      "702",     "853",     "301",    "109_14", "110_14", "127_14",
+      "150_14",  "D109_14",  "D110_14", "D127_14", "D150_14", "D508",  "D509",   "D702",
+      "D853"};
+  return *columns;
+}
+
+// A rechub file whose header lists the columns in reverse order plus an ignored "extra" one.
+// Each row maps column name -> cell; unnamed sparse cells are "3", dense ones "0.5".
+std::string RechubFile(const std::vector<std::map<std::string, std::string>>& rows) {
+  std::vector<std::string> header(RechubColumns().rbegin(), RechubColumns().rend());
+  header.push_back("extra");
+  std::string text = absl::StrJoin(header, ",") + "\n";
+  for (const auto& row : rows) {
+    std::vector<std::string> cells;
+    for (const std::string& name : header) {
+      auto it = row.find(name);
+      if (it != row.end()) {
+        cells.push_back(it->second);
+      } else if (name == "extra") {
+        cells.push_back("not a number");
+      } else {
+        cells.push_back(absl::StartsWith(name, "D") ? "0.5" : "3");
+      }
+    }
+    absl::StrAppend(&text, absl::StrJoin(cells, ","), "\n");
+  }
+  return text;
+}
+
+TEST(InMemoryFormatTest, RechubMapsColumnsByNameAndRejectsNonFiniteFloats) {
+  MemFileSystem fs;
+  ASSERT_TRUE(fs.SetContents("/in/rechub_train.csv",
+                             RechubFile({{{"click", "1"},
+                                          {"purchase", "1"},
+                                          {"101", "7"},
+                                          {"205", "42"},
+                                          {"D508", "0.75"}},
+                                         {{"click", "0"}, {"purchase", "0"}, {"D508", "nan"}},
+                                         {{"click", "1"}, {"purchase", "0"}, {"D702", "-inf"}}}))
+                  .ok());
+  ConvertOptions options = Options(InputFormat::kAliccpRechub, {"/in/rechub_train.csv"}, "/out");
+  absl::StatusOr<ConvertReport> report = Convert(&fs, options);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_CONTAINS((report.status().message()), ("/in/rechub_train.csv:3: column "));
+  EXPECT_CONTAINS((report.status().message()), ("(D508): bad or non-finite float 'nan'"));
+  EXPECT_FALSE(fs.Exists("/out/dataset.pbtxt"));
+
+  options.budget.max_errors = 2;
+  report = Convert(&fs, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->rows_read, 3);
+  EXPECT_EQ(report->rows_written, 1);
+  EXPECT_EQ(report->rows_rejected, 2);
+  ASSERT_EQ(report->reject_messages.size(), 2u);
+  EXPECT_CONTAINS(report->reject_messages[0], ("/in/rechub_train.csv:3: "));
+  EXPECT_CONTAINS(report->reject_messages[1], ("/in/rechub_train.csv:4: "));
+  EXPECT_CONTAINS(report->reject_messages[1], ("(D702): bad or non-finite float '-inf'"));
+
+  const std::vector<RowBlock> blocks = ReadSplit(&fs, "/out", "train");
+  ASSERT_EQ(TotalRows(blocks), 1u);
+  const RowBlock& b = blocks[0];
+  EXPECT_EQ(b.num_columns(), RechubColumns().size());
+  EXPECT_EQ(b.Int(b.RoleIndex(LABEL_CLICK), 0), 1);
+  EXPECT_EQ(b.Int(b.RoleIndex(LABEL_CONVERSION), 0), 1);
+  EXPECT_EQ(b.Int(b.RoleIndex(USER_ID), 0), 7);
+  EXPECT_EQ(b.Int(b.RoleIndex(ITEM_ID), 0), 42);
+  EXPECT_EQ(b.Int(b.FieldIndex("f301"), 0), 3);
+  EXPECT_EQ(b.Float(b.FieldIndex("D508"), 0), 0.75f);
+  EXPECT_EQ(b.Float(b.FieldIndex("D853"), 0), 0.5f);
+  EXPECT_EQ(b.FieldIndex("extra"), -1);
+}
+
+// The 267 cells of a taobao-ad line. History slots are empty (mask 0) except `filled`, where
+// slot k holds btag 1 + k % 4, category 1000 + k, brand 2000 + k and match_mask k % 2. An
+// empty slot's cells are 0, but slot 3's category is 77 (to show that the mask decides).
+std::vector<std::string> TaobaoCells(const std::vector<int>& filled, int64_t user, int click) {
+  std::vector<std::string> cells(267, "0");
+  cells[50 + 3] = "77";
+  for (int k : filled) {
+    cells[k] = absl::StrCat(1 + k % 4);
+    cells[50 + k] = absl::StrCat(1000 + k);
+    cells[100 + k] = absl::StrCat(2000 + k);
+    cells[150 + k] = "1";
+    cells[200 + k] = absl::StrCat(k % 2);
+  }
+  cells[250] = absl::StrCat(user);
+  cells[259] = "555";
+  cells[264] = "0.25";
+  cells[266] = absl::StrCat(click);
+  return cells;
+}
+
+// `cells` with cell `column` (0-based) replaced by `value`, as a line.
+std::string TaobaoLine(std::vector<std::string> cells, int column = -1,
+                       const std::string& value = "") {
+  if (column >= 0) cells[column] = value;
+  return absl::StrJoin(cells, ",") + "\n";
+}
+
+TEST(InMemoryFormatTest, TaobaoAdKeepsMaskedSlotsMostRecentFirstAndRejectsBadCells) {
+  MemFileSystem fs;
+  const std::vector<std::string> row1 = TaobaoCells({20, 47, 49}, 1, 1);
+  const std::vector<std::string> row2 = TaobaoCells({}, 2, 0);
+  ASSERT_TRUE(fs.SetContents("/in/alimama_sampled.txt",
+                             absl::StrCat(TaobaoLine(row1), TaobaoLine(row2),
+                                          TaobaoLine(row1, 160, "x"),     // mask
+                                          TaobaoLine(row1, 220, "2.5"),   // match_mask
+                                          TaobaoLine(row1, 264, "nan")))  // price
+                  .ok());
+  ConvertOptions options =
+      Options(InputFormat::kTaobaoAd, {"/in/alimama_sampled.txt"}, "/out", TASK_CTR);
+  absl::StatusOr<ConvertReport> report = Convert(&fs, options);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_CONTAINS((report.status().message()),
+                  ("/in/alimama_sampled.txt:3: column 161 (mask): bad integer 'x'"));
+
+  options.budget.max_errors = 3;
+  report = Convert(&fs, options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->rows_read, 5);
+  EXPECT_EQ(report->rows_written, 2);
+  EXPECT_EQ(report->rows_rejected, 3);
+  ASSERT_EQ(report->reject_messages.size(), 3u);
+  EXPECT_EQ(report->reject_messages[0],
+            "/in/alimama_sampled.txt:3: column 161 (mask): bad integer 'x'");
+  EXPECT_EQ(report->reject_messages[1],
+            "/in/alimama_sampled.txt:4: column 221 (match_mask): bad integer '2.5'");
+  EXPECT_EQ(report->reject_messages[2],
+            "/in/alimama_sampled.txt:5: column 265 (price): bad or non-finite float 'nan'");
+
+  const std::vector<RowBlock> blocks = ReadSplit(&fs, "/out", "train");
+  ASSERT_EQ(TotalRows(blocks), 2u);
+  const RowBlock& b = blocks[0];
+  const auto list = [&](const char* name, size_t row) {
+    const absl::Span<const int64_t> span = b.IntList(b.FieldIndex(name), row);
+    return std::vector<int64_t>(span.begin(), span.end());
+  };
+  EXPECT_EQ(list("hist_cate", 0), (std::vector<int64_t>{1049, 1047, 1020}));
+  EXPECT_EQ(list("hist_brand", 0), (std::vector<int64_t>{2049, 2047, 2020}));
+  EXPECT_EQ(list("hist_btag", 0), (std::vector<int64_t>{2, 4, 1}));
+  EXPECT_EQ(b.Int(b.RoleIndex(USER_ID), 0), 1);
+  EXPECT_EQ(b.Int(b.RoleIndex(ITEM_ID), 0), 555);
+  EXPECT_EQ(b.Int(b.RoleIndex(LABEL_CLICK), 0), 1);
+  EXPECT_EQ(b.Float(b.FieldIndex("price"), 0), 0.25f);
+  EXPECT_TRUE(list("hist_cate", 1).empty());
+  EXPECT_TRUE(list("hist_btag", 1).empty());
+  EXPECT_EQ(b.Int(b.RoleIndex(LABEL_CLICK), 1), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults while writing.
+
+// Two splits of several blocks each and one rejected line (so rejects.tsv is written too).
+void WriteFaultTestInputs(FileSystem* fs) {
+  std::string train, test;
+  for (int i = 0; i < 7; ++i) absl::StrAppend(&train, i % 2 ? kAitmGood1 : kAitmGood2, "\n");
+  absl::StrAppend(&train, "1,2\n");
+  for (int i = 0; i < 5; ++i) absl::StrAppend(&test, i % 2 ? kAitmGood2 : kAitmGood1, "\n");
+  ASSERT_TRUE(fs->WriteStringToFileAtomic("/in/f_train.csv", train).ok());
+  ASSERT_TRUE(fs->WriteStringToFileAtomic("/in/f_test.csv", test).ok());
+}
+
+ConvertOptions FaultTestOptions() {
+  ConvertOptions options = Options(InputFormat::kAliccpAitm,
+                                   {"/in/f_train.csv", "/in/f_test.csv"}, "/out", TASK_CTR);
+  options.budget.max_errors = 1;
+  options.rows_per_block = 2;
+  return options;
+}
+
+// Paths of the files (not folders) below `dir`.
+std::vector<std::string> FilesBelow(FileSystem* fs, const std::string& dir) {
+  std::vector<std::string> files;
+  absl::StatusOr<std::vector<std::string>> entries = fs->ListDir(dir);
+  if (!entries.ok()) return files;
+  for (const std::string& entry : *entries) {
+    const std::string path = JoinPath(dir, entry);
+    if (fs->IsDirectory(path)) {
+      for (std::string& f : FilesBelow(fs, path)) files.push_back(std::move(f));
+    } else {
+      files.push_back(path);
+    }
+  }
+  return files;
+}
+
+TEST(ConvertFaultTest, FailedWriteOrRenameLeavesNoManifestNorTemporaryAndARerunWorks) {
+  // The bytes a run without faults writes; any smaller write limit makes a run fail.
+  int64_t total_bytes = 0;
+  int64_t rows_written = 0;
+  {
+    MemFileSystem fs;
+    WriteFaultTestInputs(&fs);
+    absl::StatusOr<ConvertReport> report = Convert(&fs, FaultTestOptions());
+    ASSERT_TRUE(report.ok()) << report.status();
+    rows_written = report->rows_written;
+    for (const std::string& file : FilesBelow(&fs, "/out")) total_bytes += *fs.FileSize(file);
+  }
+  ASSERT_EQ(rows_written, 12);
+  ASSERT_GT(total_bytes, 100);
+
+  struct FaultCase {
+    int64_t write_limit;  // -1: writes do not fail
+    bool fail_rename;
+  };
+  const FaultCase cases[] = {{0, false},
+                             {1, false},
+                             {total_bytes / 3, false},
+                             {total_bytes / 2, false},
+                             {total_bytes - 1, false},  // the manifest's last byte
+                             {-1, true}};
+  for (const FaultCase& fault : cases) {
+    SCOPED_TRACE(absl::StrCat("write limit ", fault.write_limit, ", fail rename ",
+                              fault.fail_rename));
+    MemFileSystem base;
+    WriteFaultTestInputs(&base);
+    FaultInjectingFileSystem faulty(&base);
+    faulty.FailWritesAfterBytes(fault.write_limit);
+    if (fault.fail_rename) faulty.FailNextRename();
+    absl::StatusOr<ConvertReport> report = Convert(&faulty, FaultTestOptions());
+    EXPECT_FALSE(report.ok());
+    EXPECT_GT(faulty.faults_injected(), 0);
+    for (const std::string& file : FilesBelow(&base, "/out")) {
+      EXPECT_FALSE(absl::EndsWith(file, ".tmp")) << file;
+      EXPECT_FALSE(absl::EndsWith(file, kManifestName)) << file;
+      EXPECT_FALSE(absl::EndsWith(file, ".shard")) << file;
+    }
+
+    report = Convert(&base, FaultTestOptions());
+    ASSERT_TRUE(report.ok()) << report.status();
+    EXPECT_EQ(report->rows_written, rows_written);
+    absl::StatusOr<DatasetManifest> manifest = ReadManifest(&base, "/out");
+    ASSERT_TRUE(manifest.ok()) << manifest.status();
+    EXPECT_EQ(manifest->splits_size(), 2);
+    EXPECT_EQ(TotalRows(ReadSplit(&base, "/out", "train")), 7u);
+    EXPECT_EQ(TotalRows(ReadSplit(&base, "/out", "test")), 5u);
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -144,6 +145,32 @@ uint64_t Le64(const std::string& bytes, size_t at) {
 }
 void PutLe32(std::string* bytes, size_t at, uint32_t v) {
   for (int i = 0; i < 4; ++i) (*bytes)[at + i] = static_cast<char>(v >> (8 * i));
+}
+void AppendLe32(std::string* bytes, uint32_t v) {
+  bytes->append(4, '\0');
+  PutLe32(bytes, bytes->size() - 4, v);
+}
+void AppendLe64(std::string* bytes, uint64_t v) {
+  AppendLe32(bytes, static_cast<uint32_t>(v));
+  AppendLe32(bytes, static_cast<uint32_t>(v >> 32));
+}
+
+// Sets the u32 at `field` (4: rows, 8: raw_len, 12: stored_len) of the block header at `block`
+// and recomputes the header's CRC, as a hostile (or buggy) writer would.
+void PatchBlockHeader(std::string* bytes, size_t block, size_t field, uint32_t v) {
+  PutLe32(bytes, block + field, v);
+  PutLe32(bytes, block + 20, crc32c::Value(bytes->data() + block, 20));
+}
+
+// A complete footer (see docs/shard-format.md) with a correct CRC for whatever it claims.
+std::string MakeFooter(const std::vector<uint64_t>& offsets, uint64_t rows) {
+  std::string footer;
+  for (uint64_t off : offsets) AppendLe64(&footer, off);
+  AppendLe64(&footer, offsets.size());
+  AppendLe64(&footer, rows);
+  AppendLe32(&footer, crc32c::Value(footer));
+  AppendLe32(&footer, static_cast<uint32_t>(footer.size() + 12));
+  return footer + "CHOIREND";
 }
 
 // Block offsets read from the footer, following the documented layout.
@@ -413,6 +440,26 @@ TEST(ShardWriterTest, FailedRenameLeavesNoFile) {
   EXPECT_FALSE(mem.Exists("/f.tmp"));
 }
 
+TEST(ShardWriterTest, CloseSyncsTheDirectoryAfterTheRename) {
+  MemFileSystem mem;
+  ASSERT_TRUE(mem.CreateDirs("/d").ok());
+  FaultInjectingFileSystem fs(&mem);
+  const std::vector<RowBlock> blocks = RandomBlocks(2, 1);
+  ASSERT_TRUE(WriteShard(&fs, "/d/f", blocks).ok());
+  EXPECT_EQ(fs.faults_injected(), 0);
+
+  // A failing directory sync is reported, naming the file; it comes after the rename, so the
+  // file is complete at its path.
+  fs.FailNextSyncDir();
+  const absl::Status s = WriteShard(&fs, "/d/g", blocks);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("/d/g: syncing its directory"));
+  EXPECT_THAT(s.message(), HasSubstr("injected directory sync failure: /d"));
+  EXPECT_EQ(fs.faults_injected(), 1);
+  EXPECT_FALSE(mem.Exists("/d/g.tmp"));
+  EXPECT_EQ(ReadAll(&mem, "/d/g").size(), blocks.size());
+}
+
 // ---- Reader: refusing bad files with errors that name them.
 
 class ShardCorruptionTest : public ::testing::Test {
@@ -565,34 +612,188 @@ TEST(ShardFlipTest, EveryFlippedByteIsDetectedWhenVerifying) {
   }
 }
 
-// Without checksums a flipped byte may go unnoticed, but decoding stays within bounds and
-// whatever is returned passes Validate().
+// Whether `b` keeps the invariants a decoded block of `schema` with `rows` rows must keep,
+// checked here independently of RowBlock::Validate (which the reader itself calls).
+::testing::AssertionResult KeepsBlockInvariants(const RowBlock& b, const Schema& schema,
+                                                size_t rows) {
+  if (b.num_rows() != rows) {
+    return ::testing::AssertionFailure() << b.num_rows() << " rows, header says " << rows;
+  }
+  if (b.num_columns() != static_cast<size_t>(schema.fields_size())) {
+    return ::testing::AssertionFailure() << b.num_columns() << " columns";
+  }
+  for (int c = 0; c < schema.fields_size(); ++c) {
+    const Column& col = b.column(c);
+    const bool is_int = schema.fields(c).type() == INT64 || schema.fields(c).type() == INT64_LIST;
+    const size_t values = is_int ? col.ints.size() : col.floats.size();
+    const size_t wrong_kind = is_int ? col.floats.size() : col.ints.size();
+    if (col.type != schema.fields(c).type() || wrong_kind != 0) {
+      return ::testing::AssertionFailure() << "column " << c << " has the wrong type";
+    }
+    if (!col.is_list()) {
+      if (values != rows) return ::testing::AssertionFailure() << "column " << c << ": " << values;
+      continue;
+    }
+    if (col.offsets.size() != rows + 1 || col.offsets[0] != 0 || col.offsets[rows] != values) {
+      return ::testing::AssertionFailure() << "list column " << c << " offsets do not span values";
+    }
+    for (size_t r = 0; r < rows; ++r) {
+      if (col.offsets[r + 1] < col.offsets[r]) {
+        return ::testing::AssertionFailure() << "list column " << c << " decreases at " << r;
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// Without checksums a flipped byte may go unnoticed, but decoding stays within bounds, what is
+// returned keeps every invariant of a block, and the structural checks still catch some flips.
 TEST(ShardFlipTest, FlippedBytesNeverCrashWithoutChecksums) {
   ShardReaderOptions no_crc;
   no_crc.verify_checksums = false;
   for (data::Codec codec : {CODEC_NONE, CODEC_ZSTD}) {
+    SCOPED_TRACE(codec);
     MemFileSystem fs;
     const std::vector<RowBlock> blocks = RandomBlocks(3, 78, 12);
     ASSERT_TRUE(WriteShard(&fs, "/f", blocks, Codec(codec)).ok());
     const std::string bytes = *fs.GetContents("/f");
+    const size_t payload_start = FooterOffsets(bytes)[0] + 24;
+    int block_errors = 0;    // ReadBlock failures
+    int payload_errors = 0;  // ... of which for flips in block 0's payload (no header CRC)
     for (uint8_t mask : {0x01, 0x80, 0xff}) {
       for (size_t at = 0; at < bytes.size(); ++at) {
         std::string corrupt = bytes;
         corrupt[at] ^= static_cast<char>(mask);
         ASSERT_TRUE(fs.SetContents("/f", corrupt).ok());
         auto reader = ShardReader::Open(&fs, "/f", no_crc);
-        if (!reader.ok()) continue;
+        if (!reader.ok()) {
+          EXPECT_NE(reader.status().code(), absl::StatusCode::kOk);
+          continue;
+        }
         RowBlock b;
         for (size_t i = 0; i < (*reader)->num_blocks(); ++i) {
-          if ((*reader)->ReadBlock(i, &b).ok()) {
-            EXPECT_TRUE(b.Validate().ok());
-          } else {
-            EXPECT_EQ(b.num_rows(), 0u);
+          const absl::Status s = (*reader)->ReadBlock(i, &b);
+          if (s.ok()) {
+            EXPECT_TRUE(KeepsBlockInvariants(b, AllTypesSchema(), *(*reader)->BlockRows(i)))
+                << "flip at byte " << at << " block " << i;
+            continue;
           }
+          EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+          EXPECT_EQ(b.num_rows(), 0u);
+          ++block_errors;
+          if (i == 0 && at >= payload_start && at < FooterOffsets(bytes)[1]) ++payload_errors;
         }
       }
     }
+    // Header flips fail on the header CRC; payload flips, unchecked by any CRC here, are still
+    // caught by the decoder's length and offset checks (or zstd) in part.
+    EXPECT_GT(block_errors, 0);
+    EXPECT_GT(payload_errors, 0);
   }
+}
+
+// ---- Hostile lengths: headers and footers whose CRCs are right but whose counts are not.
+
+TEST_F(ShardCorruptionTest, HugeRawLengthIsDataLossBeforeAnyAllocation) {
+  for (data::Codec codec : {CODEC_NONE, CODEC_ZSTD}) {
+    SCOPED_TRACE(codec);
+    ASSERT_TRUE(WriteShard(&fs_, path_, blocks_, Codec(codec)).ok());
+    std::string bytes = *fs_.GetContents(path_);
+    PatchBlockHeader(&bytes, offsets_[1], 8, 0xFFFFFFFF);  // 4 GiB
+    ASSERT_TRUE(fs_.SetContents(path_, bytes).ok());
+    auto reader = ShardReader::Open(&fs_, path_);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    RowBlock b;
+    EXPECT_TRUE((*reader)->ReadBlock(0, &b).ok());
+    const absl::Status s = (*reader)->ReadBlock(1, &b);
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(s.message(),
+              absl::StrCat(path_, ": block 1 at offset ", offsets_[1],
+                           ": raw payload length 4294967295 exceeds the reader's limit of ",
+                           256 << 20, " bytes (ShardReaderOptions::max_block_bytes)"));
+    EXPECT_EQ((*reader)->BlockRows(1).status().code(), absl::StatusCode::kDataLoss);
+  }
+}
+
+TEST_F(ShardCorruptionTest, MaxBlockBytesIsHonoured) {
+  ASSERT_TRUE(WriteShard(&fs_, path_, blocks_, Codec(CODEC_ZSTD)).ok());
+  const std::string bytes = *fs_.GetContents(path_);
+  uint32_t largest = 0;
+  for (uint64_t off : offsets_) largest = std::max(largest, Le32(bytes, off + 8));
+  ShardReaderOptions options;
+  options.max_block_bytes = largest;
+  EXPECT_EQ(ReadAll(&fs_, path_, options).size(), blocks_.size());
+  options.max_block_bytes = largest - 1;
+  auto reader = ShardReader::Open(&fs_, path_, options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  int refused = 0;
+  RowBlock b;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const absl::Status s = (*reader)->ReadBlock(i, &b);
+    if (s.ok()) continue;
+    ++refused;
+    EXPECT_THAT(s.message(), HasSubstr("max_block_bytes"));
+  }
+  EXPECT_GE(refused, 1);
+}
+
+TEST_F(ShardCorruptionTest, StoredLengthBeyondTheBlockIsDataLoss) {
+  std::string bytes = bytes_;
+  PatchBlockHeader(&bytes, offsets_[3], 12, 0xFFFFFFF0);
+  ASSERT_TRUE(fs_.SetContents(path_, bytes).ok());
+  auto reader = ShardReader::Open(&fs_, path_);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  RowBlock b;
+  const absl::Status s = (*reader)->ReadBlock(3, &b);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(path_, ": block 3 at offset ", offsets_[3],
+                                                  ": payload length 4294967280 but the block")));
+}
+
+TEST_F(ShardCorruptionTest, RowCountThePayloadCannotHoldIsDataLoss) {
+  for (uint32_t rows : {0xFFFFFFFFu, 1000000u, 0u}) {
+    SCOPED_TRACE(rows);
+    std::string bytes = bytes_;
+    PatchBlockHeader(&bytes, offsets_[2], 4, rows);
+    ASSERT_TRUE(fs_.SetContents(path_, bytes).ok());
+    auto reader = ShardReader::Open(&fs_, path_);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    RowBlock b;
+    const absl::Status s = (*reader)->ReadBlock(2, &b);
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(s.message(), HasSubstr(absl::StrCat(path_, ": block 2 at offset ", offsets_[2],
+                                                    ": block header gives ", rows, " rows")));
+    EXPECT_EQ((*reader)->BlockRows(2).status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(b.num_rows(), 0u);
+  }
+}
+
+TEST_F(ShardCorruptionTest, FooterWithMoreBlocksThanTheFileHoldsIsDataLoss) {
+  // The header, then a footer listing a million blocks: its CRC is right and it is as long
+  // as it claims, but no block fits before it.
+  const size_t header_end = offsets_[0];
+  const std::vector<uint64_t> offsets(1000000, header_end);
+  const std::string hostile = bytes_.substr(0, header_end) + MakeFooter(offsets, 1000000);
+  const absl::Status s = OpenStatus(hostile);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), absl::StrCat(path_, ": footer at offset ", header_end,
+                                      " lists 1000000 blocks but the 0 bytes at offset ",
+                                      header_end, " hold at most 0"));
+}
+
+TEST_F(ShardCorruptionTest, FooterRowCountTheBlocksCannotHoldIsDataLoss) {
+  const size_t footer_start = bytes_.size() - (8 * offsets_.size() + 32);
+  for (uint64_t rows : {uint64_t{0}, uint64_t{3}, ~uint64_t{0}}) {
+    SCOPED_TRACE(rows);
+    const absl::Status s = OpenStatus(bytes_.substr(0, footer_start) + MakeFooter(offsets_, rows));
+    EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(s.message(), absl::StrCat(path_, ": footer at offset ", footer_start, " gives ",
+                                        rows, " rows for 4 blocks"));
+  }
+  // The same footer with the real count opens.
+  uint64_t rows = 0;
+  for (const RowBlock& b : blocks_) rows += b.num_rows();
+  EXPECT_TRUE(OpenStatus(bytes_.substr(0, footer_start) + MakeFooter(offsets_, rows)).ok());
 }
 
 TEST(ShardReaderTest, MissingFileIsNotFound) {
@@ -654,10 +855,10 @@ TEST_F(ForEachBlockTest, CorruptBlockFailsWithTheDefaultBudget) {
   EXPECT_EQ(got.size(), 4u);  // the three of /a and block 0 of /b came before it
 }
 
-TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountedWithinBudget) {
+TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountsItsRowsWithinBudget) {
   CorruptBlockOfB(1);
   ErrorBudget budget;
-  budget.max_errors = 1;
+  budget.max_errors = static_cast<int64_t>(b_[1].num_rows());
   ErrorCounter errors(budget);
   std::vector<RowBlock> got;
   absl::Status s = Run(&errors, &got);
@@ -667,7 +868,7 @@ TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountedWithinBudget) {
   EXPECT_TRUE(got[3] == b_[0]);
   EXPECT_TRUE(got[4] == b_[2]);
   EXPECT_TRUE(got[5] == b_[3]);
-  EXPECT_EQ(errors.errors(), 1);
+  EXPECT_EQ(errors.errors(), static_cast<int64_t>(b_[1].num_rows()));
   int64_t good_rows = 0;
   for (const RowBlock& b : got) good_rows += static_cast<int64_t>(b.num_rows());
   EXPECT_EQ(errors.seen(), good_rows);
@@ -675,18 +876,84 @@ TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountedWithinBudget) {
   EXPECT_THAT(errors.messages()[0], HasSubstr("/b: block 1"));
 }
 
-TEST_F(ForEachBlockTest, SecondCorruptBlockExceedsABudgetOfOne) {
+TEST_F(ForEachBlockTest, SecondCorruptBlockExceedsABudgetOfTheFirstOnesRows) {
   CorruptBlockOfB(1);
   CorruptBlockOfB(3);
   ErrorBudget budget;
-  budget.max_errors = 1;
+  budget.max_errors = static_cast<int64_t>(b_[1].num_rows());
   ErrorCounter errors(budget);
   std::vector<RowBlock> got;
   EXPECT_FALSE(Run(&errors, &got).ok());
   EXPECT_EQ(got.size(), 5u);
 }
 
-TEST_F(ForEachBlockTest, TruncatedFileCountsAsOneBadInput) {
+TEST_F(ForEachBlockTest, BudgetIsInRowsACorruptBlockOf100RowsNeeds100) {
+  std::mt19937_64 rng(5);
+  const RowBlock hundred = RandomBlock(AllTypesSchema(), 100, &rng);
+  ASSERT_TRUE(WriteShard(&fs_, "/c", {hundred}).ok());
+  std::string bytes = *fs_.GetContents("/c");
+  bytes[FooterOffsets(bytes)[0] + 24 + 2] ^= 0x10;
+  ASSERT_TRUE(fs_.SetContents("/c", bytes).ok());
+  for (int64_t max_errors : {99, 100}) {
+    SCOPED_TRACE(max_errors);
+    ErrorBudget budget;
+    budget.max_errors = max_errors;
+    ErrorCounter errors(budget);
+    int blocks = 0;
+    const absl::Status s = ForEachBlock(&fs_, {"/c", "/a"}, &errors, [&blocks](const RowBlock&) {
+      ++blocks;
+      return absl::OkStatus();
+    });
+    EXPECT_EQ(errors.errors(), 100);
+    if (max_errors == 99) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+      EXPECT_THAT(s.message(), HasSubstr("/c: block 0 at offset"));
+      EXPECT_THAT(s.message(), HasSubstr("(100 bad inputs, budget 99 exceeded)"));
+      EXPECT_EQ(blocks, 0);
+    } else {
+      EXPECT_TRUE(s.ok()) << s;
+      EXPECT_EQ(blocks, 3);
+    }
+  }
+}
+
+TEST_F(ForEachBlockTest, BlockWithACorruptHeaderCountsAsOneBadInput) {
+  std::string bytes = *fs_.GetContents("/b");
+  bytes[FooterOffsets(bytes)[2] + 5] ^= 0x01;  // the row count, under the header CRC
+  ASSERT_TRUE(fs_.SetContents("/b", bytes).ok());
+  ErrorBudget budget;
+  budget.max_errors = 1;
+  ErrorCounter errors(budget);
+  std::vector<RowBlock> got;
+  ASSERT_TRUE(Run(&errors, &got).ok());
+  EXPECT_EQ(got.size(), 6u);
+  EXPECT_EQ(errors.errors(), 1);
+}
+
+TEST_F(ForEachBlockTest, FileWithAnIntactFooterCountsTheFootersRows) {
+  std::string bytes = *fs_.GetContents("/a");
+  bytes[16] ^= 0x01;  // in the header proto: the header CRC fails, the footer is intact
+  ASSERT_TRUE(fs_.SetContents("/a", bytes).ok());
+  int64_t rows_of_a = 0;
+  for (const RowBlock& b : a_) rows_of_a += static_cast<int64_t>(b.num_rows());
+  ErrorBudget budget;
+  budget.max_errors = rows_of_a;
+  ErrorCounter errors(budget);
+  std::vector<RowBlock> got;
+  ASSERT_TRUE(Run(&errors, &got).ok());
+  EXPECT_EQ(got.size(), 4u);
+  EXPECT_EQ(errors.errors(), rows_of_a);
+  ASSERT_FALSE(errors.messages().empty());
+  EXPECT_THAT(errors.messages()[0], HasSubstr("/a: header checksum mismatch"));
+
+  ErrorBudget short_budget;
+  short_budget.max_errors = rows_of_a - 1;
+  ErrorCounter short_errors(short_budget);
+  got.clear();
+  EXPECT_EQ(Run(&short_errors, &got).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ForEachBlockTest, TruncatedFileWithoutFooterCountsAsOneBadInput) {
   std::string bytes = *fs_.GetContents("/a");
   ASSERT_TRUE(fs_.SetContents("/a", bytes.substr(0, bytes.size() / 2)).ok());
   ErrorBudget budget;
