@@ -128,7 +128,8 @@ constexpr TaobaoSequence kTaobaoSequences[] = {
     {"hist_brand", "brand_his", kTaobaoBrand,
      "brands of the user's last behaviours (mask != 0 only, most recent first)"},
     {"hist_btag", "btag_his", kTaobaoBtag,
-     "behaviour types (pv/cart/fav/buy) of the last behaviours (mask != 0 only, most recent first)"},
+     "behaviour types (pv/cart/fav/buy) of the last behaviours (mask != 0 only, most recent "
+     "first)"},
 };
 
 std::string FormatName(InputFormat format) {
@@ -149,7 +150,7 @@ std::string FormatName(InputFormat format) {
 struct FieldSource {
   enum class Kind {
     kCell,         // one cell; for list types its values are '|'-separated
-    kMaskedRange,  // INT64_LIST of cells column + k, k < plan.mask_length, where mask k != 0
+    kMaskedRange,  // INT64_LIST of cells column + k, k < plan.mask.length, where mask k != 0
   };
   Kind kind = Kind::kCell;
   int column = 0;     // 0-based
@@ -501,8 +502,8 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
   row->mask.resize(plan.mask.length);
   for (int k = 0; k < plan.mask.length; ++k) {
     int64_t mask;
-    RETURN_IF_ERROR(ParseInt(cells[plan.mask.column + k], plan.mask.label, plan.mask.column + k,
-                             &mask));
+    RETURN_IF_ERROR(
+        ParseInt(cells[plan.mask.column + k], plan.mask.label, plan.mask.column + k, &mask));
     row->mask[k] = mask != 0;
   }
   for (const IntRange& range : plan.unconverted) {
@@ -519,7 +520,8 @@ absl::Status ParseRow(const Schema& schema, const FilePlan& plan,
       list.clear();
       for (int k = 0; k < plan.mask.length; ++k) {
         int64_t value;
-        RETURN_IF_ERROR(ParseInt(cells[source.column + k], source.label, source.column + k, &value));
+        RETURN_IF_ERROR(
+            ParseInt(cells[source.column + k], source.label, source.column + k, &value));
         if (row->mask[k]) list.push_back(value);
       }
       // The file stores the oldest behaviour first (padding at the front); SEQUENCE fields
@@ -829,9 +831,8 @@ absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& opti
         absl::StrCat("convert: delimiter ", Quoted(std::string(1, options.delimiter)),
                      " is not allowed (it has another meaning in the csv format)"));
   }
-  if (!options.split.empty() &&
-      std::find(std::begin(kSplitOrder), std::end(kSplitOrder), options.split) ==
-          std::end(kSplitOrder)) {
+  if (!options.split.empty() && std::find(std::begin(kSplitOrder), std::end(kSplitOrder),
+                                          options.split) == std::end(kSplitOrder)) {
     return absl::InvalidArgumentError(
         absl::StrCat("convert: unknown split '", options.split, "'; use train, val or test"));
   }

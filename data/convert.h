@@ -49,10 +49,10 @@ struct ConvertOptions {
 };
 
 struct ConvertReport {
-  int64_t rows_read = 0;       // data lines seen (header excluded)
+  int64_t rows_read = 0;  // data lines seen (header excluded)
   int64_t rows_written = 0;
-  int64_t rows_rejected = 0;   // malformed, skipped within budget
-  int64_t rows_dropped = 0;    // well-formed but dropped by the task (conversion w/o click)
+  int64_t rows_rejected = 0;  // malformed, skipped within budget
+  int64_t rows_dropped = 0;   // well-formed but dropped by the task (conversion w/o click)
   // The first few (ErrorCounter::kKeptMessages) rejections, "file:line: reason"; filled from
   // the conversion's ErrorCounter.
   std::vector<std::string> reject_messages;

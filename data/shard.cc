@@ -481,11 +481,10 @@ absl::StatusOr<std::unique_ptr<ShardReader>> ShardReader::Open(FileSystem* fs,
   const uint64_t num_blocks = footer.num_blocks;
   // Bound the count by the bytes the blocks occupy before allocating for it.
   if (num_blocks > (footer_start - header_end) / kBlockHeaderLen) {
-    return absl::DataLossError(absl::StrCat(path, ": footer at offset ", footer_start, " lists ",
-                                            num_blocks, " blocks but the ",
-                                            footer_start - header_end, " bytes at offset ",
-                                            header_end, " hold at most ",
-                                            (footer_start - header_end) / kBlockHeaderLen));
+    return absl::DataLossError(
+        absl::StrCat(path, ": footer at offset ", footer_start, " lists ", num_blocks,
+                     " blocks but the ", footer_start - header_end, " bytes at offset ", header_end,
+                     " hold at most ", (footer_start - header_end) / kBlockHeaderLen));
   }
   reader->num_rows_ = footer.num_rows;
   reader->block_offsets_.resize(num_blocks);
@@ -542,8 +541,8 @@ absl::StatusOr<ShardReader::BlockInfo> ShardReader::CheckBlockHeader(size_t i) c
                              : data.size() - (kFooterFixedLen + 8 * block_offsets_.size());
   const uint64_t span = limit - off - kBlockHeaderLen;
   if (stored_len != span) {
-    return bad(absl::StrCat("payload length ", stored_len, " but the block spans ", span,
-                            " bytes"));
+    return bad(
+        absl::StrCat("payload length ", stored_len, " but the block spans ", span, " bytes"));
   }
   if (block.raw_len > options_.max_block_bytes) {
     return bad(absl::StrCat("raw payload length ", block.raw_len, " exceeds the reader's limit of ",
@@ -572,8 +571,8 @@ absl::StatusOr<uint32_t> ShardReader::BlockRows(size_t i) const {
 absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
   out->Clear();
   ASSIGN_OR_RETURN(const BlockInfo block, CheckBlockHeader(i));
-  const std::string where = absl::StrCat(path_, ": block ", i, " at offset ", block_offsets_[i],
-                                         ": ");
+  const std::string where =
+      absl::StrCat(path_, ": block ", i, " at offset ", block_offsets_[i], ": ");
   const absl::string_view stored = block.stored;
   if (options_.verify_checksums) {
     const uint32_t actual = crc32c::Value(stored);

@@ -8,8 +8,8 @@
 //                 u32 crc32c of the footer | u32 footer_len | magic "CHOIREND"
 // A file without its footer is truncated; a block whose checksum disagrees is corrupt; a
 // version other than kShardVersion is refused. Each error names the file and byte offset.
-// Writers write to "<path>.tmp" and rename on Close, so a crashed writer never leaves a file
-// that looks complete.
+// Writers write to "<path>.tmp", rename on Close and then sync the directory, so a crashed
+// writer never leaves a file that looks complete.
 #ifndef CHOIR_DATA_SHARD_H_
 #define CHOIR_DATA_SHARD_H_
 
@@ -87,8 +87,8 @@ struct ShardReaderOptions {
   // Largest block payload (its raw_len, before decompression) the reader accepts. A block
   // whose header claims more is DATA_LOSS before anything is allocated for it, so a corrupt or
   // hostile file cannot make each reading thread allocate up to 4 GiB. Default 256 MiB, far
-  // above the blocks Choir writes by default (typically a few MiB); raise it to read files written with larger
-  // blocks, at the cost of that much memory per reading thread.
+  // above the blocks Choir writes by default (typically a few MiB); raise it to read files
+  // written with larger blocks, at the cost of that much memory per reading thread.
   uint64_t max_block_bytes = uint64_t{256} << 20;
 };
 

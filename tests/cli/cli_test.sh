@@ -69,5 +69,9 @@ expect 0 "malformed row within budget" -- "$CHOIR" data convert --format csv --i
 contains "malformed row within budget" "1 rejected"
 if grep -qF "2,11,1,x,3.0" "$T/conv/rejects.tsv"; then pass; else fail "rejected row not in rejects.tsv"; fi
 
+# --split sends every input to one split whatever the file name.
+expect 0 "convert --split test" -- "$CHOIR" data convert --format csv --in "$T/in.csv" --out "$T/conv2" --split test --task ctr --max-bad-rows 1
+[[ -d "$T/conv2/test" && ! -d "$T/conv2/train" ]] && pass || fail "--split test did not put the rows in test/"
+
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

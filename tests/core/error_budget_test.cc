@@ -71,7 +71,8 @@ TEST(ErrorCounterTest, CountBadWithACountSpendsThatMuchBudgetAndKeepsOneMessage)
   EXPECT_EQ(counter.messages(), std::vector<std::string>{"rows.csv:7: expected 5 fields"});
   const absl::Status status = counter.CountBad(BadRow(8));
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(status.message(), "rows.csv:7: expected 5 fields (101 bad inputs, budget 100 exceeded)");
+  EXPECT_EQ(status.message(),
+            "rows.csv:7: expected 5 fields (101 bad inputs, budget 100 exceeded)");
 
   ErrorCounter one_short(Budget(99, 0));
   EXPECT_FALSE(one_short.CountBad(BadRow(1), 100).ok());
@@ -80,8 +81,8 @@ TEST(ErrorCounterTest, CountBadWithACountSpendsThatMuchBudgetAndKeepsOneMessage)
 TEST(ErrorCounterTest, FractionBudgetComparesCountedErrorsWithGoodInputs) {
   ErrorCounter counter(Budget(0, 0.1));
   counter.CountGood(900);
-  EXPECT_TRUE(counter.CountBad(BadRow(1), 100).ok());   // 100 of 1000
-  EXPECT_FALSE(counter.CountBad(BadRow(2), 2).ok());    // 102 of 1002
+  EXPECT_TRUE(counter.CountBad(BadRow(1), 100).ok());  // 100 of 1000
+  EXPECT_FALSE(counter.CountBad(BadRow(2), 2).ok());   // 102 of 1002
 }
 
 TEST(ErrorCounterTest, HugeCountsSaturateInsteadOfOverflowing) {

@@ -50,14 +50,14 @@ std::string SharedDataDir() {
 }
 
 // Skips the test unless $CHOIR_SHARED_DATA names a folder holding the public samples.
-#define REQUIRE_SHARED_DATA(dir)                                                           \
-  const std::string dir = SharedDataDir();                                                 \
-  if (dir.empty()) {                                                                       \
-    GTEST_SKIP() << "CHOIR_SHARED_DATA is not set; set it to the folder of the public "    \
-                    "samples (ctest sets it to <source>/../shared/data)";                  \
-  }                                                                                        \
-  if (!PosixFileSystem()->IsDirectory(JoinPath(dir, "ali-ccp"))) {                         \
-    GTEST_SKIP() << "CHOIR_SHARED_DATA=" << dir << " has no ali-ccp/ folder of samples";   \
+#define REQUIRE_SHARED_DATA(dir)                                                         \
+  const std::string dir = SharedDataDir();                                               \
+  if (dir.empty()) {                                                                     \
+    GTEST_SKIP() << "CHOIR_SHARED_DATA is not set; set it to the folder of the public "  \
+                    "samples (ctest sets it to <source>/../shared/data)";                \
+  }                                                                                      \
+  if (!PosixFileSystem()->IsDirectory(JoinPath(dir, "ali-ccp"))) {                       \
+    GTEST_SKIP() << "CHOIR_SHARED_DATA=" << dir << " has no ali-ccp/ folder of samples"; \
   }
 
 // A fresh folder on the real file system for this test.
@@ -834,11 +834,10 @@ TEST(ConvertTest, FilesGoToTheSplitTheirNameSaysOrTheOneGiven) {
 // aliccp-rechub columns: labels, 23 sparse ids, 8 dense values.
 const std::vector<std::string>& RechubColumns() {
   static const auto* columns = new std::vector<std::string>{
-      "click",   "purchase", "101",     "121",     "122",    "124",    "125",    "126",
-      "127",     "128",      "129",     "205",     "206",    "207",    "210",    "216",
-      "508",     "509",      "702",     "853",     "301",    "109_14", "110_14", "127_14",
-      "150_14",  "D109_14",  "D110_14", "D127_14", "D150_14", "D508",  "D509",   "D702",
-      "D853"};
+      "click",   "purchase", "101",  "121",    "122",    "124",    "125",    "126",     "127",
+      "128",     "129",      "205",  "206",    "207",    "210",    "216",    "508",     "509",
+      "702",     "853",      "301",  "109_14", "110_14", "127_14", "150_14", "D109_14", "D110_14",
+      "D127_14", "D150_14",  "D508", "D509",   "D702",   "D853"};
   return *columns;
 }
 
@@ -867,15 +866,14 @@ std::string RechubFile(const std::vector<std::map<std::string, std::string>>& ro
 
 TEST(InMemoryFormatTest, RechubMapsColumnsByNameAndRejectsNonFiniteFloats) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/rechub_train.csv",
-                             RechubFile({{{"click", "1"},
-                                          {"purchase", "1"},
-                                          {"101", "7"},
-                                          {"205", "42"},
-                                          {"D508", "0.75"}},
-                                         {{"click", "0"}, {"purchase", "0"}, {"D508", "nan"}},
-                                         {{"click", "1"}, {"purchase", "0"}, {"D702", "-inf"}}}))
-                  .ok());
+  ASSERT_TRUE(
+      fs.SetContents(
+            "/in/rechub_train.csv",
+            RechubFile(
+                {{{"click", "1"}, {"purchase", "1"}, {"101", "7"}, {"205", "42"}, {"D508", "0.75"}},
+                 {{"click", "0"}, {"purchase", "0"}, {"D508", "nan"}},
+                 {{"click", "1"}, {"purchase", "0"}, {"D702", "-inf"}}}))
+          .ok());
   ConvertOptions options = Options(InputFormat::kAliccpRechub, {"/in/rechub_train.csv"}, "/out");
   absl::StatusOr<ConvertReport> report = Convert(&fs, options);
   EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
@@ -989,18 +987,18 @@ TEST(InMemoryFormatTest, TaobaoAdKeepsMaskedSlotsMostRecentFirstAndRejectsBadCel
 // Faults while writing.
 
 // Two splits of several blocks each and one rejected line (so rejects.tsv is written too).
-void WriteFaultTestInputs(FileSystem* fs) {
+void WriteFaultTestInputs(MemFileSystem* fs) {
   std::string train, test;
   for (int i = 0; i < 7; ++i) absl::StrAppend(&train, i % 2 ? kAitmGood1 : kAitmGood2, "\n");
   absl::StrAppend(&train, "1,2\n");
   for (int i = 0; i < 5; ++i) absl::StrAppend(&test, i % 2 ? kAitmGood2 : kAitmGood1, "\n");
-  ASSERT_TRUE(fs->WriteStringToFileAtomic("/in/f_train.csv", train).ok());
-  ASSERT_TRUE(fs->WriteStringToFileAtomic("/in/f_test.csv", test).ok());
+  ASSERT_TRUE(fs->SetContents("/in/f_train.csv", train).ok());
+  ASSERT_TRUE(fs->SetContents("/in/f_test.csv", test).ok());
 }
 
 ConvertOptions FaultTestOptions() {
-  ConvertOptions options = Options(InputFormat::kAliccpAitm,
-                                   {"/in/f_train.csv", "/in/f_test.csv"}, "/out", TASK_CTR);
+  ConvertOptions options =
+      Options(InputFormat::kAliccpAitm, {"/in/f_train.csv", "/in/f_test.csv"}, "/out", TASK_CTR);
   options.budget.max_errors = 1;
   options.rows_per_block = 2;
   return options;
@@ -1048,8 +1046,8 @@ TEST(ConvertFaultTest, FailedWriteOrRenameLeavesNoManifestNorTemporaryAndARerunW
                              {total_bytes - 1, false},  // the manifest's last byte
                              {-1, true}};
   for (const FaultCase& fault : cases) {
-    SCOPED_TRACE(absl::StrCat("write limit ", fault.write_limit, ", fail rename ",
-                              fault.fail_rename));
+    SCOPED_TRACE(
+        absl::StrCat("write limit ", fault.write_limit, ", fail rename ", fault.fail_rename));
     MemFileSystem base;
     WriteFaultTestInputs(&base);
     FaultInjectingFileSystem faulty(&base);
@@ -1057,6 +1055,7 @@ TEST(ConvertFaultTest, FailedWriteOrRenameLeavesNoManifestNorTemporaryAndARerunW
     if (fault.fail_rename) faulty.FailNextRename();
     absl::StatusOr<ConvertReport> report = Convert(&faulty, FaultTestOptions());
     EXPECT_FALSE(report.ok());
+    EXPECT_CONTAINS((report.status().message()), ("injected"));
     EXPECT_GT(faulty.faults_injected(), 0);
     for (const std::string& file : FilesBelow(&base, "/out")) {
       EXPECT_FALSE(absl::EndsWith(file, ".tmp")) << file;

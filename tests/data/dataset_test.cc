@@ -107,6 +107,79 @@ TEST(ManifestTest, FindSplitAndSplitPaths) {
   EXPECT_THAT(missing.status().message(), HasSubstr("train, test"));
 }
 
+// ---------------------------------------------------------------------------------------
+// PrepareDatasetDir.
+
+const std::vector<std::string> kProducerEntries = {"train", "val", "test"};
+
+// Names in `dir`, sorted.
+std::vector<std::string> Entries(FileSystem* fs, const std::string& dir) {
+  absl::StatusOr<std::vector<std::string>> entries = fs->ListDir(dir);
+  EXPECT_TRUE(entries.ok()) << entries.status();
+  return entries.ok() ? *entries : std::vector<std::string>{};
+}
+
+TEST(PrepareDatasetDirTest, CreatesAMissingFolder) {
+  MemFileSystem fs;
+  ASSERT_TRUE(PrepareDatasetDir(&fs, "/a/b/ds", kProducerEntries).ok());
+  EXPECT_TRUE(fs.IsDirectory("/a/b/ds"));
+  EXPECT_TRUE(Entries(&fs, "/a/b/ds").empty());
+}
+
+TEST(PrepareDatasetDirTest, ReplacesADatasetAndLeavesUnrelatedFiles) {
+  MemFileSystem fs;
+  ASSERT_TRUE(WriteManifest(&fs, "/ds", SampleManifest()).ok());  // splits train and test
+  for (const char* file : {"/ds/train/part-00000.shard", "/ds/train/part-00001.shard",
+                           "/ds/test/part-00000.shard", "/ds/rejects.tsv", "/ds/truth/users.tsv",
+                           "/ds/taxonomy.pbtxt", "/ds/notes.txt", "/ds/mine/data.csv"}) {
+    ASSERT_TRUE(fs.SetContents(file, "x").ok()) << file;
+  }
+  ASSERT_TRUE(PrepareDatasetDir(&fs, "/ds", kProducerEntries).ok());
+  EXPECT_THAT(Entries(&fs, "/ds"), ElementsAre("mine", "notes.txt"));
+  EXPECT_TRUE(fs.Exists("/ds/mine/data.csv"));
+}
+
+TEST(PrepareDatasetDirTest, RefusesAFolderWithoutManifestHoldingAForeignFile) {
+  MemFileSystem fs;
+  ASSERT_TRUE(fs.SetContents("/ds/train/part-00000.shard", "x").ok());
+  ASSERT_TRUE(fs.SetContents("/ds/thesis.tex", "mine").ok());
+  absl::Status status = PrepareDatasetDir(&fs, "/ds", kProducerEntries);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("/ds is not empty"));
+  EXPECT_THAT(status.message(), HasSubstr("'thesis.tex'"));
+  // Nothing was deleted.
+  EXPECT_THAT(Entries(&fs, "/ds"), ElementsAre("thesis.tex", "train"));
+  EXPECT_TRUE(fs.Exists("/ds/train/part-00000.shard"));
+}
+
+TEST(PrepareDatasetDirTest, ClearsWhatAnInterruptedRunLeft) {
+  MemFileSystem fs;
+  for (const char* file :
+       {"/ds/train/part-00000.shard.tmp", "/ds/val/part-00000.shard", "/ds/rejects.tsv",
+        "/ds/truth/users.tsv", "/ds/taxonomy.pbtxt", "/ds/dataset.pbtxt.tmp"}) {
+    ASSERT_TRUE(fs.SetContents(file, "x").ok()) << file;
+  }
+  ASSERT_TRUE(PrepareDatasetDir(&fs, "/ds", kProducerEntries).ok());
+  EXPECT_TRUE(fs.IsDirectory("/ds"));
+  EXPECT_TRUE(Entries(&fs, "/ds").empty());
+}
+
+TEST(PrepareDatasetDirTest, RefusesAFileAndAnUnreadableManifestWithoutDeleting) {
+  MemFileSystem fs;
+  ASSERT_TRUE(fs.SetContents("/file", "x").ok());
+  EXPECT_EQ(PrepareDatasetDir(&fs, "/file", kProducerEntries).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(fs.Exists("/file"));
+
+  ASSERT_TRUE(fs.SetContents("/ds/dataset.pbtxt", "splitz {}\n").ok());
+  ASSERT_TRUE(fs.SetContents("/ds/train/part-00000.shard", "x").ok());
+  absl::Status status = PrepareDatasetDir(&fs, "/ds", kProducerEntries);
+  EXPECT_FALSE(status.ok());
+  EXPECT_THAT(status.message(), HasSubstr("/ds/dataset.pbtxt:1:"));
+  EXPECT_TRUE(fs.Exists("/ds/dataset.pbtxt"));
+  EXPECT_TRUE(fs.Exists("/ds/train/part-00000.shard"));
+}
+
 TEST(SplitWriterTest, RollsToANewFileEveryRowsPerFile) {
   MemFileSystem fs;
   SplitWriter writer(&fs, "/ds", "train", TestSchema(), {}, /*rows_per_file=*/100);

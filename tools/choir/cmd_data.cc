@@ -27,6 +27,7 @@ DEFINE_string(in, "", "data convert: input file(s), comma-separated, or a folder
 DEFINE_string(task, "", "data convert: cvr (drops conversions without click), ctr or ctcvr (default: the job file's task, cvr).");
 DEFINE_int64(max_bad_rows, -1, "Bad rows tolerated (skip-and-count) before failing (default: job file, 0).");
 DEFINE_double(max_bad_fraction, -1, "Or as a fraction of rows (default: job file, 0 = off).");
+DEFINE_string(split, "", "data convert: put every input into this split (train, val or test); default: by file name.");
 DEFINE_string(delimiter, "", "data convert --format csv: field delimiter (default by extension).");
 DEFINE_string(json, "", "data inspect: also write the report as JSON to this file.");
 
@@ -111,6 +112,7 @@ absl::Status RunDataConvert(const Args& args) {
   }
   if (options.inputs.empty()) return absl::InvalidArgumentError(absl::StrCat("--in ", FLAGS_in, ": no input files"));
   options.out_dir = FLAGS_out;
+  options.split = FLAGS_split;
   options.budget = Budget(config);
   if (FLAGS_delimiter.size() > 1 && FLAGS_delimiter != "\\t" && FLAGS_delimiter != "tab") {
     return absl::InvalidArgumentError("--delimiter must be one character (or 'tab')");
