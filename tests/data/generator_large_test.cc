@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -38,6 +39,7 @@ TEST(GeneratorMemoryTest, PeakMemoryDoesNotGrowWithTheNumberOfUsers) {
   absl::StatusOr<GeneratorReport> large = GenerateDataset(fs, *c, options, tmpl + "/large");
   ASSERT_TRUE(large.ok()) << large.status();
   const double after_large = PeakRssMb();
+  std::printf("peak RSS %.1f MB after 2e4 users, %.1f MB after 2e5 users\n", after_small, after_large);
   EXPECT_GT(large->train_rows, 9 * small->train_rows);
   EXPECT_LT(after_large - after_small, 64.0)
       << "peak RSS " << after_small << " MB after 2e4 users, " << after_large << " MB after 2e5";
