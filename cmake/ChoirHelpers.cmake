@@ -1,5 +1,20 @@
 # Helpers shared by every folder's CMakeLists.txt.
 
+# CHOIR_SANITIZE on one of Choir's targets (ours and our generated protobuf code, never the
+# prebuilt Debian libraries). With thread, __SANITIZE_THREAD__ is undefined again: protobuf's
+# and abseil's headers change class layouts under it (MapFieldBase gains members), which would
+# no longer match the uninstrumented libprotobuf and crash; TSan still instruments every
+# access, atomic and pthread call.
+function(choir_sanitize target)
+  if(CHOIR_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=${CHOIR_SANITIZE} -fno-omit-frame-pointer)
+    if(CHOIR_SANITIZE STREQUAL "thread")
+      target_compile_options(${target} PRIVATE -U__SANITIZE_THREAD__)
+    endif()
+    target_link_options(${target} PRIVATE -fsanitize=${CHOIR_SANITIZE})
+  endif()
+endfunction()
+
 # Warnings (and sanitizers) on Choir's own targets only, never on third-party code.
 function(choir_target_defaults target)
   target_compile_options(${target} PRIVATE
@@ -7,10 +22,7 @@ function(choir_target_defaults target)
   if(CHOIR_WERROR)
     target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
   endif()
-  if(CHOIR_SANITIZE)
-    target_compile_options(${target} PRIVATE -fsanitize=${CHOIR_SANITIZE} -fno-omit-frame-pointer)
-    target_link_options(${target} PRIVATE -fsanitize=${CHOIR_SANITIZE})
-  endif()
+  choir_sanitize(${target})
   target_include_directories(${target} PUBLIC
     ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR}/generated ${PROJECT_BINARY_DIR})
 endfunction()
@@ -58,6 +70,7 @@ function(choir_proto_library name)
     list(APPEND srcs ${PROJECT_BINARY_DIR}/${base}.pb.cc)
   endforeach()
   add_library(${name} STATIC ${srcs})
+  choir_sanitize(${name})
   target_include_directories(${name} PUBLIC ${PROJECT_BINARY_DIR} ${Protobuf_INCLUDE_DIRS})
   target_link_libraries(${name} PUBLIC ${Protobuf_LIBRARIES} ${ARG_DEPS})
 endfunction()
