@@ -22,7 +22,8 @@ struct GeneratorOptions {
   uint64_t seed = 1;
   // Items in the catalogue; 0 (default) picks users / 4, at least 2000 and at most 2,000,000.
   int64_t items = 0;  // at most kMaxItems
-  // Generation threads. The output does not depend on it.
+  // Generation threads (one more thread compresses and writes). The output does not depend
+  // on it.
   int threads = 2;
   // Users generated together per thread; bounds memory. Default 2048.
   int users_per_chunk = 2048;
