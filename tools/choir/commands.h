@@ -16,6 +16,8 @@ absl::Status RunDataGen(const Args& args);
 absl::Status RunDataConvert(const Args& args);
 absl::Status RunDataInspect(const Args& args);
 absl::Status RunConfigPrint(const Args& args);
+absl::Status RunTrain(const Args& args);
+absl::Status RunReport(const Args& args);
 
 // Flags shared by several commands (defined in cmd_config.cc).
 std::vector<std::string> ConfigOverrides();  // --set 'a.b=c;d.e=f' (';' separates overrides)

@@ -36,12 +36,18 @@ constexpr Command kCommands[] = {
      "--format aliccp-aitm|aliccp-rechub|taobao-ad|csv --in PATH[,PATH...] --out DIR "
      "[--task cvr|ctr|ctcvr] [--split NAME] [--max_bad_rows N] [--max_bad_fraction F] [--delimiter C]"},
     {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE] [--config FILE]"},
+    {"train", nullptr, choir::cli::RunTrain,
+     "--config job.pbtxt [--set 'a.b=c;...'] [--data DIR] [--out DIR] [--model dnn|din]"},
+    {"report", nullptr, choir::cli::RunReport,
+     "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
     {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},
 };
 
 void PrintUsage(FILE* out) {
   std::fprintf(out, "choir %s: distributed training for ChoirRec\n\nusage:\n", CHOIR_VERSION);
-  for (const Command& c : kCommands) std::fprintf(out, "  choir %s %s %s\n", c.group, c.name, c.usage);
+  for (const Command& c : kCommands) {
+    std::fprintf(out, "  choir %s%s%s %s\n", c.group, c.name ? " " : "", c.name ? c.name : "", c.usage);
+  }
   std::fprintf(out,
                "  choir version\n\nCommon flags: --config job.pbtxt, --set 'a.b=c;d.e=f' (job-file "
                "overrides), --log_dir DIR, --verbosity N, --quiet.\n");
@@ -75,8 +81,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   const Command* command = nullptr;
+  int first_arg = 3;  // after "choir GROUP NAME" (or "choir NAME" for one-word commands)
   for (const Command& c : kCommands) {
-    if (argc >= 3 && !std::strcmp(argv[1], c.group) && !std::strcmp(argv[2], c.name)) command = &c;
+    if (std::strcmp(argv[1], c.group) != 0) continue;
+    if (c.name == nullptr) {
+      command = &c;
+      first_arg = 2;
+    } else if (argc >= 3 && !std::strcmp(argv[2], c.name)) {
+      command = &c;
+    }
   }
   if (command == nullptr) {
     std::fprintf(stderr, "choir: unknown command '%s%s%s'\n\n", argv[1], argc >= 3 ? " " : "",
@@ -87,12 +100,14 @@ int main(int argc, char** argv) {
 
   // Parse the flags after "choir GROUP NAME"; what remains are positional arguments.
   std::vector<char*> args = {argv[0]};
-  for (int i = 3; i < argc; ++i) args.push_back(argv[i]);
+  for (int i = first_arg; i < argc; ++i) args.push_back(argv[i]);
   std::vector<std::string> storage;
   NormalizeFlagNames(args, storage);
   int n = args.size();
   char** p = args.data();
-  gflags::SetUsageMessage(std::string("choir ") + command->group + " " + command->name + " " + command->usage);
+  const std::string command_name =
+      std::string(command->group) + (command->name ? std::string(" ") + command->name : "");
+  gflags::SetUsageMessage("choir " + command_name + " " + command->usage);
   gflags::ParseCommandLineFlags(&n, &p, /*remove_flags=*/true);
 
   choir::LoggingOptions logging;
@@ -104,7 +119,7 @@ int main(int argc, char** argv) {
   choir::cli::Args positional(p + 1, p + n);
   const absl::Status status = command->run(positional);
   if (!status.ok()) {
-    std::fprintf(stderr, "choir %s %s: error: %s\n", command->group, command->name, status.ToString().c_str());
+    std::fprintf(stderr, "choir %s: error: %s\n", command_name.c_str(), status.ToString().c_str());
     return status.code() == absl::StatusCode::kInvalidArgument && status.message().rfind("usage:", 0) == 0 ? 2 : 1;
   }
   return 0;

@@ -1,0 +1,230 @@
+// Backend-neutral pieces of the layer library: parameter helpers, Mlp, concat/split and the
+// loss.
+#include "models/layers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "glog/logging.h"
+#include "models/internal/cpu.h"
+
+namespace choir::models {
+
+template <typename T>
+int64_t ParamCount(const std::vector<Param<T>*>& params) {
+  int64_t n = 0;
+  for (const Param<T>* p : params) n += p->value.size();
+  return n;
+}
+
+template <typename T>
+void CopyGradsTo(const std::vector<Param<T>*>& params, T* dst) {
+  for (const Param<T>* p : params)
+    dst = std::copy(p->grad.data(), p->grad.data() + p->grad.size(), dst);
+}
+
+template <typename T>
+void CopyGradsFrom(const std::vector<Param<T>*>& params, const T* src) {
+  for (Param<T>* p : params) {
+    std::copy(src, src + p->grad.size(), p->grad.data());
+    src += p->grad.size();
+  }
+}
+
+template <typename T>
+void CopyValuesTo(const std::vector<Param<T>*>& params, T* dst) {
+  for (const Param<T>* p : params) {
+    dst = std::copy(p->value.data(), p->value.data() + p->value.size(), dst);
+  }
+}
+
+template <typename T>
+void CopyValuesFrom(const std::vector<Param<T>*>& params, const T* src) {
+  for (Param<T>* p : params) {
+    std::copy(src, src + p->value.size(), p->value.data());
+    src += p->value.size();
+  }
+}
+
+namespace {
+constexpr struct {
+  ActivationKind kind;
+  const char* name;
+} kActivationNames[] = {
+    {ActivationKind::kIdentity, "identity"}, {ActivationKind::kRelu, "relu"},
+    {ActivationKind::kSigmoid, "sigmoid"},   {ActivationKind::kTanh, "tanh"},
+    {ActivationKind::kPrelu, "prelu"},       {ActivationKind::kDice, "dice"},
+};
+}  // namespace
+
+bool ParseActivationKind(const std::string& text, ActivationKind* kind) {
+  for (const auto& entry : kActivationNames) {
+    if (text == entry.name) {
+      *kind = entry.kind;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* ActivationKindName(ActivationKind kind) {
+  for (const auto& entry : kActivationNames) {
+    if (kind == entry.kind) return entry.name;
+  }
+  return "unknown";
+}
+
+template <typename T>
+std::unique_ptr<Layer<T>> LayerFactory<T>::MakeMlp(int in, const MlpOptions& options,
+                                                   uint64_t seed) {
+  return std::make_unique<Mlp<T>>(this, in, options, seed);
+}
+
+template <typename T>
+Mlp<T>::Mlp(LayerFactory<T>* factory, int in, const MlpOptions& options, uint64_t seed)
+    : in_(in), out_(options.out) {
+  CHECK_GT(in, 0);
+  CHECK_GT(options.out, 0);
+  int width = in;
+  int linear_index = 0;
+  for (int h : options.hidden) {
+    CHECK_GT(h, 0);
+    layers_.push_back(factory->MakeLinear(width, h, internal::MixSeed(seed, linear_index++)));
+    layers_.push_back(factory->MakeActivation(options.activation, h, options.dice));
+    width = h;
+  }
+  layers_.push_back(
+      factory->MakeLinear(width, options.out, internal::MixSeed(seed, linear_index++)));
+  if (options.output_activation != ActivationKind::kIdentity) {
+    layers_.push_back(
+        factory->MakeActivation(options.output_activation, options.out, options.dice));
+  }
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    for (Param<T>* p : layers_[i]->Params()) p->name = "l" + std::to_string(i) + "." + p->name;
+  }
+  acts_.resize(layers_.size());
+  grads_.resize(layers_.size());
+}
+
+template <typename T>
+void Mlp<T>::Forward(const Tensor<T>& x, Tensor<T>* y) {
+  const size_t n = layers_.size();
+  for (size_t i = 0; i < n; ++i) {
+    const Tensor<T>& in = i == 0 ? x : acts_[i - 1];
+    layers_[i]->Forward(in, i + 1 == n ? y : &acts_[i]);
+  }
+}
+
+template <typename T>
+void Mlp<T>::Backward(const Tensor<T>& dy, Tensor<T>* dx) {
+  const size_t n = layers_.size();
+  for (size_t i = n; i-- > 0;) {
+    const Tensor<T>& g = i + 1 == n ? dy : grads_[i + 1];
+    layers_[i]->Backward(g, i == 0 ? dx : &grads_[i]);
+  }
+}
+
+template <typename T>
+std::vector<Param<T>*> Mlp<T>::Params() {
+  std::vector<Param<T>*> all;
+  for (auto& layer : layers_) {
+    for (Param<T>* p : layer->Params()) all.push_back(p);
+  }
+  return all;
+}
+
+template <typename T>
+std::vector<Tensor<T>*> Mlp<T>::Buffers() {
+  std::vector<Tensor<T>*> all;
+  for (auto& layer : layers_) {
+    for (Tensor<T>* b : layer->Buffers()) all.push_back(b);
+  }
+  return all;
+}
+
+template <typename T>
+void Mlp<T>::SetTraining(bool training) {
+  for (auto& layer : layers_) layer->SetTraining(training);
+}
+
+template <typename T>
+void ConcatCols(const std::vector<const Tensor<T>*>& xs, Tensor<T>* y) {
+  CHECK(!xs.empty());
+  const int n = xs[0]->rows();
+  int width = 0;
+  for (const Tensor<T>* x : xs) {
+    CHECK_EQ(x->rows(), n) << "ConcatCols: inputs differ in batch size";
+    width += x->cols();
+  }
+  y->ResizeUninitialized(n, width);
+  for (int r = 0; r < n; ++r) {
+    T* out = y->row(r);
+    for (const Tensor<T>* x : xs) out = std::copy(x->row(r), x->row(r) + x->cols(), out);
+  }
+}
+
+template <typename T>
+void SplitCols(const Tensor<T>& y, const std::vector<int>& widths,
+               const std::vector<Tensor<T>*>& outs) {
+  CHECK_EQ(widths.size(), outs.size());
+  int total = 0;
+  for (int w : widths) total += w;
+  CHECK_EQ(total, y.cols()) << "SplitCols: widths do not add up to the input width";
+  const int n = y.rows();
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (outs[i] != nullptr) outs[i]->ResizeUninitialized(n, widths[i]);
+  }
+  for (int r = 0; r < n; ++r) {
+    const T* in = y.row(r);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i] != nullptr) std::copy(in, in + widths[i], outs[i]->row(r));
+      in += widths[i];
+    }
+  }
+}
+
+template <typename T>
+T BinaryCrossEntropy(const Tensor<T>& logits, absl::Span<const T> labels,
+                     absl::Span<const T> weights, Tensor<T>* dlogits, std::vector<T>* per_sample) {
+  CHECK_EQ(logits.cols(), 1) << "BinaryCrossEntropy: logits must be [B, 1]";
+  const int n = logits.rows();
+  CHECK_EQ(static_cast<int>(labels.size()), n);
+  CHECK(weights.empty() || static_cast<int>(weights.size()) == n);
+  if (dlogits != nullptr) dlogits->ResizeUninitialized(n, 1);
+  if (per_sample != nullptr) per_sample->resize(n);
+  if (n == 0) return T(0);
+  const T inv_n = T(1) / n;
+  T total = 0;
+  for (int i = 0; i < n; ++i) {
+    const T z = logits.at(i, 0);
+    const T y = labels[i];
+    const T w = weights.empty() ? T(1) : weights[i];
+    const T bce = std::max(z, T(0)) - z * y + std::log1p(std::exp(-std::abs(z)));
+    total += w * bce;
+    if (per_sample != nullptr) (*per_sample)[i] = bce;
+    if (dlogits != nullptr) dlogits->at(i, 0) = w * (Sigmoid(z) - y) * inv_n;
+  }
+  return total * inv_n;
+}
+
+#define CHOIR_INSTANTIATE(T)                                                                   \
+  template int64_t ParamCount<T>(const std::vector<Param<T>*>&);                               \
+  template void CopyGradsTo<T>(const std::vector<Param<T>*>&, T*);                             \
+  template void CopyGradsFrom<T>(const std::vector<Param<T>*>&, const T*);                     \
+  template void CopyValuesTo<T>(const std::vector<Param<T>*>&, T*);                            \
+  template void CopyValuesFrom<T>(const std::vector<Param<T>*>&, const T*);                    \
+  template class LayerFactory<T>;                                                              \
+  template class Mlp<T>;                                                                       \
+  template void ConcatCols<T>(const std::vector<const Tensor<T>*>&, Tensor<T>*);               \
+  template void SplitCols<T>(const Tensor<T>&, const std::vector<int>&,                        \
+                             const std::vector<Tensor<T>*>&);                                  \
+  template T BinaryCrossEntropy<T>(const Tensor<T>&, absl::Span<const T>, absl::Span<const T>, \
+                                   Tensor<T>*, std::vector<T>*);
+
+CHOIR_INSTANTIATE(float)
+CHOIR_INSTANTIATE(double)
+#undef CHOIR_INSTANTIATE
+
+}  // namespace choir::models

@@ -1,0 +1,117 @@
+#include "models/ranking_model.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace choir::models {
+
+absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelConfig& config,
+                                                                   const ModelShape& shape,
+                                                                   uint64_t seed,
+                                                                   LayerFactory<float>* factory) {
+  if (config.type() != "dnn" && config.type() != "din") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.type: '", config.type(), "' is not a model (dnn, din)"));
+  }
+  ActivationKind activation;
+  if (!ParseActivationKind(config.activation(), &activation)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.activation: '", config.activation(), "' (relu, prelu, dice, sigmoid, tanh)"));
+  }
+  if (shape.num_slots < 1 || shape.embedding_dim < 1) {
+    return absl::InvalidArgumentError("model: needs at least one categorical feature and embedding_dim >= 1");
+  }
+  ModelShape s = shape;
+  if (config.type() == "dnn") s.sequence_targets.clear();
+  if (config.type() == "din" && s.sequence_targets.empty()) {
+    return absl::FailedPreconditionError(
+        "model.type din needs behaviour sequences (model.sequences, or hist_item/hist_cate in the data)");
+  }
+  std::unique_ptr<RankingModel> m(new RankingModel(s));
+  const int d = s.embedding_dim;
+  AttentionOptions att;
+  if (config.attention_hidden_size() > 0) {
+    att.hidden.assign(config.attention_hidden().begin(), config.attention_hidden().end());
+  }
+  for (size_t q = 0; q < s.sequence_targets.size(); ++q) {
+    const int target = s.sequence_targets[q];
+    if (target < 0 || target >= s.num_slots) return absl::InvalidArgumentError("model: bad sequence target");
+    m->attention_.push_back(factory->MakeAttention(d, att, seed * 1000003 + 17 * (q + 1)));
+  }
+  MlpOptions mlp;
+  mlp.hidden.assign(config.hidden().begin(), config.hidden().end());
+  if (mlp.hidden.empty()) mlp.hidden = {256, 128, 64};
+  mlp.activation = activation;
+  mlp.out = 1;
+  const int in = s.num_slots * d + s.num_dense + static_cast<int>(s.sequence_targets.size()) * d;
+  m->tower_ = factory->MakeMlp(in, mlp, seed);
+  m->queries_.resize(s.sequence_targets.size());
+  m->pooled_.resize(s.sequence_targets.size());
+  return m;
+}
+
+void RankingModel::Forward(const ModelInputs& in, Tensor<float>* logits) {
+  const int d = shape_.embedding_dim;
+  const int batch = in.slots.rows();
+  std::vector<const Tensor<float>*> parts = {&in.slots};
+  if (shape_.num_dense > 0) parts.push_back(&in.dense);
+  for (size_t q = 0; q < attention_.size(); ++q) {
+    // The query is the target feature's embedding (e.g. the candidate item for hist_item).
+    Tensor<float>& query = queries_[q];
+    query.ResizeUninitialized(batch, d);
+    const int offset = shape_.sequence_targets[q] * d;
+    for (int b = 0; b < batch; ++b) {
+      std::copy(in.slots.row(b) + offset, in.slots.row(b) + offset + d, query.row(b));
+    }
+    attention_[q]->Forward(query, in.sequences[q], in.lengths[q], &pooled_[q]);
+    parts.push_back(&pooled_[q]);
+  }
+  ConcatCols(parts, &tower_in_);
+  tower_->Forward(tower_in_, logits);
+}
+
+void RankingModel::Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
+                            std::vector<Tensor<float>>* dsequences) {
+  const int d = shape_.embedding_dim;
+  tower_->Backward(dlogits, &dtower_in_);
+  const int batch = dtower_in_.rows();
+  // Split the tower input's gradient: slots | dense | pooled attention outputs.
+  std::vector<int> widths = {shape_.num_slots * d};
+  Tensor<float> ddense;
+  std::vector<Tensor<float>> dpooled(attention_.size());
+  std::vector<Tensor<float>*> outs = {dslots};
+  if (shape_.num_dense > 0) {
+    widths.push_back(shape_.num_dense);
+    outs.push_back(&ddense);
+  }
+  for (auto& t : dpooled) {
+    widths.push_back(d);
+    outs.push_back(&t);
+  }
+  SplitCols(dtower_in_, widths, outs);
+  dsequences->resize(attention_.size());
+  Tensor<float> dquery;
+  for (size_t q = 0; q < attention_.size(); ++q) {
+    attention_[q]->Backward(dpooled[q], &dquery, &(*dsequences)[q]);
+    const int offset = shape_.sequence_targets[q] * d;
+    for (int b = 0; b < batch; ++b) {
+      float* row = dslots->row(b) + offset;
+      const float* dq = dquery.row(b);
+      for (int k = 0; k < d; ++k) row[k] += dq[k];
+    }
+  }
+}
+
+std::vector<Param<float>*> RankingModel::Params() {
+  std::vector<Param<float>*> params = tower_->Params();
+  for (auto& a : attention_) {
+    for (Param<float>* p : a->Params()) params.push_back(p);
+  }
+  return params;
+}
+
+void RankingModel::SetTraining(bool training) {
+  tower_->SetTraining(training);
+  for (auto& a : attention_) a->SetTraining(training);
+}
+
+}  // namespace choir::models

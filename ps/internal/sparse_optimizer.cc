@@ -1,0 +1,84 @@
+#include "ps/internal/sparse_optimizer.h"
+
+#include <cmath>
+
+#include "ps/feature_key.h"
+
+namespace choir {
+namespace ps_internal {
+namespace {
+constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+constexpr uint64_t kSeedSalt = 0x5851f42d4c957f2dULL;
+}  // namespace
+
+uint64_t InitSeedMix(uint64_t seed) { return Mix64(seed ^ kSeedSalt); }
+
+float InitValue(uint64_t key, uint64_t seed_mix, int j, float init_scale) {
+  const uint64_t base = Mix64(key ^ seed_mix);
+  const uint64_t h = Mix64(base + (static_cast<uint64_t>(j) + 1) * kGolden);
+  const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // exact, in [0, 1)
+  return init_scale * (2.0f * u - 1.0f);
+}
+
+void InitRow(const SlotConfig& config, uint64_t key, uint64_t seed_mix, float* row) {
+  const int d = config.dim;
+  const uint64_t base = Mix64(key ^ seed_mix);
+  for (int j = 0; j < d; ++j) {
+    const uint64_t h = Mix64(base + (static_cast<uint64_t>(j) + 1) * kGolden);
+    const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
+    row[j] = config.init_scale * (2.0f * u - 1.0f);
+  }
+  switch (config.optimizer) {
+    case OptimizerKind::kAdagrad:
+      for (int j = 0; j < d; ++j) row[d + j] = config.adagrad_initial_accumulator;
+      break;
+    case OptimizerKind::kAdam:
+      for (int j = 0; j < 2 * d; ++j) row[d + j] = 0.0f;
+      break;
+    case OptimizerKind::kSgd:
+      break;
+  }
+}
+
+void ApplyUpdate(const SlotConfig& config, const float* grad, uint32_t step, float* row) {
+  const int d = config.dim;
+  const float lr = config.learning_rate;
+  float* w = row;
+  switch (config.optimizer) {
+    case OptimizerKind::kSgd:
+      for (int j = 0; j < d; ++j) w[j] -= lr * grad[j];
+      break;
+    case OptimizerKind::kAdagrad: {
+      float* a = row + d;
+      const float eps = config.adagrad_epsilon;
+      for (int j = 0; j < d; ++j) {
+        const float g = grad[j];
+        a[j] += g * g;
+        w[j] -= lr * g / (std::sqrt(a[j]) + eps);
+      }
+      break;
+    }
+    case OptimizerKind::kAdam: {
+      float* m = row + d;
+      float* v = row + 2 * d;
+      const float b1 = config.adam_beta1;
+      const float b2 = config.adam_beta2;
+      const float eps = config.adam_epsilon;
+      const float t = static_cast<float>(step);
+      const float bc1 = 1.0f - std::pow(b1, t);
+      const float bc2 = 1.0f - std::pow(b2, t);
+      for (int j = 0; j < d; ++j) {
+        const float g = grad[j];
+        m[j] = b1 * m[j] + (1.0f - b1) * g;
+        v[j] = b2 * v[j] + (1.0f - b2) * g * g;
+        const float m_hat = m[j] / bc1;
+        const float v_hat = v[j] / bc2;
+        w[j] -= lr * m_hat / (std::sqrt(v_hat) + eps);
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace ps_internal
+}  // namespace choir

@@ -1,0 +1,58 @@
+// Per-slot configuration of a sparse table: embedding width, initialisation and the sparse
+// optimizer applied on push. The update formulas are in ps/README.md ("Sparse optimizers").
+#ifndef CHOIR_PS_SLOT_CONFIG_H_
+#define CHOIR_PS_SLOT_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace choir {
+
+enum class OptimizerKind {
+  kAdagrad,  // per-element accumulator; the paper's optimiser (default)
+  kAdam,     // per-element first/second moments and a per-row step count
+  kSgd,      // plain gradient step, no state
+};
+
+// "adagrad", "adam", "sgd".
+std::string OptimizerKindName(OptimizerKind kind);
+// Parses the names above (case-insensitive); INVALID_ARGUMENT otherwise.
+absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name);
+
+// Optimizer state floats stored per embedding element: Adagrad 1, Adam 2, SGD 0.
+int StateFloatsPerDim(OptimizerKind kind);
+
+struct SlotConfig {
+  // Embedding width of every row in the slot. Must be in [1, 4096]. Default 16.
+  int dim = 16;
+  // Sparse optimizer applied on Push. Default Adagrad (the paper's).
+  OptimizerKind optimizer = OptimizerKind::kAdagrad;
+  // Step size of every optimizer. Default 0.01 (the paper's initial rate); the job file's
+  // sparse_learning_rate usually overrides it. Must be finite and >= 0.
+  float learning_rate = 0.01f;
+  // New rows are uniform in [-init_scale, init_scale), a deterministic function of
+  // (key, table seed, element index). 0 gives all-zero rows. Default 0.05: small enough that
+  // initial dot products are near 0, large enough to break symmetry. Must be >= 0.
+  float init_scale = 0.05f;
+  // Adagrad: every accumulator element starts at this value (TensorFlow's default 0.1), which
+  // bounds the first steps to lr * |g| / sqrt(0.1 + g^2). Must be >= 0.
+  float adagrad_initial_accumulator = 0.1f;
+  // Adagrad: added to sqrt(accumulator) in the denominator. Default 1e-8. Must be >= 0, and
+  // adagrad_initial_accumulator + adagrad_epsilon must be > 0.
+  float adagrad_epsilon = 1e-8f;
+  // Adam: moment decay rates in [0, 1) and denominator epsilon (> 0). Defaults as in the paper
+  // by Kingma & Ba: 0.9, 0.999, 1e-8.
+  float adam_beta1 = 0.9f;
+  float adam_beta2 = 0.999f;
+  float adam_epsilon = 1e-8f;
+};
+
+// OK when every field is in its documented range; INVALID_ARGUMENT naming the field otherwise.
+absl::Status ValidateSlotConfig(const SlotConfig& config);
+
+}  // namespace choir
+
+#endif  // CHOIR_PS_SLOT_CONFIG_H_

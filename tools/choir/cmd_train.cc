@@ -1,0 +1,62 @@
+// choir train (local mode) and choir report.
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/config.h"
+#include "core/status.h"
+#include "gflags/gflags.h"
+#include "tools/choir/commands.h"
+#include "tools/eval/report.h"
+#include "worker/trainer.h"
+
+DEFINE_string(data, "", "train: dataset folder (overrides data.dir).");
+DEFINE_string(model, "", "train: dnn or din (overrides model.type).");
+DEFINE_string(base, "", "report: the baseline's eval.json.");
+DEFINE_string(run, "", "report: the compared run's eval.json.");
+DEFINE_string(plots, "", "report: write PNG plots (per-bucket GAUC, calibration) into this folder.");
+DEFINE_string(preds, "", "report: preds.tsv files (comma-separated) for the calibration plot.");
+
+DECLARE_string(out);
+
+namespace choir::cli {
+
+absl::Status RunTrain(const Args& args) {
+  if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...]");
+  FileSystem* fs = PosixFileSystem();
+  ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
+  if (!FLAGS_data.empty()) job.mutable_data()->set_dir(FLAGS_data);
+  if (!FLAGS_out.empty()) job.mutable_trainer()->set_out_dir(FLAGS_out);
+  if (!FLAGS_model.empty()) job.mutable_model()->set_type(FLAGS_model);
+  ASSIGN_OR_RETURN(worker::TrainResult r, worker::TrainAndEvaluate(fs, job));
+  std::printf("%s: %ld steps, %ld samples in %.1f s (%.0f samples/s), final loss %.5f, peak RSS %.0f MB\n",
+              job.model().type().c_str(), static_cast<long>(r.steps), static_cast<long>(r.samples), r.seconds,
+              r.samples / r.seconds, r.last_loss, r.peak_rss_mb);
+  if (r.test_samples > 0) {
+    std::printf("\ntest split (%ld samples), written to %s/eval.json and preds.tsv:\n\n%s",
+                static_cast<long>(r.test_samples), job.trainer().out_dir().c_str(),
+                eval::MarkdownTable(r.test).c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunReport(const Args& args) {
+  if (FLAGS_base.empty() || FLAGS_run.empty() || !args.empty()) {
+    return absl::InvalidArgumentError(
+        "usage: choir report --base a/eval.json --run b/eval.json [--plots DIR] [--preds a.tsv,b.tsv]");
+  }
+  FileSystem* fs = PosixFileSystem();
+  ASSIGN_OR_RETURN(eval::EvalReport base, eval::ReadEvalJson(fs, FLAGS_base));
+  ASSIGN_OR_RETURN(eval::EvalReport run, eval::ReadEvalJson(fs, FLAGS_run));
+  std::fputs(eval::CompareReports(base, run, FLAGS_base, FLAGS_run).c_str(), stdout);
+  if (!FLAGS_plots.empty()) {
+    std::vector<std::string> preds;
+    for (absl::string_view p : absl::StrSplit(FLAGS_preds, ',', absl::SkipEmpty())) preds.emplace_back(p);
+    RETURN_IF_ERROR(fs->CreateDirs(FLAGS_plots));
+    RETURN_IF_ERROR(eval::RenderPlots({FLAGS_base, FLAGS_run}, preds, FLAGS_plots));
+    std::printf("\nplots written to %s\n", FLAGS_plots.c_str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace choir::cli

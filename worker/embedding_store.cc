@@ -1,0 +1,7 @@
+#include "worker/embedding_store.h"
+
+namespace choir {
+
+EmbeddingStore::~EmbeddingStore() = default;
+
+}  // namespace choir
