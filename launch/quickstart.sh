@@ -2,13 +2,14 @@
 # Choir's main job on its embedded default, from a fresh machine:
 #   launch/quickstart.sh [--out DIR] [--users N] [--seed S]
 # installs what is missing (tools/setup.sh), builds, generates the synthetic Taobao-like
-# dataset, converts the public Ali-CCP / Taobao samples when ../shared/data is present, and
-# inspects the results. Later stages (groups, training, report) extend this script.
+# dataset, converts the public Ali-CCP / Taobao samples when ../shared/data is present,
+# inspects the data, trains dnn and din, and compares them per activity bucket (report.md).
+# Later stages (groups, ChoirRec) extend this script.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/runs/quickstart"
-USERS=20000
+USERS=100000
 SEED=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -47,5 +48,20 @@ fi
 
 step "inspect $OUT/data"
 "$CHOIR" data inspect "$OUT/data" --json "$OUT/data.inspect.json" --quiet
+
+CONFIG="$ROOT/configs/quickstart.pbtxt"
+for model in dnn din; do
+  step "train $model (configs/quickstart.pbtxt) -> $OUT/$model"
+  "$CHOIR" train --config "$CONFIG" --data "$OUT/data" --out "$OUT/$model" --model "$model"
+done
+
+step "report: din against dnn -> $OUT/report.md, plots in $OUT/plots"
+{
+  echo "# Quickstart: din against dnn ($USERS users, seed $SEED)"
+  echo
+  "$CHOIR" report --base "$OUT/dnn/eval.json" --run "$OUT/din/eval.json" \
+    --plots "$OUT/plots" --preds "dnn=$OUT/dnn/preds.tsv,din=$OUT/din/preds.tsv" --quiet
+} > "$OUT/report.md"
+cat "$OUT/report.md"
 
 step "done: $OUT"
