@@ -280,8 +280,10 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   } else {
     LOG(WARNING) << dir << " has no test split: nothing to evaluate";
   }
-  result.embedding_rows = -1;
   result.peak_rss_mb = PeakRssMb();
+  result.num_slots = shape.num_slots;
+  result.num_dense = shape.num_dense;
+  result.num_sequences = shape.sequence_targets.size();
   return result;
 }
 

@@ -22,8 +22,9 @@ struct TrainResult {
   double last_loss = 0;         // mean BCE of the last 100 steps
   eval::EvalReport test;        // on the test split (empty when it has none)
   int64_t test_samples = 0;
-  int64_t embedding_rows = 0;   // rows in the embedding store at the end
   double peak_rss_mb = 0;
+  // The model's inputs, for reports and FLOP counts.
+  int num_slots = 0, num_dense = 0, num_sequences = 0;
 };
 
 // Trains `job.model` on DIR/train of `job.data.dir`, evaluates on DIR/test, and writes
