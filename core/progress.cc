@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "glog/logging.h"
 
@@ -39,6 +40,11 @@ void Progress::Add(int64_t n) {
   if (absl::Now() - last_print_ >= (tty_ ? kTtyInterval : log_every_)) PrintLocked(false);
 }
 
+void Progress::SetDetail(std::string detail) {
+  absl::MutexLock lock(&mu_);
+  detail_ = std::move(detail);
+}
+
 int64_t Progress::done() const {
   absl::MutexLock lock(&mu_);
   return done_;
@@ -63,6 +69,7 @@ void Progress::PrintLocked(bool final) {
   } else {
     line = absl::StrFormat("%s: %d %.0f/s", what_, done_, rate);
   }
+  if (!detail_.empty()) absl::StrAppend(&line, ", ", detail_);
   if (tty_) {
     // Redraw in place; "\x1b[K" clears what a longer previous line left behind.
     std::fprintf(stderr, "\r%s\x1b[K%s", line.c_str(), final ? "\n" : "");

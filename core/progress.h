@@ -20,6 +20,8 @@ class Progress {
 
   // Adds `n` done units. Thread-safe; prints at most a few times a second.
   void Add(int64_t n);
+  // Sets a short text shown at the end of the line (e.g. "loss 0.3841"). Thread-safe.
+  void SetDetail(std::string detail);
   int64_t done() const;
 
  private:
@@ -32,6 +34,7 @@ class Progress {
   const absl::Time start_;
   mutable absl::Mutex mu_;
   int64_t done_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string detail_ ABSL_GUARDED_BY(mu_);
   absl::Time last_print_ ABSL_GUARDED_BY(mu_);
 };
 

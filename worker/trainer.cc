@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -208,6 +209,20 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   ro.budget.max_fraction = job.data().max_bad_fraction();
   ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, train_files, layout, ro));
 
+  // The test split and the activity buckets (training period only), for periodic and final
+  // evaluation.
+  std::vector<std::string> test_files;
+  std::unique_ptr<data::ActivityIndex> activity;
+  if (absl::StatusOr<data::SplitInfo> test_split = data::FindSplit(manifest, "test"); test_split.ok()) {
+    test_files = data::SplitPaths(dir, *test_split);
+    ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
+    ASSIGN_OR_RETURN(data::ActivityIndex index,
+                     data::BuildActivityIndex(fs, dir, manifest, job.data().buckets(), &errors));
+    activity = std::make_unique<data::ActivityIndex>(std::move(index));
+  } else {
+    LOG(WARNING) << dir << " has no test split: nothing to evaluate";
+  }
+
   LOG(INFO) << "training " << job.model().type() << " on " << dir << ": " << shape.num_slots
             << " categorical slots, " << shape.num_dense << " dense, " << shape.sequence_targets.size()
             << " sequences, " << models::ParamCount(model->Params()) << " dense parameters, task "
@@ -221,6 +236,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   std::deque<double> recent_losses;
   double recent_sum = 0;
   const auto start = std::chrono::steady_clock::now();
+  double eval_seconds = 0;  // periodic evaluation, not counted as training time
   {
     Progress progress("training samples", per_epoch * tc.epochs());
     const std::vector<models::Param<float>*> params = model->Params();
@@ -243,7 +259,19 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         recent_sum -= recent_losses.front();
         recent_losses.pop_front();
       }
+      progress.SetDetail(absl::StrFormat("loss %.4f", recent_sum / recent_losses.size()));
       progress.Add(batch.size);
+      if (tc.eval_every_steps() > 0 && result.steps % tc.eval_every_steps() == 0 && !test_files.empty()) {
+        const auto eval_start = std::chrono::steady_clock::now();
+        ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
+                         Predict(fs, test_files, layout, job, model.get(), &bridge, *activity));
+        ASSIGN_OR_RETURN(eval::EvalReport report, eval::Evaluate(preds));
+        LOG(INFO) << absl::StrFormat("step %d: test AUC %.4f, GAUC %.4f (low %.4f, high %.4f), logloss %.4f",
+                                     result.steps, report.overall.auc, report.overall.gauc,
+                                     report.bucket(data::Bucket::kLow).gauc,
+                                     report.bucket(data::Bucket::kHigh).gauc, report.overall.logloss);
+        eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
+      }
       if (result.steps % 200 == 0) {
         LOG(INFO) << absl::StrFormat("step %d: loss %.5f (mean of last %d), lr %.5f", result.steps,
                                      recent_sum / recent_losses.size(), recent_losses.size(),
@@ -251,7 +279,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       }
     }
   }
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() - eval_seconds;
   result.last_loss = recent_losses.empty() ? 0 : recent_sum / recent_losses.size();
   if (result.steps == 0) {
     return absl::FailedPreconditionError(absl::StrCat(dir, ": no training samples for task ", Task_Name(job.task())));
@@ -262,13 +291,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
 
   // Evaluation on the test split, with buckets from the training period.
   RETURN_IF_ERROR(fs->CreateDirs(tc.out_dir()));
-  absl::StatusOr<data::SplitInfo> test_split = data::FindSplit(manifest, "test");
-  if (test_split.ok()) {
-    ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
-    ASSIGN_OR_RETURN(data::ActivityIndex activity,
-                     data::BuildActivityIndex(fs, dir, manifest, job.data().buckets(), &errors));
+  if (!test_files.empty()) {
     ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
-                     Predict(fs, data::SplitPaths(dir, *test_split), layout, job, model.get(), &bridge, activity));
+                     Predict(fs, test_files, layout, job, model.get(), &bridge, *activity));
     result.test_samples = preds.size();
     ASSIGN_OR_RETURN(result.test, eval::Evaluate(preds));
     RETURN_IF_ERROR(eval::WriteEvalJson(fs, JoinPath(tc.out_dir(), "eval.json"), result.test));
@@ -277,8 +302,6 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         JoinPath(tc.out_dir(), "report.md"),
         absl::StrCat("# ", job.name(), ": ", job.model().type(), " on ", dir, "\n\n",
                      eval::MarkdownTable(result.test))));
-  } else {
-    LOG(WARNING) << dir << " has no test split: nothing to evaluate";
   }
   result.peak_rss_mb = PeakRssMb();
   result.num_slots = shape.num_slots;
