@@ -36,7 +36,8 @@ struct ModelInputs {
 
 class RankingModel {
  public:
-  // INVALID_ARGUMENT for an unknown type or activation, or din without sequences.
+  // INVALID_ARGUMENT for an unknown type or activation; FAILED_PRECONDITION for din when the
+  // data has no behaviour sequences.
   static absl::StatusOr<std::unique_ptr<RankingModel>> Create(const ModelConfig& config,
                                                               const ModelShape& shape,
                                                               uint64_t seed,

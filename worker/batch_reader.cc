@@ -136,10 +136,15 @@ class BatchReaderImpl : public BatchReader {
 
   absl::StatusOr<bool> Next(Batch* batch) override {
     batch->Clear(layout_);
+    RETURN_IF_ERROR(error_);  // a failed input stays failed
     while (batch->size < options_.batch_size) {
       // Keep the shuffle buffer full while input lasts.
       while (!input_done_ && static_cast<int>(buffer_.size()) < std::max(1, options_.shuffle_buffer)) {
-        RETURN_IF_ERROR(Refill());
+        error_ = Refill();
+        if (!error_.ok()) {
+          batch->Clear(layout_);
+          return error_;
+        }
       }
       if (buffer_.empty()) break;
       if (options_.shuffle_buffer > 0) {
@@ -261,6 +266,7 @@ class BatchReaderImpl : public BatchReader {
   std::mt19937_64 rng_;
   std::deque<Sample> buffer_;
   bool input_done_ = false;
+  absl::Status error_;
   int64_t samples_ = 0;
   std::atomic<int64_t> filtered_{0};
 

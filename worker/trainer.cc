@@ -137,6 +137,18 @@ absl::StatusOr<std::vector<eval::Prediction>> Predict(FileSystem* fs, const std:
   return out;
 }
 
+// Clicked rows of the files (one pass over the click column).
+absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::string>& files,
+                                    const FeatureLayout& layout, const JobConfig& job) {
+  ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
+  int64_t clicks = 0;
+  RETURN_IF_ERROR(data::ForEachBlock(fs, files, &errors, [&](const data::RowBlock& b) {
+    for (size_t r = 0; r < b.num_rows(); ++r) clicks += b.Int(layout.click_column, r) != 0;
+    return absl::OkStatus();
+  }));
+  return clicks;
+}
+
 }  // namespace
 
 absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job) {
@@ -184,12 +196,16 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingStore> store, NewLocalEmbeddingStore(table));
   SparseBridge bridge(layout, shape, store.get());
 
-  // Samples per epoch, for the learning-rate schedule and the ETA: exact for CTR tasks, from
-  // the generator's click counter for CVR when present.
+  // Samples per epoch, for the learning-rate schedule and the ETA: all rows for CTR and
+  // CTCVR; for CVR the clicked rows, from the generator's counter or by counting.
   int64_t per_epoch = train_split.rows();
   if (job.task() == TASK_CVR) {
     auto it = manifest.counters().find("train_clicks");
-    per_epoch = it != manifest.counters().end() ? it->second : 0;
+    if (it != manifest.counters().end()) {
+      per_epoch = it->second;
+    } else {
+      ASSIGN_OR_RETURN(per_epoch, CountClicks(fs, train_files, layout, job));
+    }
   }
   int64_t planned_steps = per_epoch > 0 ? (per_epoch * tc.epochs() + tc.batch_size() - 1) / tc.batch_size() : 0;
   if (tc.max_steps() > 0) planned_steps = planned_steps > 0 ? std::min(planned_steps, tc.max_steps()) : tc.max_steps();
