@@ -17,6 +17,12 @@ absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelCo
     return absl::InvalidArgumentError(
         absl::StrCat("model.activation: '", config.activation(), "' (relu, prelu, dice, sigmoid, tanh)"));
   }
+  for (int h : config.hidden()) {
+    if (h < 1) return absl::InvalidArgumentError("model.hidden: layer sizes must be >= 1");
+  }
+  for (int h : config.attention_hidden()) {
+    if (h < 1) return absl::InvalidArgumentError("model.attention_hidden: layer sizes must be >= 1");
+  }
   if (shape.num_slots < 1 || shape.embedding_dim < 1) {
     return absl::InvalidArgumentError("model: needs at least one categorical feature and embedding_dim >= 1");
   }

@@ -23,6 +23,7 @@ namespace choir::worker {
 absl::StatusOr<FeatureLayout> BuildFeatureLayout(const data::Schema& schema,
                                                  const ModelConfig& model, Task task) {
   FeatureLayout layout;
+  layout.schema = schema;
   layout.task = task;
   layout.max_seq_len = model.max_seq_len();
   absl::flat_hash_set<std::string> excluded(model.exclude_fields().begin(), model.exclude_fields().end());
@@ -36,6 +37,12 @@ absl::StatusOr<FeatureLayout> BuildFeatureLayout(const data::Schema& schema,
   }
   for (int i = 0; i < schema.fields_size(); ++i) {
     const data::Field& f = schema.fields(i);
+    const bool id_or_label = f.role() == data::USER_ID || f.role() == data::LABEL_CLICK ||
+                             f.role() == data::LABEL_CONVERSION;
+    if (id_or_label && f.type() != data::INT64) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("field '", f.name(), "': a user id or label must be INT64"));
+    }
     switch (f.role()) {
       case data::USER_ID:
         layout.user_column = i;
@@ -199,6 +206,7 @@ class BatchReaderImpl : public BatchReader {
     absl::Status status;
     for (int epoch = 0; epoch < options_.epochs && status.ok(); ++epoch) {
       status = data::ForEachBlock(fs_, files_, &errors, [&](const data::RowBlock& block) -> absl::Status {
+        RETURN_IF_ERROR(CheckBlock(block));
         std::vector<Sample> samples = Convert(block);
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [this] { return stop_ || static_cast<int>(ready_.size()) < options_.prefetch_blocks; });
@@ -213,6 +221,29 @@ class BatchReaderImpl : public BatchReader {
     producer_status_ = status.code() == absl::StatusCode::kCancelled ? absl::OkStatus() : status;
     producer_done_ = true;
     cv_.notify_all();
+  }
+
+  // Every file of a split must have the layout's columns with the layout's types (the layout
+  // was built from the first file's schema).
+  absl::Status CheckBlock(const data::RowBlock& b) const {
+    auto want = [&](int col, data::FieldType type, absl::string_view name) -> absl::Status {
+      if (col < 0) return absl::OkStatus();
+      if (col >= static_cast<int>(b.num_columns()) || b.column(col).type != type ||
+          b.schema().fields(col).name() != name) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "a shard's schema differs from the first train file's (field '", name, "' at column ", col,
+            "); all files of a dataset must share one schema"));
+      }
+      return absl::OkStatus();
+    };
+    const data::Schema& first = layout_.schema;
+    for (int col : {layout_.user_column, layout_.click_column, layout_.conversion_column}) {
+      if (col >= 0) RETURN_IF_ERROR(want(col, data::INT64, first.fields(col).name()));
+    }
+    for (const auto& c : layout_.categorical) RETURN_IF_ERROR(want(c.column, data::INT64, c.field));
+    for (const auto& d : layout_.dense) RETURN_IF_ERROR(want(d.column, data::FLOAT, d.field));
+    for (const auto& q : layout_.sequences) RETURN_IF_ERROR(want(q.column, data::INT64_LIST, q.field));
+    return absl::OkStatus();
   }
 
   std::vector<Sample> Convert(const data::RowBlock& b) {

@@ -44,6 +44,7 @@ struct FeatureLayout {
   int conversion_column = -1;  // -1 when the dataset has no conversion label
   Task task = TASK_CVR;
   int max_seq_len = 30;
+  data::Schema schema;  // the schema the layout was built from; every block must match it
 
   int num_slots() const { return static_cast<int>(categorical.size()); }
 };

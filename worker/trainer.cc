@@ -38,8 +38,7 @@ double PeakRssMb() {
 // back into sparse pushes.
 class SparseBridge {
  public:
-  SparseBridge(const FeatureLayout& layout, const models::ModelShape& shape, EmbeddingStore* store)
-      : layout_(layout), shape_(shape), store_(store) {}
+  SparseBridge(const models::ModelShape& shape, EmbeddingStore* store) : shape_(shape), store_(store) {}
 
   absl::Status Gather(const Batch& batch, models::ModelInputs* in) {
     const int d = shape_.embedding_dim, slots = shape_.num_slots, L = shape_.max_seq_len;
@@ -96,7 +95,6 @@ class SparseBridge {
   }
 
  private:
-  const FeatureLayout& layout_;
   const models::ModelShape& shape_;
   EmbeddingStore* store_;
   std::vector<uint64_t> all_keys_, unique_;
@@ -137,6 +135,38 @@ absl::StatusOr<std::vector<eval::Prediction>> Predict(FileSystem* fs, const std:
   return out;
 }
 
+// Each field's own message, so a user knows which line of the job file to change.
+absl::Status ValidateConfig(const JobConfig& job) {
+  const TrainerConfig& tc = job.trainer();
+  const ModelConfig& m = job.model();
+  auto bad = [](absl::string_view field, absl::string_view want) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want));
+  };
+  if (tc.batch_size() < 1) return bad("trainer.batch_size", ">= 1");
+  if (tc.epochs() < 1) return bad("trainer.epochs", ">= 1");
+  if (tc.max_steps() < 0) return bad("trainer.max_steps", ">= 0");
+  if (tc.eval_every_steps() < 0) return bad("trainer.eval_every_steps", ">= 0");
+  if (tc.shuffle_buffer() < 0) return bad("trainer.shuffle_buffer", ">= 0");
+  if (!(tc.learning_rate() > 0) || !std::isfinite(tc.learning_rate())) return bad("trainer.learning_rate", "> 0");
+  if (!(tc.learning_rate_end() > 0) || !std::isfinite(tc.learning_rate_end())) {
+    return bad("trainer.learning_rate_end", "> 0");
+  }
+  if (!(tc.sparse_learning_rate() > 0) || !std::isfinite(tc.sparse_learning_rate())) {
+    return bad("trainer.sparse_learning_rate", "> 0");
+  }
+  if (!(tc.sparse_initial_accumulator() >= 0)) return bad("trainer.sparse_initial_accumulator", ">= 0");
+  if (!(tc.dense_initial_accumulator() >= 0)) return bad("trainer.dense_initial_accumulator", ">= 0");
+  if (m.embedding_dim() < 1) return bad("model.embedding_dim", ">= 1");
+  if (m.max_seq_len() < 1) return bad("model.max_seq_len", ">= 1");
+  for (int h : m.hidden()) {
+    if (h < 1) return bad("model.hidden", "a list of sizes >= 1");
+  }
+  for (int h : m.attention_hidden()) {
+    if (h < 1) return bad("model.attention_hidden", "a list of sizes >= 1");
+  }
+  return absl::OkStatus();
+}
+
 // Clicked rows of the files (one pass over the click column).
 absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::string>& files,
                                     const FeatureLayout& layout, const JobConfig& job) {
@@ -156,11 +186,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   const TrainerConfig& tc = job.trainer();
   if (dir.empty()) return absl::InvalidArgumentError("data.dir is empty: which dataset to train on?");
   if (tc.out_dir().empty()) return absl::InvalidArgumentError("trainer.out_dir is empty: where to write eval.json?");
-  if (tc.batch_size() < 1 || tc.epochs() < 1 || job.model().embedding_dim() < 1 ||
-      !(tc.learning_rate() > 0) || !(tc.sparse_learning_rate() > 0)) {
-    return absl::InvalidArgumentError(
-        "trainer: batch_size, epochs, embedding_dim must be >= 1 and learning rates > 0");
-  }
+  RETURN_IF_ERROR(ValidateConfig(job));
   ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadManifest(fs, dir));
   ASSIGN_OR_RETURN(data::SplitInfo train_split, data::FindSplit(manifest, "train"));
   const std::vector<std::string> train_files = data::SplitPaths(dir, train_split);
@@ -194,7 +220,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     table.slots[s] = slot;
   }
   ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingStore> store, NewLocalEmbeddingStore(table));
-  SparseBridge bridge(layout, shape, store.get());
+  SparseBridge bridge(shape, store.get());
 
   // Samples per epoch, for the learning-rate schedule and the ETA: all rows for CTR and
   // CTCVR; for CVR the clicked rows, from the generator's counter or by counting.
@@ -248,21 +274,22 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   models::ModelInputs in;
   Tensor<float> logits, dlogits, dslots;
   std::vector<Tensor<float>> dsequences;
-  std::vector<float> weights;
   std::deque<double> recent_losses;
   double recent_sum = 0;
   const auto start = std::chrono::steady_clock::now();
   double eval_seconds = 0;  // periodic evaluation, not counted as training time
   {
-    Progress progress("training samples", per_epoch * tc.epochs());
+    int64_t planned_samples = per_epoch * tc.epochs();
+    if (tc.max_steps() > 0) planned_samples = std::min<int64_t>(planned_samples, tc.max_steps() * tc.batch_size());
+    Progress progress("training samples", planned_samples);
     const std::vector<models::Param<float>*> params = model->Params();
     while (tc.max_steps() == 0 || result.steps < tc.max_steps()) {
       ASSIGN_OR_RETURN(bool more, reader->Next(&batch));
       if (!more) break;
       RETURN_IF_ERROR(bridge.Gather(batch, &in));
       model->Forward(in, &logits);
-      weights.assign(batch.size, 1.0f);
-      const float loss = models::BinaryCrossEntropy<float>(logits, batch.labels, weights, &dlogits);
+      // Unit weights (an empty span) until the scheduler's reweighting arrives.
+      const float loss = models::BinaryCrossEntropy<float>(logits, batch.labels, {}, &dlogits);
       models::ZeroGrads(params);
       model->Backward(dlogits, &dslots, &dsequences);
       RETURN_IF_ERROR(bridge.Scatter(batch, dslots, dsequences));

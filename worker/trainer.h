@@ -29,6 +29,8 @@ struct TrainResult {
 
 // Trains `job.model` on DIR/train of `job.data.dir`, evaluates on DIR/test, and writes
 // eval.json, preds.tsv (user_id, label, score, bucket) and report.md into job.trainer.out_dir.
+// A dataset without a test split is trained but not evaluated (a warning; nothing written).
+// A bad field of the job file is INVALID_ARGUMENT naming it.
 absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job);
 
 }  // namespace choir::worker
