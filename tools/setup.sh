@@ -37,6 +37,7 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler
   libzstd-dev nlohmann-json3-dev
   libopenblas-dev libzmq3-dev cppzmq-dev libopenmpi-dev openmpi-bin libcurl4-openssl-dev
+  libutf8proc-dev
   python3-sklearn python3-matplotlib
 )
 

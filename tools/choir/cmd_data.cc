@@ -19,7 +19,7 @@ DEFINE_string(out, "", "Output folder.");
 DEFINE_int64(users, 20000, "data gen: number of users (when not given: the job file's generator.users).");
 DEFINE_uint64(seed, 1, "data gen: seed (when not given: the job file's generator.seed).");
 DEFINE_string(taxonomy, "", "data gen: taxonomy and personas file (default: the built-in one).");
-DEFINE_int32(threads, 0, "data gen: generation threads (default: cores - 1, at least 1; one more thread compresses and writes).");
+DEFINE_int32(threads, 0, "data gen: generation threads (default: cores - 1; one more compresses and writes); embed: encoder threads (default: cores).");
 DEFINE_int64(items, 0, "data gen: catalogue size (default: users / 4, within [2000, 2000000]).");
 DEFINE_bool(no_compress, false, "Write shards without zstd.");
 DEFINE_string(format, "", "data convert: aliccp-aitm, aliccp-rechub, taobao-ad or csv.");

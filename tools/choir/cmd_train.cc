@@ -10,7 +10,7 @@
 #include "tools/eval/report.h"
 #include "worker/trainer.h"
 
-DEFINE_string(data, "", "train: dataset folder (overrides data.dir).");
+DEFINE_string(data, "", "train, groups profile: dataset folder (for train: overrides data.dir).");
 DEFINE_string(model, "", "train: dnn or din (overrides model.type).");
 DEFINE_string(base, "", "report: the baseline's eval.json.");
 DEFINE_string(run, "", "report: the compared run's eval.json.");

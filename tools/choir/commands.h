@@ -18,6 +18,10 @@ absl::Status RunDataInspect(const Args& args);
 absl::Status RunConfigPrint(const Args& args);
 absl::Status RunTrain(const Args& args);
 absl::Status RunReport(const Args& args);
+absl::Status RunGroupsProfile(const Args& args);
+absl::Status RunEmbed(const Args& args);
+absl::Status RunGroupsBuild(const Args& args);
+absl::Status RunGroupsAssign(const Args& args);
 
 // Flags shared by several commands (defined in cmd_config.cc).
 std::vector<std::string> ConfigOverrides();  // --set 'a.b=c;d.e=f' (';' separates overrides)
