@@ -50,7 +50,9 @@ class Tensor {
     CHECK_GE(cols, 0);
     rows_ = rows;
     cols_ = cols;
-    data_.assign(static_cast<size_t>(size()), fill);
+    // Product of the unsigned values: the compiler then sees a bound below the maximum object
+    // size (GCC 12 -O3 warns on the signed product otherwise).
+    data_.assign(static_cast<size_t>(static_cast<unsigned>(rows)) * static_cast<unsigned>(cols), fill);
   }
   // Changes the shape without initialising: values are whatever the storage held. For outputs
   // that the caller overwrites completely.
@@ -59,7 +61,7 @@ class Tensor {
     CHECK_GE(cols, 0);
     rows_ = rows;
     cols_ = cols;
-    data_.resize(static_cast<size_t>(size()));
+    data_.resize(static_cast<size_t>(static_cast<unsigned>(rows)) * static_cast<unsigned>(cols));
   }
   void Fill(T value) { std::fill(data_.begin(), data_.end(), value); }
   void Zero() { Fill(T(0)); }
