@@ -46,7 +46,7 @@ function(choir_test name)
     set(ARG_LABELS fast)
   endif()
   if(NOT ARG_TIMEOUT)
-    set(ARG_TIMEOUT 300)
+    set(ARG_TIMEOUT ${CHOIR_TEST_TIMEOUT})
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
     ENVIRONMENT "CHOIR_SHARED_DATA=${PROJECT_SOURCE_DIR}/../shared/data;CHOIR_SOURCE_DIR=${PROJECT_SOURCE_DIR}")
