@@ -15,6 +15,7 @@
 #include "core/progress.h"
 #include "data/groups/groups_tsv.h"
 #include "data/groups/npy.h"
+#include "data/groups/priors.h"
 #include "data/groups/quality.h"
 #include "data/groups/rq_kmeans.h"
 #include "data/profile/llm_rewrite.h"
@@ -43,6 +44,11 @@ DEFINE_int32(levels, 3, "groups build: RQ-KMeans levels.");
 DEFINE_int32(k, 256, "groups build: centroids per level (scaled down with a warning for few users).");
 DEFINE_int32(iterations, 20, "groups build: Lloyd iterations per level.");
 DEFINE_string(codebooks, "", "groups assign: codebook folder written by groups build.");
+
+DEFINE_string(groups, "", "groups priors: groups.tsv written by groups build/assign.");
+DEFINE_int32(top_categories, 5, "groups priors: categories in a group's behaviour sequence.");
+DEFINE_int32(items_per_category, 2, "groups priors: head items per category in the sequence.");
+DEFINE_double(smoothing, 20, "groups priors: prior strength (in trials) pulling group CTR/CVR to the global rate.");
 
 DECLARE_string(data);
 DECLARE_uint64(seed);
@@ -151,6 +157,25 @@ absl::Status RunGroupsAssign(const Args& args) {
   ASSIGN_OR_RETURN(std::vector<int32_t> codes, groups::AssignRqCodes(codebooks, emb.values.data(), emb.rows, emb.cols));
   RETURN_IF_ERROR(groups::WriteGroupsTsv(fs, FLAGS_out, ids, codes, codebooks.levels()));
   std::printf("assigned %ld users to groups -> %s\n", static_cast<long>(ids.size()), FLAGS_out.c_str());
+  return absl::OkStatus();
+}
+
+absl::Status RunGroupsPriors(const Args& args) {
+  if (FLAGS_data.empty() || FLAGS_groups.empty() || FLAGS_out.empty() || !args.empty()) {
+    return absl::InvalidArgumentError("usage: choir groups priors --data DIR --groups groups.tsv --out DIR");
+  }
+  FileSystem* fs = PosixFileSystem();
+  groups::PriorsOptions options;
+  options.top_categories = FLAGS_top_categories;
+  options.items_per_category = FLAGS_items_per_category;
+  options.smoothing = FLAGS_smoothing;
+  ASSIGN_OR_RETURN(groups::PriorsReport r, groups::WriteGroupPriors(fs, FLAGS_data, FLAGS_groups, FLAGS_out, options));
+  std::printf("group priors of %ld users (%ld absent from the dataset) at %d levels -> %s (global CTR %.4f, CVR %.4f)\n",
+              static_cast<long>(r.users), static_cast<long>(r.users_absent), r.levels, FLAGS_out.c_str(),
+              r.global_ctr, r.global_cvr);
+  for (size_t l = 0; l < r.groups_per_level.size(); ++l) {
+    std::printf("  level %zu: %ld groups\n", l + 1, static_cast<long>(r.groups_per_level[l]));
+  }
   return absl::OkStatus();
 }
 

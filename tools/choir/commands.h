@@ -22,6 +22,7 @@ absl::Status RunGroupsProfile(const Args& args);
 absl::Status RunEmbed(const Args& args);
 absl::Status RunGroupsBuild(const Args& args);
 absl::Status RunGroupsAssign(const Args& args);
+absl::Status RunGroupsPriors(const Args& args);
 
 // Flags shared by several commands (defined in cmd_config.cc).
 std::vector<std::string> ConfigOverrides();  // --set 'a.b=c;d.e=f' (';' separates overrides)

@@ -42,6 +42,8 @@ constexpr Command kCommands[] = {
      "--emb emb.npy --ids profiles.tsv --out groups.tsv [--levels 3] [--k 256] [--seed S] [--data DIR]"},
     {"groups", "assign", choir::cli::RunGroupsAssign,
      "--codebooks groups.tsv.codebooks --emb emb.npy --ids profiles.tsv --out groups.tsv"},
+    {"groups", "priors", choir::cli::RunGroupsPriors,
+     "--data DIR --groups groups.tsv --out DIR [--top_categories 5] [--items_per_category 2] [--smoothing 20]"},
     {"embed", nullptr, choir::cli::RunEmbed,
      "--in profiles.tsv --out emb.npy [--model-dir DIR] [--threads T] [--batch B]"},
     {"train", nullptr, choir::cli::RunTrain,
