@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "core/progress.h"
 #include "core/status.h"
+#include "core/sysinfo.h"
 #include "data/activity.h"
 #include "data/dataset.h"
 #include "data/shard.h"
@@ -27,12 +28,6 @@ namespace choir::worker {
 namespace {
 
 using models::Tensor;
-
-double PeakRssMb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;
-}
 
 // Turns batches into model inputs through the embedding store, and model input gradients
 // back into sparse pushes.

@@ -8,18 +8,13 @@
 #include <string>
 
 #include "core/fs.h"
+#include "core/sysinfo.h"
 #include "data/generator.h"
 #include "data/taxonomy.h"
 #include "gtest/gtest.h"
 
 namespace choir::data {
 namespace {
-
-double PeakRssMb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;
-}
 
 TEST(GeneratorMemoryTest, PeakMemoryDoesNotGrowWithTheNumberOfUsers) {
   std::string tmpl = ::testing::TempDir() + "/choir_gen_large.XXXXXX";

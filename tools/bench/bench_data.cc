@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "core/crc32c.h"
 #include "core/status.h"
+#include "core/sysinfo.h"
 #include "core/fs.h"
 #include "data/dataset.h"
 #include "data/generator.h"
@@ -34,29 +35,14 @@ DEFINE_int32(threads, 1, "threads");
 
 namespace {
 
-double PeakRssMb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return u.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
-
 void Emit(const std::string& bench, const std::string& metric, double value, const std::string& unit,
           nlohmann::json context) {
   context["bench"] = bench;
   context["metric"] = metric;
   context["value"] = value;
   context["unit"] = unit;
-  context["peak_rss_mb"] = PeakRssMb();
-  context["cpu"] = CpuModel();
+  context["peak_rss_mb"] = choir::PeakRssMb();
+  context["cpu"] = choir::CpuModel();
   context["cores"] = std::thread::hardware_concurrency();
   std::printf("%s\n", context.dump().c_str());
   std::fflush(stdout);

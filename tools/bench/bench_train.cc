@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/config.h"
 #include "core/fs.h"
+#include "core/sysinfo.h"
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "nlohmann/json.hpp"
@@ -29,15 +30,6 @@ DEFINE_int32(batch, 1024, "batch size");
 DEFINE_string(config, "", "job file (default: the built-in defaults + quickstart's din sequences)");
 
 namespace {
-
-std::string CpuModel() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
 
 // Best of 3 single-precision 1024^3 matrix products, GFLOP/s.
 double SgemmPeakGflops() {
@@ -110,7 +102,7 @@ int main(int argc, char** argv) {
   const double samples_per_s = r->samples / r->seconds;
   nlohmann::json ctx = {{"model", FLAGS_model}, {"threads", FLAGS_threads}, {"batch", FLAGS_batch},
                         {"steps", r->steps}, {"samples", r->samples}, {"seconds", r->seconds},
-                        {"peak_rss_mb", r->peak_rss_mb}, {"cpu", CpuModel()},
+                        {"peak_rss_mb", r->peak_rss_mb}, {"cpu", choir::CpuModel()},
                         {"openblas_core", openblas_get_corename()}, {"sgemm_peak_gflops", peak}};
   auto emit = [&](const char* metric, double value, const char* unit) {
     nlohmann::json j = ctx;
