@@ -1,7 +1,12 @@
 #include "data/activity.h"
 
+#include <cmath>
 #include <functional>
+#include <limits>
+#include <utility>
 #include <vector>
+
+#include "absl/container/flat_hash_set.h"
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
@@ -25,16 +30,37 @@ const char* BucketName(Bucket bucket) {
 }
 
 Bucket ActivityIndex::Of(int64_t user) const {
-  auto it = purchases_.find(user);
-  if (it == purchases_.end()) return Bucket::kNew;
-  if (it->second <= config_.low_max_purchases()) return Bucket::kLow;
-  if (it->second >= config_.high_min_purchases()) return Bucket::kHigh;
+  auto it = users_.find(user);
+  if (it == users_.end()) return Bucket::kNew;
+  if (it->second.purchases <= config_.low_max_purchases()) return Bucket::kLow;
+  if (it->second.purchases >= config_.high_min_purchases()) return Bucket::kHigh;
   return Bucket::kMid;
 }
 
 int64_t ActivityIndex::Purchases(int64_t user) const {
-  auto it = purchases_.find(user);
-  return it == purchases_.end() ? -1 : it->second;
+  auto it = users_.find(user);
+  return it == users_.end() ? -1 : it->second.purchases;
+}
+
+int64_t ActivityIndex::Clicks(int64_t user) const {
+  auto it = users_.find(user);
+  return it == users_.end() ? 0 : it->second.clicks;
+}
+
+int64_t ActivityIndex::ActiveDays(int64_t user) const {
+  auto it = users_.find(user);
+  return it == users_.end() ? 0 : it->second.active_days;
+}
+
+void ActivityIndex::ActivityFeatures(int64_t user, float out[kNumActivityFeatures]) const {
+  auto it = users_.find(user);
+  const UserActivity none;
+  const UserActivity& a = it == users_.end() ? none : it->second;
+  const Bucket bucket = Of(user);
+  out[0] = static_cast<float>(std::log1p(static_cast<double>(a.purchases)));
+  out[1] = static_cast<float>(std::log1p(static_cast<double>(a.clicks)));
+  out[2] = static_cast<float>(std::log1p(static_cast<double>(a.active_days)));
+  out[3] = (bucket == Bucket::kLow || bucket == Bucket::kNew) ? 1.0f : 0.0f;
 }
 
 namespace {
@@ -59,6 +85,25 @@ absl::Status ForEachFileBlock(
   return absl::OkStatus();
 }
 
+constexpr int64_t kDaySeconds = 86400;
+
+int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// The training-period window [start, split) and its days, numbered from the window's first day.
+struct Window {
+  Window(int64_t split_time, int32_t days)
+      : start(split_time - static_cast<int64_t>(days) * kDaySeconds),
+        split(split_time),
+        first_day(FloorDiv(start, kDaySeconds)) {}
+  bool Contains(int64_t ts) const { return ts >= start && ts < split; }
+  // The day of `ts`, which must be in the window: 0 .. days (a split time that is not
+  // midnight UTC spreads the window over days + 1 calendar days).
+  int32_t Day(int64_t ts) const {
+    return static_cast<int32_t>(FloorDiv(ts, kDaySeconds) - first_day);
+  }
+  int64_t start, split, first_day;
+};
+
 }  // namespace
 
 absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem* fs, const std::string& dir,
@@ -67,37 +112,100 @@ absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem* fs, const std::stri
                                                  ErrorCounter* errors) {
   absl::StatusOr<SplitInfo> behaviors = FindSplit(manifest, "behaviors");
   ASSIGN_OR_RETURN(SplitInfo train, FindSplit(manifest, "train"));
-  const int64_t split = manifest.split_time();
-  const int64_t window_start = split - static_cast<int64_t>(config.window_days()) * 86400;
+  const Window window(manifest.split_time(), config.window_days());
   ActivityIndex index(config, behaviors.ok() ? "behaviors" : "train conversions");
+  using UserActivity = ActivityIndex::UserActivity;
 
-  // Presence in the train split makes a user known; without a log, its conversions count.
+  // Active days are counted in one pass from each user's latest day, which is exact while
+  // every user's rows come in time order (the generator writes the log sorted by user, then
+  // time). A row older than its user's latest day sets `unordered`, and the days are then
+  // recounted in a second pass with a temporary set of (user, day) pairs.
+  bool unordered = false;
+  auto note_day = [&](UserActivity* a, int64_t ts) {
+    const int32_t day = window.Day(ts);
+    if (day > a->last_day) {
+      ++a->active_days;
+      a->last_day = day;
+    } else if (day < a->last_day) {
+      unordered = true;
+    }
+  };
+
+  // Presence in the train split makes a user known; without a log, its conversions, clicks
+  // and days count.
   const std::vector<std::string> train_files = SplitPaths(dir, train);
   RETURN_IF_ERROR(ForEachFileBlock(fs, train_files, errors, [&](const std::string& where, const RowBlock& b) -> absl::Status {
     ASSIGN_OR_RETURN(int user_col, RequireRole(b, where, USER_ID, "user id"));
     const int conv_col = b.RoleIndex(LABEL_CONVERSION);
+    const int click_col = b.RoleIndex(LABEL_CLICK);
+    const int ts_col = b.RoleIndex(TIMESTAMP);
     for (size_t r = 0; r < b.num_rows(); ++r) {
-      // Labels are 0/1 in any dataset Choir wrote; count a conversion whatever its value.
-      const int64_t purchases = (!behaviors.ok() && conv_col >= 0 && b.Int(conv_col, r) != 0) ? 1 : 0;
-      index.AddKnownUser(b.Int(user_col, r), purchases);
+      UserActivity& a = index.users_[b.Int(user_col, r)];
+      if (behaviors.ok()) continue;
+      // Labels are 0/1 in any dataset Choir wrote; count a positive whatever its value.
+      if (conv_col >= 0 && b.Int(conv_col, r) != 0) ++a.purchases;
+      if (click_col >= 0 && b.Int(click_col, r) != 0) ++a.clicks;
+      if (ts_col >= 0 && window.Contains(b.Int(ts_col, r))) note_day(&a, b.Int(ts_col, r));
     }
     return absl::OkStatus();
   }));
+
+  auto behavior_columns = [](const std::string& where, const RowBlock& b, int* user_col,
+                             int* ts_col, int* type_col) -> absl::Status {
+    ASSIGN_OR_RETURN(*user_col, RequireRole(b, where, USER_ID, "user id"));
+    ASSIGN_OR_RETURN(*ts_col, RequireRole(b, where, TIMESTAMP, "timestamp"));
+    *type_col = b.FieldIndex("type");
+    if (*type_col < 0) return absl::FailedPreconditionError(absl::StrCat(where, ": no 'type' field"));
+    return absl::OkStatus();
+  };
+  std::vector<std::string> behavior_files;
   if (behaviors.ok()) {
-    const std::vector<std::string> files = SplitPaths(dir, *behaviors);
-    RETURN_IF_ERROR(ForEachFileBlock(fs, files, errors, [&](const std::string& where, const RowBlock& b) -> absl::Status {
-      ASSIGN_OR_RETURN(int user_col, RequireRole(b, where, USER_ID, "user id"));
-      ASSIGN_OR_RETURN(int ts_col, RequireRole(b, where, TIMESTAMP, "timestamp"));
-      const int type_col = b.FieldIndex("type");
-      if (type_col < 0) return absl::FailedPreconditionError(absl::StrCat(where, ": no 'type' field"));
+    behavior_files = SplitPaths(dir, *behaviors);
+    RETURN_IF_ERROR(ForEachFileBlock(fs, behavior_files, errors, [&](const std::string& where, const RowBlock& b) -> absl::Status {
+      int user_col = 0, ts_col = 0, type_col = 0;
+      RETURN_IF_ERROR(behavior_columns(where, b, &user_col, &ts_col, &type_col));
       for (size_t r = 0; r < b.num_rows(); ++r) {
         const int64_t ts = b.Int(ts_col, r);
-        if (ts >= split) continue;  // after the split: not training-period information
-        const bool purchase = b.Int(type_col, r) == 2 && ts >= window_start;
-        index.AddKnownUser(b.Int(user_col, r), purchase ? 1 : 0);
+        if (ts >= window.split) continue;  // after the split: not training-period information
+        UserActivity& a = index.users_[b.Int(user_col, r)];
+        if (!window.Contains(ts)) continue;  // known, but before the window
+        const int64_t type = b.Int(type_col, r);
+        if (type == 2) ++a.purchases;
+        if (type == 1) ++a.clicks;
+        note_day(&a, ts);
       }
       return absl::OkStatus();
     }));
+  }
+
+  if (unordered) {
+    // The second pass reads the same blocks; the first pass already counted (and, within the
+    // budget, skipped) the bad ones, so this one skips them without counting.
+    ErrorCounter again(ErrorBudget{std::numeric_limits<int64_t>::max(), 0.0});
+    absl::flat_hash_set<std::pair<int64_t, int32_t>> days;
+    if (behaviors.ok()) {
+      RETURN_IF_ERROR(ForEachFileBlock(fs, behavior_files, &again, [&](const std::string& where, const RowBlock& b) -> absl::Status {
+        int user_col = 0, ts_col = 0, type_col = 0;
+        RETURN_IF_ERROR(behavior_columns(where, b, &user_col, &ts_col, &type_col));
+        for (size_t r = 0; r < b.num_rows(); ++r) {
+          const int64_t ts = b.Int(ts_col, r);
+          if (window.Contains(ts)) days.emplace(b.Int(user_col, r), window.Day(ts));
+        }
+        return absl::OkStatus();
+      }));
+    } else {
+      RETURN_IF_ERROR(ForEachFileBlock(fs, train_files, &again, [&](const std::string& where, const RowBlock& b) -> absl::Status {
+        ASSIGN_OR_RETURN(int user_col, RequireRole(b, where, USER_ID, "user id"));
+        const int ts_col = b.RoleIndex(TIMESTAMP);
+        for (size_t r = 0; ts_col >= 0 && r < b.num_rows(); ++r) {
+          const int64_t ts = b.Int(ts_col, r);
+          if (window.Contains(ts)) days.emplace(b.Int(user_col, r), window.Day(ts));
+        }
+        return absl::OkStatus();
+      }));
+    }
+    for (auto& [user, a] : index.users_) a.active_days = 0;
+    for (const auto& [user, day] : days) ++index.users_[user].active_days;
   }
   return index;
 }

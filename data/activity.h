@@ -1,7 +1,10 @@
-// User-activity buckets (DESIGN.md section 6): decided from the training period only, never
-// from evaluation labels.
+// User-activity buckets (DESIGN.md section 6) and the activity-gate features (DESIGN.md 1.3):
+// decided from the training period only, never from evaluation labels.
 //   - purchases in the `window_days` before the split, from the behaviour log when the dataset
 //     has one (split "behaviors", type 2), else from conversions in the train split;
+//   - clicks likewise (behaviour type 1, else clicked rows of the train split);
+//   - active days: distinct UTC days (floor(timestamp / 86400)) in the window with any
+//     behaviour, else with any train row (0 when the train split has no timestamp field);
 //   - low <= low_max_purchases < mid < high_min_purchases <= high;
 //   - new: a user with no train rows and no behaviour before the split.
 #ifndef CHOIR_DATA_ACTIVITY_H_
@@ -33,23 +36,52 @@ class ActivityIndex {
       : config_(std::move(config)), source_(std::move(source)) {}
 
   // Records that `user` was present in the training period with `purchases` in the window.
-  void AddKnownUser(int64_t user, int64_t purchases) { purchases_[user] += purchases; }
+  void AddKnownUser(int64_t user, int64_t purchases) { users_[user].purchases += purchases; }
 
   Bucket Of(int64_t user) const;
   // Purchases in the window; -1 for a user unknown to the training period.
   int64_t Purchases(int64_t user) const;
-  int64_t known_users() const { return purchases_.size(); }
+  // Clicks in the window (behaviours of type 1 when the dataset has a behaviour log, else
+  // clicked rows of the train split, all of them like its conversions); 0 for a user unknown
+  // to the training period.
+  int64_t Clicks(int64_t user) const;
+  // Distinct days (UTC, floor(timestamp / 86400)) in the window with any behaviour (or, without
+  // a log, any train row); 0 for a user unknown to the training period.
+  int64_t ActiveDays(int64_t user) const;
+
+  // The activity-gate features of DESIGN.md 1.3, in this order: log1p(purchases),
+  // log1p(clicks), log1p(active days), low-activity flag (1 when Of(user) is low or new, else
+  // 0). An unknown user counts 0 purchases, clicks and days: {0, 0, 0, 1}.
+  static constexpr int kNumActivityFeatures = 4;
+  void ActivityFeatures(int64_t user, float out[kNumActivityFeatures]) const;
+
+  int64_t known_users() const { return users_.size(); }
   // Where the purchase counts came from ("behaviors" or "train conversions").
   const std::string& source() const { return source_; }
   const ActivityBuckets& config() const { return config_; }
 
  private:
+  friend absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem*, const std::string&,
+                                                          const DatasetManifest&,
+                                                          const ActivityBuckets&, ErrorCounter*);
+  struct UserActivity {
+    int64_t purchases = 0;
+    int64_t clicks = 0;
+    int32_t active_days = 0;
+    // While building: the latest active day seen, relative to the window's first day (-1:
+    // none yet); days are counted in one pass while each user's rows come in time order.
+    int32_t last_day = -1;
+  };
+
   ActivityBuckets config_;
   std::string source_;
-  absl::flat_hash_map<int64_t, int64_t> purchases_;
+  absl::flat_hash_map<int64_t, UserActivity> users_;
 };
 
-// Builds the index of the dataset in `dir`. Bad blocks count against `errors`.
+// Builds the index of the dataset in `dir`. Bad blocks count against `errors`. Memory: one
+// entry per known user. Active days take one pass while each user's rows come in time order
+// (the generator's log does); otherwise the day source is read a second time with a temporary
+// set of (user, day) pairs, freed before returning.
 absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem* fs, const std::string& dir,
                                                  const DatasetManifest& manifest,
                                                  const ActivityBuckets& config,

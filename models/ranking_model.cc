@@ -8,9 +8,10 @@ absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelCo
                                                                    const ModelShape& shape,
                                                                    uint64_t seed,
                                                                    LayerFactory<float>* factory) {
-  if (config.type() != "dnn" && config.type() != "din") {
+  const std::string& type = config.type();
+  if (type != "dnn" && type != "din" && type != "dnn+groupid") {
     return absl::InvalidArgumentError(
-        absl::StrCat("model.type: '", config.type(), "' is not a model (dnn, din)"));
+        absl::StrCat("model.type: '", type, "' is not a single-tower model (dnn, din, dnn+groupid)"));
   }
   ActivationKind activation;
   if (!ParseActivationKind(config.activation(), &activation)) {
@@ -27,8 +28,16 @@ absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelCo
     return absl::InvalidArgumentError("model: needs at least one categorical feature and embedding_dim >= 1");
   }
   ModelShape s = shape;
-  if (config.type() == "dnn") s.sequence_targets.clear();
-  if (config.type() == "din" && s.sequence_targets.empty()) {
+  if (type != "din") s.sequence_targets.clear();
+  if (type != "dnn+groupid") s.group_levels = 0;
+  if (type == "dnn+groupid" && s.group_levels < 1) {
+    return absl::FailedPreconditionError("model.type dnn+groupid needs the semantic groups (model.groups.table)");
+  }
+  // Only dnn+groupid's group ids; the rest of the group channel belongs to choirrec.
+  s.group_attribute_slots = s.group_stats = s.group_max_seq_len = s.activity_features = 0;
+  s.group_sequence_targets.clear();
+  s.group_channel_slots.clear();
+  if (type == "din" && s.sequence_targets.empty()) {
     return absl::FailedPreconditionError(
         "model.type din needs behaviour sequences (model.sequences, or hist_item/hist_cate in the data)");
   }
@@ -48,7 +57,8 @@ absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelCo
   if (mlp.hidden.empty()) mlp.hidden = {256, 128, 64};
   mlp.activation = activation;
   mlp.out = 1;
-  const int in = s.num_slots * d + s.num_dense + static_cast<int>(s.sequence_targets.size()) * d;
+  const int in = s.num_slots * d + s.num_dense + static_cast<int>(s.sequence_targets.size()) * d +
+                 s.group_levels * d;
   m->tower_ = factory->MakeMlp(in, mlp, seed);
   m->queries_.resize(s.sequence_targets.size());
   m->pooled_.resize(s.sequence_targets.size());
@@ -71,12 +81,14 @@ void RankingModel::Forward(const ModelInputs& in, Tensor<float>* logits) {
     attention_[q]->Forward(query, in.sequences[q], in.lengths[q], &pooled_[q]);
     parts.push_back(&pooled_[q]);
   }
+  if (shape_.group_levels > 0) parts.push_back(&in.group_ids);
   ConcatCols(parts, &tower_in_);
   tower_->Forward(tower_in_, logits);
+  logits_ = *logits;
 }
 
 void RankingModel::Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
-                            std::vector<Tensor<float>>* dsequences) {
+                            std::vector<Tensor<float>>* dsequences, Tensor<float>* dgroup_ids) {
   const int d = shape_.embedding_dim;
   tower_->Backward(dlogits, &dtower_in_);
   const int batch = dtower_in_.rows();
@@ -93,6 +105,11 @@ void RankingModel::Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
     widths.push_back(d);
     outs.push_back(&t);
   }
+  Tensor<float> unused_dgroup_ids;
+  if (shape_.group_levels > 0) {
+    widths.push_back(shape_.group_levels * d);
+    outs.push_back(dgroup_ids != nullptr ? dgroup_ids : &unused_dgroup_ids);
+  }
   SplitCols(dtower_in_, widths, outs);
   dsequences->resize(attention_.size());
   Tensor<float> dquery;
@@ -105,6 +122,14 @@ void RankingModel::Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
       for (int k = 0; k < d; ++k) row[k] += dq[k];
     }
   }
+}
+
+LossStats RankingModel::TrainBackward(absl::Span<const float> labels, absl::Span<const float> weights,
+                                      ModelGrads* grads, std::vector<float>* per_sample_bce) {
+  LossStats stats;
+  stats.loss = stats.bce = BinaryCrossEntropy<float>(logits_, labels, weights, &dlogits_, per_sample_bce);
+  Backward(dlogits_, &grads->slots, &grads->sequences, shape_.group_levels > 0 ? &grads->group_ids : nullptr);
+  return stats;
 }
 
 std::vector<Param<float>*> RankingModel::Params() {

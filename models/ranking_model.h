@@ -1,8 +1,7 @@
-// The ranking models trained by Choir's trainer: `dnn` (embeddings + MLP, the individual
-// channel of DESIGN.md 1.3 and the paper's base) and `din` (dnn + DIN target attention over the
-// user's behaviour sequences). They see only dense tensors: the trainer pulls embedding rows
-// from the EmbeddingStore, gathers them into the inputs below and pushes the input gradients
-// back. Layers come from a LayerFactory, so a CUDA backend changes nothing here.
+// The single-tower ranking models: `dnn` (embeddings + MLP, the individual channel of
+// DESIGN.md 1.3 and the paper's base), `din` (dnn + DIN target attention over the user's
+// behaviour sequences) and `dnn+groupid` (dnn with the user's semantic group ids as plain
+// features, DESIGN.md 1.4). The dual-channel ChoirRec model is in choirrec_model.h.
 #ifndef CHOIR_MODELS_RANKING_MODEL_H_
 #define CHOIR_MODELS_RANKING_MODEL_H_
 
@@ -12,46 +11,33 @@
 #include "absl/status/statusor.h"
 #include "core/proto/job.pb.h"
 #include "models/layers.h"
+#include "models/model.h"
 #include "models/tensor.h"
 
 namespace choir::models {
 
-// What the inputs look like.
-struct ModelShape {
-  int num_slots = 0;      // categorical features, each an embedding of embedding_dim
-  int embedding_dim = 16;
-  int num_dense = 0;      // dense features
-  int max_seq_len = 30;   // padded length of every sequence
-  // For each behaviour sequence (din only): the slot of its target feature (the query).
-  std::vector<int> sequence_targets;
-};
-
-// One batch of inputs, B rows.
-struct ModelInputs {
-  Tensor<float> slots;                  // [B, num_slots * d], slot s at columns [s*d, (s+1)*d)
-  Tensor<float> dense;                  // [B, num_dense]
-  std::vector<Tensor<float>> sequences;  // per sequence: [B * max_seq_len, d], padded
-  std::vector<std::vector<int>> lengths;  // per sequence: B lengths
-};
-
-class RankingModel {
+class RankingModel : public Model {
  public:
   // INVALID_ARGUMENT for an unknown type or activation; FAILED_PRECONDITION for din when the
-  // data has no behaviour sequences.
+  // data has no behaviour sequences or for dnn+groupid without group levels. The tower reads
+  // slots, dense, the attention outputs (din) and the group ids (dnn+groupid).
   static absl::StatusOr<std::unique_ptr<RankingModel>> Create(const ModelConfig& config,
                                                               const ModelShape& shape,
                                                               uint64_t seed,
                                                               LayerFactory<float>* factory);
 
-  // logits: [B, 1].
-  void Forward(const ModelInputs& in, Tensor<float>* logits);
-  // Gradients of the last Forward: parameters accumulate; dslots [B, num_slots * d] and
-  // dsequences (per sequence [B * L, d]) are overwritten.
+  void Forward(const ModelInputs& in, Tensor<float>* logits) override;
+  // Gradients of the last Forward for dL/dlogits: parameters accumulate; dslots
+  // [B, num_slots * d], dsequences (per sequence [B * L, d]) and, when the model reads group
+  // ids, dgroup_ids [B, levels * d] are overwritten.
   void Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
-                std::vector<Tensor<float>>* dsequences);
-  std::vector<Param<float>*> Params();
-  void SetTraining(bool training);
-  const ModelShape& shape() const { return shape_; }
+                std::vector<Tensor<float>>* dsequences, Tensor<float>* dgroup_ids = nullptr);
+  // BCE on the logits, then Backward.
+  LossStats TrainBackward(absl::Span<const float> labels, absl::Span<const float> weights,
+                          ModelGrads* grads, std::vector<float>* per_sample_bce) override;
+  std::vector<Param<float>*> Params() override;
+  void SetTraining(bool training) override;
+  const ModelShape& shape() const override { return shape_; }
   bool uses_sequences() const { return !attention_.empty(); }
 
  private:
@@ -62,7 +48,7 @@ class RankingModel {
   std::unique_ptr<Layer<float>> tower_;
   // Scratch of the last Forward.
   std::vector<Tensor<float>> queries_, pooled_;
-  Tensor<float> tower_in_, dtower_in_;
+  Tensor<float> tower_in_, dtower_in_, logits_, dlogits_;
 };
 
 }  // namespace choir::models

@@ -8,7 +8,9 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "core/sysinfo.h"
@@ -17,10 +19,14 @@
 #include "data/shard.h"
 #include "glog/logging.h"
 #include "models/layers.h"
+#include "models/choirrec_model.h"
+#include "models/model.h"
 #include "models/optimizer.h"
+#include "ps/feature_key.h"
 #include "models/ranking_model.h"
 #include "tools/eval/report.h"
 #include "worker/batch_reader.h"
+#include "worker/group_features.h"
 #include "worker/keys.h"
 #include "worker/local_embedding_store.h"
 
@@ -29,17 +35,35 @@ namespace {
 
 using models::Tensor;
 
+// Where the group channel's features come from (choirrec, dnn+groupid); null members for
+// models that do not read them.
+struct GroupSources {
+  const GroupFeatures* groups = nullptr;
+  const data::ActivityIndex* activity = nullptr;
+  // Slots of the group-id embeddings (one per level) and of the attribute-completion
+  // embeddings (gender, age, city tier).
+  uint32_t first_group_slot = 0;
+  uint32_t first_attribute_slot = 0;
+  // Slots of the group sequences' keys, parallel to ModelShape::group_sequence_targets: the
+  // item slot for seq_items, the category slot for seq_categories.
+  std::vector<uint32_t> group_sequence_slots;
+  std::vector<bool> group_sequence_is_item;
+};
+
 // Turns batches into model inputs through the embedding store, and model input gradients
-// back into sparse pushes.
+// back into sparse pushes. Keys of one batch, in order: slots, sequences, group ids, group
+// attributes, group sequences; all pulled in one deduplicated request.
 class SparseBridge {
  public:
-  SparseBridge(const models::ModelShape& shape, EmbeddingStore* store) : shape_(shape), store_(store) {}
+  SparseBridge(const models::ModelShape& shape, EmbeddingStore* store, GroupSources groups)
+      : shape_(shape), store_(store), groups_(std::move(groups)) {}
 
   absl::Status Gather(const Batch& batch, models::ModelInputs* in) {
     const int d = shape_.embedding_dim, slots = shape_.num_slots, L = shape_.max_seq_len;
     const int B = batch.size;
     all_keys_.assign(batch.cat_keys.begin(), batch.cat_keys.end());
     for (const auto& keys : batch.seq_keys) all_keys_.insert(all_keys_.end(), keys.begin(), keys.end());
+    CollectGroupKeys(batch);
     DedupKeys(all_keys_, &unique_, &index_);
     unique_rows_.resize(unique_.size() * d);
     RETURN_IF_ERROR(store_->Pull(unique_, absl::MakeSpan(unique_rows_)));
@@ -50,48 +74,130 @@ class SparseBridge {
     std::copy(rows_.begin(), rows_.begin() + static_cast<size_t>(B) * slots * d, in->slots.data());
     in->dense.ResizeUninitialized(B, shape_.num_dense);
     std::copy(batch.dense.begin(), batch.dense.end(), in->dense.data());
-    const size_t q_count = shape_.sequence_targets.size();
-    in->sequences.resize(q_count);
-    in->lengths.resize(q_count);
     size_t offset = static_cast<size_t>(B) * slots * d;
-    for (size_t q = 0; q < q_count; ++q) {
-      Tensor<float>& seq = in->sequences[q];
-      seq.Resize(B * L, d);
-      in->lengths[q].resize(B);
+    FillSequences(batch.seq_lengths, L, &offset, &in->sequences, &in->lengths);
+    auto take = [&](int width, Tensor<float>* t) {
+      t->ResizeUninitialized(B, width * d);
+      std::copy(rows_.begin() + offset, rows_.begin() + offset + static_cast<size_t>(B) * width * d, t->data());
+      offset += static_cast<size_t>(B) * width * d;
+    };
+    if (shape_.group_levels > 0) take(shape_.group_levels, &in->group_ids);
+    if (shape_.group_attribute_slots > 0) take(shape_.group_attribute_slots, &in->group_attributes);
+    FillSequences(group_lengths_, shape_.group_max_seq_len, &offset, &in->group_sequences, &in->group_lengths);
+    if (shape_.group_stats > 0) {
+      in->group_stats.ResizeUninitialized(B, shape_.group_stats);
       for (int b = 0; b < B; ++b) {
-        const int len = batch.seq_lengths[q][b];
-        in->lengths[q][b] = len;
-        std::copy(rows_.begin() + offset, rows_.begin() + offset + static_cast<size_t>(len) * d,
-                  seq.row(b * L));
-        offset += static_cast<size_t>(len) * d;
+        const std::vector<float>& stats = groups_.groups->Of(batch.user_ids[b]).stats;
+        std::copy_n(stats.begin(), shape_.group_stats, in->group_stats.row(b));
+      }
+    }
+    if (groups_.activity != nullptr) {
+      in->activity.ResizeUninitialized(B, shape_.activity_features);
+      in->purchases.resize(B);
+      for (int b = 0; b < B; ++b) {
+        const int64_t user = batch.user_ids[b];
+        if (shape_.activity_features > 0) groups_.activity->ActivityFeatures(user, in->activity.row(b));
+        in->purchases[b] = std::max<int64_t>(0, groups_.activity->Purchases(user));
       }
     }
     return absl::OkStatus();
   }
 
   // Pushes the gradients of the last Gather's inputs.
-  absl::Status Scatter(const Batch& batch, const Tensor<float>& dslots,
-                       const std::vector<Tensor<float>>& dsequences) {
-    const int d = shape_.embedding_dim, L = shape_.max_seq_len;
+  absl::Status Scatter(const Batch& batch, const models::ModelGrads& grads) {
+    const int d = shape_.embedding_dim;
     grads_.resize(rows_.size());
-    std::copy(dslots.data(), dslots.data() + dslots.size(), grads_.begin());
-    size_t offset = static_cast<size_t>(dslots.size());
-    for (size_t q = 0; q < dsequences.size(); ++q) {
-      for (int b = 0; b < batch.size; ++b) {
-        const int len = batch.seq_lengths[q][b];
-        const float* src = dsequences[q].row(b * L);
-        std::copy(src, src + static_cast<size_t>(len) * d, grads_.begin() + offset);
-        offset += static_cast<size_t>(len) * d;
-      }
-    }
+    std::copy(grads.slots.data(), grads.slots.data() + grads.slots.size(), grads_.begin());
+    size_t offset = static_cast<size_t>(grads.slots.size());
+    ScatterSequences(grads.sequences, batch.seq_lengths, shape_.max_seq_len, &offset);
+    auto put = [&](const Tensor<float>& t) {
+      std::copy(t.data(), t.data() + t.size(), grads_.begin() + offset);
+      offset += t.size();
+    };
+    if (shape_.group_levels > 0) put(grads.group_ids);
+    if (shape_.group_attribute_slots > 0) put(grads.group_attributes);
+    ScatterSequences(grads.group_sequences, group_lengths_, shape_.group_max_seq_len, &offset);
+    CHECK_EQ(offset, grads_.size());
     unique_grads_.assign(unique_.size() * d, 0.0f);
     RETURN_IF_ERROR(SumDuplicateGrads(index_, d, grads_, absl::MakeSpan(unique_grads_)));
     return store_->Push(unique_, unique_grads_);
   }
 
  private:
+  // Appends the group keys of the batch's users (ids, attributes, sequences) to all_keys_ and
+  // records the group sequences' lengths.
+  void CollectGroupKeys(const Batch& batch) {
+    const size_t q_count = shape_.group_sequence_targets.size();
+    group_lengths_.assign(q_count, std::vector<uint32_t>(batch.size, 0));
+    if (groups_.groups == nullptr) return;
+    if (shape_.group_levels > 0) {
+      for (int b = 0; b < batch.size; ++b) {
+        const GroupRow& row = groups_.groups->Of(batch.user_ids[b]);
+        for (int l = 0; l < shape_.group_levels; ++l) {
+          all_keys_.push_back(FeatureKey(groups_.first_group_slot + l, row.ids[l]));
+        }
+      }
+    }
+    if (shape_.group_attribute_slots > 0) {
+      for (int b = 0; b < batch.size; ++b) {
+        const GroupRow& row = groups_.groups->Of(batch.user_ids[b]);
+        for (int a = 0; a < shape_.group_attribute_slots; ++a) {
+          all_keys_.push_back(FeatureKey(groups_.first_attribute_slot + a, row.attributes[a]));
+        }
+      }
+    }
+    // Group sequences: the most recent group_max_seq_len elements, most recent first (the
+    // order of the users' own sequences).
+    for (size_t q = 0; q < q_count; ++q) {
+      for (int b = 0; b < batch.size; ++b) {
+        const GroupRow& row = groups_.groups->Of(batch.user_ids[b]);
+        absl::Span<const int64_t> seq = groups_.group_sequence_is_item[q] ? row.seq_items : row.seq_categories;
+        const size_t n = std::min<size_t>(seq.size(), shape_.group_max_seq_len);
+        for (size_t k = 0; k < n; ++k) {
+          all_keys_.push_back(FeatureKey(groups_.group_sequence_slots[q], seq[seq.size() - 1 - k]));
+        }
+        group_lengths_[q][b] = n;
+      }
+    }
+  }
+
+  void FillSequences(const std::vector<std::vector<uint32_t>>& lengths, int max_len, size_t* offset,
+                     std::vector<Tensor<float>>* sequences, std::vector<std::vector<int>>* out_lengths) {
+    const int d = shape_.embedding_dim;
+    sequences->resize(lengths.size());
+    out_lengths->resize(lengths.size());
+    for (size_t q = 0; q < lengths.size(); ++q) {
+      const int B = lengths[q].size();
+      Tensor<float>& seq = (*sequences)[q];
+      seq.Resize(B * max_len, d);
+      (*out_lengths)[q].resize(B);
+      for (int b = 0; b < B; ++b) {
+        const int len = lengths[q][b];
+        (*out_lengths)[q][b] = len;
+        std::copy(rows_.begin() + *offset, rows_.begin() + *offset + static_cast<size_t>(len) * d,
+                  seq.row(b * max_len));
+        *offset += static_cast<size_t>(len) * d;
+      }
+    }
+  }
+
+  void ScatterSequences(const std::vector<Tensor<float>>& dsequences,
+                        const std::vector<std::vector<uint32_t>>& lengths, int max_len, size_t* offset) {
+    const int d = shape_.embedding_dim;
+    for (size_t q = 0; q < dsequences.size(); ++q) {
+      for (size_t b = 0; b < lengths[q].size(); ++b) {
+        const int len = lengths[q][b];
+        const float* src = dsequences[q].row(b * max_len);
+        std::copy(src, src + static_cast<size_t>(len) * d, grads_.begin() + *offset);
+        *offset += static_cast<size_t>(len) * d;
+      }
+    }
+  }
+
   const models::ModelShape& shape_;
   EmbeddingStore* store_;
+  GroupSources groups_;
+  std::vector<std::vector<uint32_t>> group_lengths_;
   std::vector<uint64_t> all_keys_, unique_;
   std::vector<uint32_t> index_;
   std::vector<float> unique_rows_, rows_, grads_, unique_grads_;
@@ -99,7 +205,7 @@ class SparseBridge {
 
 absl::StatusOr<std::vector<eval::Prediction>> Predict(FileSystem* fs, const std::vector<std::string>& files,
                                                       const FeatureLayout& layout, const JobConfig& job,
-                                                      models::RankingModel* model, SparseBridge* bridge,
+                                                      models::Model* model, SparseBridge* bridge,
                                                       const data::ActivityIndex& activity) {
   BatchReaderOptions options;
   options.batch_size = 4096;
@@ -174,6 +280,73 @@ absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::strin
   return clicks;
 }
 
+absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const ModelConfig& model) {
+  const GroupsConfig& gc = model.groups();
+  if (gc.table().empty() || gc.priors().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.type ", model.type(),
+        " needs model.groups.table and model.groups.priors (from `choir groups build` and `choir groups "
+        "priors`; on the command line: --groups groups.tsv --priors DIR)"));
+  }
+  if (gc.attribute_level() < 1) return absl::InvalidArgumentError("model.groups.attribute_level must be >= 1");
+  if (gc.sequence_level() < 1) return absl::InvalidArgumentError("model.groups.sequence_level must be >= 1");
+  if (gc.max_seq_len() < 1) return absl::InvalidArgumentError("model.groups.max_seq_len must be >= 1");
+  GroupFeatureOptions options;
+  options.groups_tsv = gc.table();
+  options.priors_dir = gc.priors();
+  options.attribute_level = gc.attribute_level();
+  options.sequence_level = gc.sequence_level();
+  ASSIGN_OR_RETURN(std::unique_ptr<GroupFeatures> groups, GroupFeatures::Load(fs, options));
+  LOG(INFO) << "groups: " << groups->users() << " users in " << groups->distinct_rows() << " groups at "
+            << groups->levels() << " levels (" << gc.table() << ", priors " << gc.priors() << ")";
+  return groups;
+}
+
+// Fills the group channel's part of the shape (attributes, statistics, group sequences, the
+// item/context slots it sees, activity features) and where its keys live.
+absl::Status AddGroupChannel(const ModelConfig& model, const FeatureLayout& layout, const GroupFeatures& groups,
+                             models::ModelShape* shape, GroupSources* sources) {
+  const GroupsConfig& gc = model.groups();
+  shape->group_attribute_slots = static_cast<int>(GroupRow{}.attributes.size());
+  shape->group_stats = groups.num_stats();
+  shape->group_max_seq_len = gc.max_seq_len();
+  auto slot_of = [&](const std::string& field) {
+    for (int i = 0; i < layout.num_slots(); ++i) {
+      if (layout.categorical[i].field == field) return i;
+    }
+    return -1;
+  };
+  for (const auto& [field, is_item] : {std::pair<std::string, bool>{gc.item_field(), true},
+                                       std::pair<std::string, bool>{gc.category_field(), false}}) {
+    const int slot = slot_of(field);
+    if (slot < 0) {
+      LOG(WARNING) << "model.groups: the data has no field '" << field << "'; the group sequence of "
+                   << (is_item ? "items" : "categories") << " is left out";
+      continue;
+    }
+    shape->group_sequence_targets.push_back(slot);
+    sources->group_sequence_slots.push_back(layout.categorical[slot].slot);
+    sources->group_sequence_is_item.push_back(is_item);
+  }
+  std::vector<std::string> prefixes(model.choirrec().group_channel_fields().begin(),
+                                    model.choirrec().group_channel_fields().end());
+  if (prefixes.empty()) prefixes = {"item_", "ctx_"};
+  for (int i = 0; i < layout.num_slots(); ++i) {
+    for (const std::string& prefix : prefixes) {
+      if (absl::StartsWith(layout.categorical[i].field, prefix)) {
+        shape->group_channel_slots.push_back(i);
+        break;
+      }
+    }
+  }
+  if (shape->group_channel_slots.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("model.choirrec.group_channel_fields: no categorical field starts with ",
+                                                   absl::StrJoin(prefixes, " or ")));
+  }
+  shape->activity_features = data::ActivityIndex::kNumActivityFeatures;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job) {
@@ -196,17 +369,46 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   shape.num_dense = layout.dense.size();
   shape.max_seq_len = layout.max_seq_len;
   for (const auto& s : layout.sequences) shape.sequence_targets.push_back(s.target);
-  models::CpuLayerFactory<float> factory;
-  ASSIGN_OR_RETURN(std::unique_ptr<models::RankingModel> model,
-                   models::RankingModel::Create(job.model(), shape, tc.seed(), &factory));
-  if (!model->uses_sequences()) {
-    layout.sequences.clear();  // dnn: do not read sequences at all
-    shape.sequence_targets.clear();
+
+  // The semantic groups (choirrec, dnn+groupid) and the activity index (bucket reports,
+  // choirrec's gates and KD gate).
+  const std::string& type = job.model().type();
+  const bool choirrec = type == "choirrec";
+  std::unique_ptr<GroupFeatures> groups;
+  GroupSources sources;
+  if (choirrec || type == "dnn+groupid") {
+    ASSIGN_OR_RETURN(groups, LoadGroups(fs, job.model()));
+    shape.group_levels = groups->levels();
+    sources.groups = groups.get();
+    if (choirrec) RETURN_IF_ERROR(AddGroupChannel(job.model(), layout, *groups, &shape, &sources));
   }
+  std::unique_ptr<data::ActivityIndex> activity;
+  {
+    ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
+    ASSIGN_OR_RETURN(data::ActivityIndex index,
+                     data::BuildActivityIndex(fs, dir, manifest, job.data().buckets(), &errors));
+    activity = std::make_unique<data::ActivityIndex>(std::move(index));
+  }
+  if (choirrec) sources.activity = activity.get();
+
+  models::CpuLayerFactory<float> factory;
+  std::unique_ptr<models::Model> model;
+  if (choirrec) {
+    ASSIGN_OR_RETURN(model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), &factory));
+  } else {
+    ASSIGN_OR_RETURN(model, models::RankingModel::Create(job.model(), shape, tc.seed(), &factory));
+  }
+  // The model's own shape: what its type and ablation switches read.
+  shape = model->shape();
+  if (shape.sequence_targets.empty()) layout.sequences.clear();  // do not read sequences at all
+  // Slots after the schema's (0..num_slots-1): group ids, then attribute completion.
+  sources.first_group_slot = shape.num_slots;
+  sources.first_attribute_slot = shape.num_slots + shape.group_levels;
 
   TableOptions table;
   table.seed = tc.seed();
-  for (int s = 0; s < shape.num_slots; ++s) {
+  const int total_slots = shape.num_slots + shape.group_levels + shape.group_attribute_slots;
+  for (int s = 0; s < total_slots; ++s) {
     SlotConfig slot;
     slot.dim = shape.embedding_dim;
     slot.optimizer = OptimizerKind::kAdagrad;
@@ -215,7 +417,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     table.slots[s] = slot;
   }
   ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingStore> store, NewLocalEmbeddingStore(table));
-  SparseBridge bridge(shape, store.get());
+  SparseBridge bridge(shape, store.get(), sources);
 
   // Samples per epoch, for the learning-rate schedule and the ETA: all rows for CTR and
   // CTCVR; for CVR the clicked rows, from the generator's counter or by counting.
@@ -246,16 +448,10 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   ro.budget.max_fraction = job.data().max_bad_fraction();
   ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, train_files, layout, ro));
 
-  // The test split and the activity buckets (training period only), for periodic and final
-  // evaluation.
+  // The test split, for periodic and final evaluation (buckets from the training period).
   std::vector<std::string> test_files;
-  std::unique_ptr<data::ActivityIndex> activity;
   if (absl::StatusOr<data::SplitInfo> test_split = data::FindSplit(manifest, "test"); test_split.ok()) {
     test_files = data::SplitPaths(dir, *test_split);
-    ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
-    ASSIGN_OR_RETURN(data::ActivityIndex index,
-                     data::BuildActivityIndex(fs, dir, manifest, job.data().buckets(), &errors));
-    activity = std::make_unique<data::ActivityIndex>(std::move(index));
   } else {
     LOG(WARNING) << dir << " has no test split: nothing to evaluate";
   }
@@ -267,8 +463,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   TrainResult result;
   Batch batch;
   models::ModelInputs in;
-  Tensor<float> logits, dlogits, dslots;
-  std::vector<Tensor<float>> dsequences;
+  models::ModelGrads grads;
+  Tensor<float> logits;
+  double fuse_sum = 0, kd_active = 0;  // choirrec gate statistics since the last log line
   std::deque<double> recent_losses;
   double recent_sum = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -283,11 +480,13 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       if (!more) break;
       RETURN_IF_ERROR(bridge.Gather(batch, &in));
       model->Forward(in, &logits);
-      // Unit weights (an empty span) until the scheduler's reweighting arrives.
-      const float loss = models::BinaryCrossEntropy<float>(logits, batch.labels, {}, &dlogits);
       models::ZeroGrads(params);
-      model->Backward(dlogits, &dslots, &dsequences);
-      RETURN_IF_ERROR(bridge.Scatter(batch, dslots, dsequences));
+      // Unit weights (an empty span) until the scheduler's reweighting arrives.
+      const models::LossStats stats = model->TrainBackward(batch.labels, {}, &grads, nullptr);
+      const double loss = stats.loss;
+      fuse_sum += stats.mean_a_fuse * batch.size;
+      kd_active += stats.kd_active;
+      RETURN_IF_ERROR(bridge.Scatter(batch, grads));
       optimizer.Step(params);
       ++result.steps;
       result.samples += batch.size;
@@ -313,7 +512,12 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       if (result.steps % 200 == 0) {
         LOG(INFO) << absl::StrFormat("step %d: loss %.5f (mean of last %d), lr %.5f", result.steps,
                                      recent_sum / recent_losses.size(), recent_losses.size(),
-                                     optimizer.current_lr());
+                                     optimizer.current_lr())
+                  << (choirrec ? absl::StrFormat(", mean a_fuse %.3f, KD gate open for %.1f%% of samples",
+                                                 fuse_sum / (200.0 * tc.batch_size()),
+                                                 100.0 * kd_active / (200.0 * tc.batch_size()))
+                               : std::string());
+        fuse_sum = kd_active = 0;
       }
     }
   }
@@ -344,7 +548,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   result.peak_rss_mb = PeakRssMb();
   result.num_slots = shape.num_slots;
   result.num_dense = shape.num_dense;
-  result.num_sequences = shape.sequence_targets.size();
+  result.num_sequences = shape.sequence_targets.size() + shape.group_sequence_targets.size();
   return result;
 }
 

@@ -3,6 +3,7 @@
 // high-activity users, new users only in test).
 #include "data/generator.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -365,6 +366,191 @@ TEST_F(GeneratorTest, LowActivityUsersMissAttributesMoreOften) {
     }
   }
   EXPECT_GT(missing[0] / users[0], 1.5 * missing[2] / users[2]);
+}
+
+// ActivityIndex on hand-made datasets: exact purchases, clicks, active days and gate features.
+constexpr int64_t kDay = 86400;
+constexpr int64_t kSplitDay = 100;  // split at the start of day 100; window: days 90..99
+
+struct ActivityEvent {
+  int64_t user, ts, type;  // type 1 click, 2 purchase
+};
+struct TrainRow {
+  int64_t user, ts, click, conversion;
+};
+
+Schema ActivityBehaviorsSchema() {
+  Schema s;
+  *s.add_fields() = MakeField("user_id", INT64, USER_ID);
+  *s.add_fields() = MakeField("timestamp", INT64, TIMESTAMP);
+  *s.add_fields() = MakeField("type", INT64);
+  return s;
+}
+Schema ActivityTrainSchema(bool with_time) {
+  Schema s;
+  *s.add_fields() = MakeField("user_id", INT64, USER_ID);
+  *s.add_fields() = MakeField("click", INT64, LABEL_CLICK);
+  *s.add_fields() = MakeField("conversion", INT64, LABEL_CONVERSION);
+  if (with_time) *s.add_fields() = MakeField("timestamp", INT64, TIMESTAMP);
+  return s;
+}
+
+// Writes /act with a train split and, when `with_log`, a behaviours split; `behaviours` are
+// written in two blocks (split in the middle) to cross a block boundary.
+void WriteActivityDataset(MemFileSystem* fs, const std::vector<TrainRow>& train, bool train_time,
+                          bool with_log, const std::vector<ActivityEvent>& behaviours) {
+  DatasetManifest manifest;
+  manifest.set_split_time(kSplitDay * kDay);
+  SplitWriter t(fs, "/act", "train", ActivityTrainSchema(train_time));
+  RowBlock tb(ActivityTrainSchema(train_time));
+  for (const TrainRow& i : train) {
+    tb.AppendInt(0, i.user);
+    tb.AppendInt(1, i.click);
+    tb.AppendInt(2, i.conversion);
+    if (train_time) tb.AppendInt(3, i.ts);
+    tb.FinishRow();
+  }
+  ASSERT_TRUE(t.Write(tb).ok());
+  absl::StatusOr<SplitInfo> info = t.Finish();
+  ASSERT_TRUE(info.ok()) << info.status();
+  *manifest.add_splits() = *info;
+  if (with_log) {
+    SplitWriter b(fs, "/act", "behaviors", ActivityBehaviorsSchema());
+    for (size_t half = 0; half < 2; ++half) {
+      RowBlock bb(ActivityBehaviorsSchema());
+      const size_t mid = behaviours.size() / 2;
+      for (size_t k = half ? mid : 0; k < (half ? behaviours.size() : mid); ++k) {
+        bb.AppendInt(0, behaviours[k].user);
+        bb.AppendInt(1, behaviours[k].ts);
+        bb.AppendInt(2, behaviours[k].type);
+        bb.FinishRow();
+      }
+      ASSERT_TRUE(b.Write(bb).ok());
+    }
+    info = b.Finish();
+    ASSERT_TRUE(info.ok()) << info.status();
+    *manifest.add_splits() = *info;
+  }
+  ASSERT_TRUE(WriteManifest(fs, "/act", manifest).ok());
+}
+
+absl::StatusOr<ActivityIndex> BuildHandIndex(MemFileSystem* fs) {
+  absl::StatusOr<DatasetManifest> m = ReadManifest(fs, "/act");
+  if (!m.ok()) return m.status();
+  ActivityBuckets config;
+  config.set_window_days(10);
+  ErrorCounter errors;
+  return BuildActivityIndex(fs, "/act", *m, config, &errors);
+}
+
+int64_t At(int64_t day, int64_t second = 0) { return day * kDay + second; }
+
+// User 1 (in log order): before the window a purchase; in it clicks on days 90, 92, 99 (last
+// second before the split) and purchases on days 90, 95, 95; after the split a purchase and a
+// click. User 2: a click before the window only. User 3: train rows only. User 4: 20 purchases
+// on days 91 and 93 (high).
+std::vector<ActivityEvent> HandLog() {
+  std::vector<ActivityEvent> log = {{1, At(80), 2},         {1, At(90), 1},      {1, At(90, 100), 2},
+                         {1, At(92, 5), 1},      {1, At(95), 2},      {1, At(95, 7), 2},
+                         {1, At(99, kDay - 1), 1}, {1, At(100), 2},   {1, At(105), 1},
+                         {2, At(50), 1}};
+  for (int i = 0; i < 20; ++i) log.push_back({4, At(i < 10 ? 91 : 93, i), 2});
+  return log;
+}
+// With a log, train labels do not count: user 3's clicked and converted row adds nothing.
+std::vector<TrainRow> HandTrain() { return {{3, At(95), 1, 1}, {1, At(96), 1, 0}, {4, At(97), 0, 0}}; }
+
+void ExpectHandLogCounts(const ActivityIndex& index) {
+  EXPECT_EQ(index.source(), "behaviors");
+  EXPECT_EQ(index.known_users(), 4);
+  EXPECT_EQ(index.Purchases(1), 3);
+  EXPECT_EQ(index.Clicks(1), 3);
+  EXPECT_EQ(index.ActiveDays(1), 4);  // 90, 92, 95, 99
+  EXPECT_EQ(index.Of(1), Bucket::kMid);
+  for (int64_t user : {2, 3}) {
+    EXPECT_EQ(index.Purchases(user), 0) << user;
+    EXPECT_EQ(index.Clicks(user), 0) << user;
+    EXPECT_EQ(index.ActiveDays(user), 0) << user;
+    EXPECT_EQ(index.Of(user), Bucket::kLow) << user;
+  }
+  EXPECT_EQ(index.Purchases(4), 20);
+  EXPECT_EQ(index.Clicks(4), 0);
+  EXPECT_EQ(index.ActiveDays(4), 2);
+  EXPECT_EQ(index.Of(4), Bucket::kHigh);
+  EXPECT_EQ(index.Purchases(9), -1);
+  EXPECT_EQ(index.Clicks(9), 0);
+  EXPECT_EQ(index.ActiveDays(9), 0);
+
+  float f[ActivityIndex::kNumActivityFeatures];
+  index.ActivityFeatures(1, f);
+  EXPECT_EQ(std::vector<float>(f, f + 4),
+            (std::vector<float>{static_cast<float>(std::log1p(3.0)),
+                                static_cast<float>(std::log1p(3.0)),
+                                static_cast<float>(std::log1p(4.0)), 0.0f}));
+  index.ActivityFeatures(2, f);
+  EXPECT_EQ(std::vector<float>(f, f + 4), (std::vector<float>{0.0f, 0.0f, 0.0f, 1.0f}));
+  index.ActivityFeatures(4, f);
+  EXPECT_EQ(std::vector<float>(f, f + 4),
+            (std::vector<float>{static_cast<float>(std::log1p(20.0)), 0.0f,
+                                static_cast<float>(std::log1p(2.0)), 0.0f}));
+  index.ActivityFeatures(9, f);  // unknown: new
+  EXPECT_EQ(std::vector<float>(f, f + 4), (std::vector<float>{0.0f, 0.0f, 0.0f, 1.0f}));
+}
+
+TEST(ActivityIndexTest, CountsPurchasesClicksAndActiveDaysOfTheWindowFromTheLog) {
+  MemFileSystem fs;
+  WriteActivityDataset(&fs, HandTrain(), /*train_time=*/true, /*with_log=*/true, HandLog());
+  absl::StatusOr<ActivityIndex> index = BuildHandIndex(&fs);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ExpectHandLogCounts(*index);
+}
+
+TEST(ActivityIndexTest, ActiveDaysAreExactWhenTheLogIsNotInTimeOrder) {
+  std::vector<ActivityEvent> log = HandLog();
+  std::reverse(log.begin(), log.end());  // every user's rows newest first
+  std::swap(log[0], log[log.size() / 2]);  // and users interleaved
+  MemFileSystem fs;
+  WriteActivityDataset(&fs, HandTrain(), /*train_time=*/true, /*with_log=*/true, log);
+  absl::StatusOr<ActivityIndex> index = BuildHandIndex(&fs);
+  ASSERT_TRUE(index.ok()) << index.status();
+  ExpectHandLogCounts(*index);
+}
+
+TEST(ActivityIndexTest, WithoutALogCountsTrainConversionsClicksAndDays) {
+  // User 1: days 91 (click + conversion), 91 (click), 93, 85 (click, before the window: its
+  // click counts like its conversion would, its day does not). User 2, out of time order:
+  // days 99, 92, 99 (click).
+  const std::vector<TrainRow> train = {{1, At(91), 1, 1},  {1, At(91, 50), 1, 0}, {1, At(93), 0, 0},
+                                  {1, At(85), 1, 0},  {2, At(99), 0, 0},     {2, At(92), 0, 0},
+                                  {2, At(99, 9), 1, 0}};
+  MemFileSystem fs;
+  WriteActivityDataset(&fs, train, /*train_time=*/true, /*with_log=*/false, {});
+  absl::StatusOr<ActivityIndex> index = BuildHandIndex(&fs);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->source(), "train conversions");
+  EXPECT_EQ(index->Purchases(1), 1);
+  EXPECT_EQ(index->Clicks(1), 3);
+  EXPECT_EQ(index->ActiveDays(1), 2);
+  EXPECT_EQ(index->Purchases(2), 0);
+  EXPECT_EQ(index->Clicks(2), 1);
+  EXPECT_EQ(index->ActiveDays(2), 2);
+  float f[ActivityIndex::kNumActivityFeatures];
+  index->ActivityFeatures(1, f);
+  EXPECT_EQ(std::vector<float>(f, f + 4),
+            (std::vector<float>{static_cast<float>(std::log1p(1.0)),
+                                static_cast<float>(std::log1p(3.0)),
+                                static_cast<float>(std::log1p(2.0)), 1.0f}));
+}
+
+TEST(ActivityIndexTest, WithoutALogOrTrainTimestampsActiveDaysAreZero) {
+  MemFileSystem fs;
+  WriteActivityDataset(&fs, {{1, 0, 1, 1}, {1, 0, 1, 0}}, /*train_time=*/false,
+                       /*with_log=*/false, {});
+  absl::StatusOr<ActivityIndex> index = BuildHandIndex(&fs);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->Purchases(1), 1);
+  EXPECT_EQ(index->Clicks(1), 2);
+  EXPECT_EQ(index->ActiveDays(1), 0);
 }
 
 }  // namespace

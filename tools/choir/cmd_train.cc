@@ -11,23 +11,27 @@
 #include "worker/trainer.h"
 
 DEFINE_string(data, "", "train, groups profile: dataset folder (for train: overrides data.dir).");
-DEFINE_string(model, "", "train: dnn or din (overrides model.type).");
+DEFINE_string(model, "", "train: dnn, din, dnn+groupid or choirrec (overrides model.type).");
+DEFINE_string(priors, "", "train: the group priors folder of `choir groups priors` (overrides model.groups.priors).");
 DEFINE_string(base, "", "report: the baseline's eval.json.");
 DEFINE_string(run, "", "report: the compared run's eval.json.");
 DEFINE_string(plots, "", "report: write PNG plots (per-bucket GAUC, calibration) into this folder.");
 DEFINE_string(preds, "", "report: preds.tsv files (comma-separated) for the calibration plot.");
 
 DECLARE_string(out);
+DECLARE_string(groups);
 
 namespace choir::cli {
 
 absl::Status RunTrain(const Args& args) {
-  if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...]");
+  if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...] [--data DIR --out DIR --model TYPE --groups groups.tsv --priors DIR]");
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   if (!FLAGS_data.empty()) job.mutable_data()->set_dir(FLAGS_data);
   if (!FLAGS_out.empty()) job.mutable_trainer()->set_out_dir(FLAGS_out);
   if (!FLAGS_model.empty()) job.mutable_model()->set_type(FLAGS_model);
+  if (!FLAGS_groups.empty()) job.mutable_model()->mutable_groups()->set_table(FLAGS_groups);
+  if (!FLAGS_priors.empty()) job.mutable_model()->mutable_groups()->set_priors(FLAGS_priors);
   ASSIGN_OR_RETURN(worker::TrainResult r, worker::TrainAndEvaluate(fs, job));
   std::printf("%s: %ld steps, %ld samples in %.1f s (%.0f samples/s), final loss %.5f, peak RSS %.0f MB\n",
               job.model().type().c_str(), static_cast<long>(r.steps), static_cast<long>(r.samples), r.seconds,

@@ -1,0 +1,537 @@
+#include "models/choirrec_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "glog/logging.h"
+
+namespace choir::models {
+namespace {
+
+// Prefixes every parameter name of `layer` (stable names for checkpoints and debugging).
+template <typename T>
+void NameParams(const std::string& prefix, Layer<T>* layer) {
+  for (Param<T>* p : layer->Params()) p->name = prefix + p->name;
+}
+template <typename T>
+void NameParams(const std::string& prefix, TargetAttention<T>* layer) {
+  for (Param<T>* p : layer->Params()) p->name = prefix + p->name;
+}
+
+template <typename T>
+void Append(std::vector<Param<T>*> more, std::vector<Param<T>*>* out) {
+  out->insert(out->end(), more.begin(), more.end());
+}
+
+// Copies columns [offset, offset + width) of `src` into `dst` [B, width].
+template <typename T>
+void CopyBlock(const Tensor<T>& src, int offset, int width, Tensor<T>* dst) {
+  dst->ResizeUninitialized(src.rows(), width);
+  for (int b = 0; b < src.rows(); ++b) std::copy_n(src.row(b) + offset, width, dst->row(b));
+}
+// Adds `src` [B, width] into columns [offset, offset + width) of `dst`.
+template <typename T>
+void AddBlock(const Tensor<T>& src, int offset, Tensor<T>* dst) {
+  for (int b = 0; b < src.rows(); ++b) {
+    T* row = dst->row(b) + offset;
+    const T* s = src.row(b);
+    for (int k = 0; k < src.cols(); ++k) row[k] += s[k];
+  }
+}
+
+template <typename T>
+T HeadAt(const Tensor<T>& t, int b) {
+  return t.empty() ? T(0) : t.at(b, 0);
+}
+
+}  // namespace
+
+template <typename T>
+T MarginLoss(T a, T b, T margin, T* da) {
+  const T diff = a - b;
+  const T excess = std::abs(diff) - margin;
+  if (excess <= 0) {
+    if (da != nullptr) *da = 0;
+    return 0;
+  }
+  if (da != nullptr) *da = 2 * excess * (diff > 0 ? T(1) : T(-1));
+  return excess * excess;
+}
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<ChoirRecModel<T>>> ChoirRecModel<T>::Create(const ModelConfig& config,
+                                                                           const ModelShape& shape,
+                                                                           uint64_t seed,
+                                                                           LayerFactory<T>* factory) {
+  if (config.type() != "choirrec") {
+    return absl::InvalidArgumentError(absl::StrCat("model.type: '", config.type(), "' is not choirrec"));
+  }
+  const ChoirRecConfig& c = config.choirrec();
+  ActivationKind activation;
+  if (!ParseActivationKind(config.activation(), &activation)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.activation: '", config.activation(), "' (relu, prelu, dice, sigmoid, tanh)"));
+  }
+  auto sizes = [](const auto& field, std::vector<int> fallback, const char* name) -> absl::StatusOr<std::vector<int>> {
+    std::vector<int> out(field.begin(), field.end());
+    if (out.empty()) out = std::move(fallback);
+    for (int h : out) {
+      if (h < 1) return absl::InvalidArgumentError(absl::StrCat(name, ": layer sizes must be >= 1"));
+    }
+    return out;
+  };
+  absl::StatusOr<std::vector<int>> hidden = sizes(config.hidden(), {256, 128, 64}, "model.hidden");
+  if (!hidden.ok()) return hidden.status();
+  absl::StatusOr<std::vector<int>> group_hidden = sizes(c.group_hidden(), {128, 64}, "model.choirrec.group_hidden");
+  if (!group_hidden.ok()) return group_hidden.status();
+  absl::StatusOr<std::vector<int>> gate_hidden = sizes(c.gate_hidden(), {16}, "model.choirrec.gate_hidden");
+  if (!gate_hidden.ok()) return gate_hidden.status();
+  absl::StatusOr<std::vector<int>> attention_hidden = sizes(config.attention_hidden(), {36}, "model.attention_hidden");
+  if (!attention_hidden.ok()) return attention_hidden.status();
+  if (c.fusion_dim() < 1) return absl::InvalidArgumentError("model.choirrec.fusion_dim must be >= 1");
+  if (!(c.kd_lambda() >= 0)) return absl::InvalidArgumentError("model.choirrec.kd_lambda must be >= 0");
+  if (!(c.kd_margin() >= 0)) return absl::InvalidArgumentError("model.choirrec.kd_margin must be >= 0");
+  if (!(c.kd_confidence() >= 0 && c.kd_confidence() < 0.5)) {
+    return absl::InvalidArgumentError("model.choirrec.kd_confidence must be in [0, 0.5)");
+  }
+  if (!(c.aux_loss_weight() >= 0)) return absl::InvalidArgumentError("model.choirrec.aux_loss_weight must be >= 0");
+  if (shape.num_slots < 1 || shape.embedding_dim < 1) {
+    return absl::InvalidArgumentError("model: needs at least one categorical feature and embedding_dim >= 1");
+  }
+  auto precondition = [](absl::string_view what) {
+    return absl::FailedPreconditionError(absl::StrCat("model.type choirrec: ", what));
+  };
+  if (c.use_group_ids() && shape.group_levels < 1) {
+    return precondition("use_group_ids needs the groups table (model.groups.table)");
+  }
+  if (c.use_attribute_completion() && shape.group_attribute_slots + shape.group_stats < 1) {
+    return precondition("use_attribute_completion needs the group priors (model.groups.priors)");
+  }
+  if (c.use_group_sequence() && shape.group_sequence_targets.empty()) {
+    return precondition("use_group_sequence needs group sequences (priors with seq_items and the item field)");
+  }
+  if (c.use_gates() && shape.activity_features < 1) return precondition("use_gates needs activity features");
+  if (shape.group_channel_slots.empty()) {
+    return precondition("the group channel needs item/context slots (model.choirrec.group_channel_fields)");
+  }
+  for (int s : shape.group_channel_slots) {
+    if (s < 0 || s >= shape.num_slots) return absl::InvalidArgumentError("model: bad group channel slot");
+  }
+  for (int s : shape.sequence_targets) {
+    if (s < 0 || s >= shape.num_slots) return absl::InvalidArgumentError("model: bad sequence target");
+  }
+  for (int s : shape.group_sequence_targets) {
+    if (s < 0 || s >= shape.num_slots) return absl::InvalidArgumentError("model: bad group sequence target");
+  }
+
+  ModelShape s = shape;
+  if (!c.use_group_ids()) s.group_levels = 0;
+  if (!c.use_attribute_completion()) s.group_attribute_slots = s.group_stats = 0;
+  if (!c.use_group_sequence()) {
+    s.group_sequence_targets.clear();
+    s.group_max_seq_len = 0;
+  }
+  if (!c.use_gates()) s.activity_features = 0;
+  std::unique_ptr<ChoirRecModel<T>> m(new ChoirRecModel<T>(s, c));
+  const int d = s.embedding_dim;
+  auto layer_seed = [seed](int part, int index) { return seed * 1000003 + 7919 * part + 31 * index + 1; };
+
+  AttentionOptions att;
+  att.hidden = *attention_hidden;
+  for (size_t q = 0; q < s.sequence_targets.size(); ++q) {
+    m->attention_.push_back(factory->MakeAttention(d, att, layer_seed(1, q)));
+    NameParams(absl::StrCat("ind.att", q, "."), m->attention_.back().get());
+  }
+  for (size_t q = 0; q < s.group_sequence_targets.size(); ++q) {
+    m->group_attention_.push_back(factory->MakeAttention(d, att, layer_seed(2, q)));
+    NameParams(absl::StrCat("grp.att", q, "."), m->group_attention_.back().get());
+  }
+  // Linear + activation, as a one-layer Mlp.
+  auto dense_layer = [&](int in, int out, ActivationKind act, uint64_t layer_seed_value) {
+    MlpOptions o;
+    o.out = out;
+    o.output_activation = act;
+    return factory->MakeMlp(in, o, layer_seed_value);
+  };
+  auto tower = [&](int in, const std::vector<int>& widths, uint64_t layer_seed_value) {
+    MlpOptions o;
+    o.hidden.assign(widths.begin(), widths.end());
+    o.out = 1;
+    o.activation = activation;
+    return factory->MakeMlp(in, o, layer_seed_value);
+  };
+
+  const int h0 = hidden->front();
+  const int ind_in = s.num_slots * d + s.num_dense + static_cast<int>(s.sequence_targets.size()) * d;
+  m->ind_bottom_ = dense_layer(ind_in, h0, activation, layer_seed(3, 0));
+  NameParams("ind.bottom.", m->ind_bottom_.get());
+  m->ind_top_ = tower(h0, std::vector<int>(hidden->begin() + 1, hidden->end()), layer_seed(3, 1));
+  NameParams("ind.top.", m->ind_top_.get());
+
+  const int g0 = group_hidden->front();
+  if (c.use_injection()) {
+    m->inject_ = dense_layer(h0 + g0, h0, ActivationKind::kIdentity, layer_seed(4, 0));
+    NameParams("ind.inject.", m->inject_.get());
+  }
+  for (int l = 1; l < s.group_levels; ++l) {
+    m->fuse_.push_back(dense_layer(2 * d, d, ActivationKind::kTanh, layer_seed(5, l)));
+    NameParams(absl::StrCat("grp.fuse", l, "."), m->fuse_.back().get());
+  }
+  int grp_in = static_cast<int>(s.group_channel_slots.size()) * d + s.group_attribute_slots * d + s.group_stats +
+               static_cast<int>(s.group_sequence_targets.size()) * d;
+  if (s.group_levels > 0) {
+    m->fusion_mlp_ = dense_layer(s.group_levels * d, c.fusion_dim(), activation, layer_seed(5, 0));
+    NameParams("grp.fusion.", m->fusion_mlp_.get());
+    grp_in += c.fusion_dim();
+  }
+  m->grp_bottom_ = dense_layer(grp_in, g0, activation, layer_seed(6, 0));
+  NameParams("grp.bottom.", m->grp_bottom_.get());
+  m->grp_top_ = tower(g0, std::vector<int>(group_hidden->begin() + 1, group_hidden->end()), layer_seed(6, 1));
+  NameParams("grp.top.", m->grp_top_.get());
+  if (c.use_gates()) {
+    MlpOptions o;
+    o.hidden = *gate_hidden;
+    o.out = 2;
+    o.activation = ActivationKind::kRelu;
+    o.output_activation = ActivationKind::kSigmoid;
+    m->gate_mlp_ = factory->MakeMlp(s.activity_features, o, layer_seed(7, 0));
+    NameParams("gate.", m->gate_mlp_.get());
+  }
+  m->queries_.resize(s.sequence_targets.size());
+  m->pooled_.resize(s.sequence_targets.size());
+  m->group_queries_.resize(s.group_sequence_targets.size());
+  m->group_pooled_.resize(s.group_sequence_targets.size());
+  return m;
+}
+
+template <typename T>
+void ChoirRecModel<T>::ForwardGroup(const BasicModelInputs<T>& in) {
+  const int d = shape_.embedding_dim;
+  const int batch = batch_;
+  std::vector<const Tensor<T>*> parts;
+  if (shape_.group_levels > 0) {
+    CHECK_EQ(in.group_ids.cols(), shape_.group_levels * d);
+    const int levels = shape_.group_levels;
+    levels_.resize(levels);
+    fused_.resize(levels);
+    fuse_in_.resize(levels);
+    for (int l = 0; l < levels; ++l) CopyBlock(in.group_ids, l * d, d, &levels_[l]);
+    fused_[0] = levels_[0];
+    for (int l = 1; l < levels; ++l) {
+      ConcatCols<T>({&fused_[l - 1], &levels_[l]}, &fuse_in_[l]);
+      fuse_[l - 1]->Forward(fuse_in_[l], &fused_[l]);
+    }
+    std::vector<const Tensor<T>*> hs;
+    for (const Tensor<T>& h : fused_) hs.push_back(&h);
+    ConcatCols(hs, &fusion_in_);
+    fusion_mlp_->Forward(fusion_in_, &g_id_);
+    parts.push_back(&g_id_);
+  }
+  if (shape_.group_attribute_slots > 0) parts.push_back(&in.group_attributes);
+  if (shape_.group_stats > 0) parts.push_back(&in.group_stats);
+  for (size_t q = 0; q < group_attention_.size(); ++q) {
+    CopyBlock(in.slots, shape_.group_sequence_targets[q] * d, d, &group_queries_[q]);
+    group_attention_[q]->Forward(group_queries_[q], in.group_sequences[q], in.group_lengths[q], &group_pooled_[q]);
+    parts.push_back(&group_pooled_[q]);
+  }
+  const int items = static_cast<int>(shape_.group_channel_slots.size());
+  item_feats_.ResizeUninitialized(batch, items * d);
+  for (int b = 0; b < batch; ++b) {
+    for (int i = 0; i < items; ++i) {
+      std::copy_n(in.slots.row(b) + shape_.group_channel_slots[i] * d, d, item_feats_.row(b) + i * d);
+    }
+  }
+  parts.push_back(&item_feats_);
+  ConcatCols(parts, &grp_in_);
+  grp_bottom_->Forward(grp_in_, &h_grp_);
+  grp_top_->Forward(h_grp_, &z_grp_);
+}
+
+template <typename T>
+void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& in, Tensor<T>* logits) {
+  const int d = shape_.embedding_dim;
+  batch_ = in.slots.rows();
+  const int batch = batch_;
+  ForwardGroup(in);
+
+  std::vector<const Tensor<T>*> parts = {&in.slots};
+  if (shape_.num_dense > 0) parts.push_back(&in.dense);
+  for (size_t q = 0; q < attention_.size(); ++q) {
+    CopyBlock(in.slots, shape_.sequence_targets[q] * d, d, &queries_[q]);
+    attention_[q]->Forward(queries_[q], in.sequences[q], in.lengths[q], &pooled_[q]);
+    parts.push_back(&pooled_[q]);
+  }
+  ConcatCols(parts, &ind_in_);
+  ind_bottom_->Forward(ind_in_, &h_ind_);
+  if (inject_ != nullptr) {
+    // The group side is read as a constant (stop-gradient): Backward drops its gradient.
+    ConcatCols<T>({&h_ind_, &h_grp_}, &inj_in_);
+    inject_->Forward(inj_in_, &inj_out_);
+    h_ind2_ = h_ind_;
+    for (int64_t i = 0; i < h_ind2_.size(); ++i) h_ind2_.data()[i] += inj_out_.data()[i];
+    ind_top_->Forward(h_ind2_, &z_ind_);
+  } else {
+    ind_top_->Forward(h_ind_, &z_ind_);
+  }
+
+  a_fuse_.ResizeUninitialized(batch, 1);
+  a_kd_.ResizeUninitialized(batch, 1);
+  if (gate_mlp_ != nullptr) {
+    CHECK_EQ(in.activity.cols(), shape_.activity_features);
+    gate_mlp_->Forward(in.activity, &gates_);
+    for (int b = 0; b < batch; ++b) {
+      a_fuse_.at(b, 0) = gates_.at(b, 0);
+      a_kd_.at(b, 0) = gates_.at(b, 1);
+    }
+  } else {
+    a_fuse_.Fill(T(0.5));
+    a_kd_.Fill(T(0.5));
+  }
+  z_.ResizeUninitialized(batch, 1);
+  for (int b = 0; b < batch; ++b) {
+    const T a = a_fuse_.at(b, 0);
+    z_.at(b, 0) = (1 - a) * z_ind_.at(b, 0) + a * z_grp_.at(b, 0);
+  }
+  purchases_ = in.purchases;
+  if (purchases_.empty()) purchases_.assign(batch, T(0));
+  CHECK_EQ(static_cast<int>(purchases_.size()), batch);
+  *logits = z_;
+}
+
+template <typename T>
+std::vector<int> ChoirRecModel<T>::KdGates() const {
+  std::vector<int> gates(batch_);
+  for (int b = 0; b < batch_; ++b) {
+    gates[b] = KdGateOpen<T>(purchases_[b], Sigmoid<T>(z_ind_.at(b, 0)), config_.kd_min_purchases(),
+                             config_.kd_confidence());
+  }
+  return gates;
+}
+
+template <typename T>
+LossStats ChoirRecModel<T>::ComputeHeadGrads(absl::Span<const T> labels, absl::Span<const T> weights,
+                                             HeadGrads* heads, std::vector<T>* per_sample_bce) const {
+  const int batch = batch_;
+  LossStats stats;
+  stats.bce = BinaryCrossEntropy<T>(z_, labels, weights, &heads->dz, per_sample_bce);
+  double loss = stats.bce;
+  heads->dz_ind.Resize(batch, 1);
+  heads->dz_grp.Resize(batch, 1);
+  heads->da_fuse.Resize(batch, 1);
+  heads->da_kd.Resize(batch, 1);
+  if (config_.aux_loss_weight() > 0) {
+    const T w = static_cast<T>(config_.aux_loss_weight());
+    Tensor<T> d_aux;
+    loss += w * BinaryCrossEntropy<T>(z_ind_, labels, weights, &d_aux);
+    for (int b = 0; b < batch; ++b) heads->dz_ind.at(b, 0) += w * d_aux.at(b, 0);
+    loss += w * BinaryCrossEntropy<T>(z_grp_, labels, weights, &d_aux);
+    for (int b = 0; b < batch; ++b) heads->dz_grp.at(b, 0) += w * d_aux.at(b, 0);
+  }
+  if (config_.use_kd() && config_.kd_lambda() > 0 && batch > 0) {
+    const T lambda = static_cast<T>(config_.kd_lambda());
+    const T margin = static_cast<T>(config_.kd_margin());
+    const std::vector<int> gates = KdGates();
+    double kd_sum = 0;
+    for (int b = 0; b < batch; ++b) {
+      if (!gates[b]) continue;
+      ++stats.kd_active;
+      // The teacher's probability is a constant here: no gradient reaches z_ind.
+      const T p_ind = Sigmoid<T>(z_ind_.at(b, 0));
+      const T p_grp = Sigmoid<T>(z_grp_.at(b, 0));
+      T dmargin = 0;
+      const T m = MarginLoss<T>(p_grp, p_ind, margin, &dmargin);
+      const T a = a_kd_.at(b, 0);
+      kd_sum += a * m;
+      heads->dz_grp.at(b, 0) += lambda / batch * a * dmargin * p_grp * (1 - p_grp);
+      heads->da_kd.at(b, 0) += lambda / batch * m;
+    }
+    stats.kd = kd_sum / batch;
+    loss += lambda * stats.kd;
+  }
+  double fuse_sum = 0, kd_gate_sum = 0;
+  for (int b = 0; b < batch; ++b) {
+    fuse_sum += a_fuse_.at(b, 0);
+    kd_gate_sum += a_kd_.at(b, 0);
+  }
+  stats.mean_a_fuse = batch > 0 ? fuse_sum / batch : 0;
+  stats.mean_a_kd = batch > 0 ? kd_gate_sum / batch : 0;
+  stats.loss = loss;
+  return stats;
+}
+
+template <typename T>
+void ChoirRecModel<T>::BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>* grads) {
+  const int d = shape_.embedding_dim;
+  const int batch = batch_;
+  Tensor<T> dh_grp, dgrp_in;
+  grp_top_->Backward(dz_grp, &dh_grp);
+  grp_bottom_->Backward(dh_grp, &dgrp_in);
+  // grp_in = [g_id | attributes | stats | group pooled... | item slots]
+  std::vector<int> widths;
+  std::vector<Tensor<T>*> outs;
+  Tensor<T> dg_id, dstats, ditems;
+  std::vector<Tensor<T>> dgroup_pooled(group_attention_.size());
+  if (shape_.group_levels > 0) {
+    widths.push_back(g_id_.cols());
+    outs.push_back(&dg_id);
+  }
+  if (shape_.group_attribute_slots > 0) {
+    widths.push_back(shape_.group_attribute_slots * d);
+    outs.push_back(&grads->group_attributes);
+  }
+  if (shape_.group_stats > 0) {
+    widths.push_back(shape_.group_stats);
+    outs.push_back(&dstats);
+  }
+  for (Tensor<T>& t : dgroup_pooled) {
+    widths.push_back(d);
+    outs.push_back(&t);
+  }
+  widths.push_back(item_feats_.cols());
+  outs.push_back(&ditems);
+  SplitCols(dgrp_in, widths, outs);
+
+  for (size_t i = 0; i < shape_.group_channel_slots.size(); ++i) {
+    Tensor<T> block;
+    CopyBlock(ditems, static_cast<int>(i) * d, d, &block);
+    AddBlock(block, shape_.group_channel_slots[i] * d, &grads->slots);
+  }
+  grads->group_sequences.resize(group_attention_.size());
+  Tensor<T> dquery;
+  for (size_t q = 0; q < group_attention_.size(); ++q) {
+    group_attention_[q]->Backward(dgroup_pooled[q], &dquery, &grads->group_sequences[q]);
+    AddBlock(dquery, shape_.group_sequence_targets[q] * d, &grads->slots);
+  }
+  if (shape_.group_levels > 0) {
+    const int levels = shape_.group_levels;
+    Tensor<T> dfusion_in;
+    fusion_mlp_->Backward(dg_id, &dfusion_in);
+    // dfused[l]: the gradient reaching h_l, from the fusion MLP and from level l + 1.
+    std::vector<Tensor<T>> dfused(levels);
+    std::vector<Tensor<T>*> fused_outs;
+    for (Tensor<T>& t : dfused) fused_outs.push_back(&t);
+    SplitCols(dfusion_in, std::vector<int>(levels, d), fused_outs);
+    std::vector<Tensor<T>> dlevels(levels);
+    Tensor<T> dcat, dprev;
+    for (int l = levels - 1; l >= 1; --l) {
+      fuse_[l - 1]->Backward(dfused[l], &dcat);
+      SplitCols<T>(dcat, {d, d}, {&dprev, &dlevels[l]});
+      AddBlock(dprev, 0, &dfused[l - 1]);
+    }
+    dlevels[0] = dfused[0];
+    grads->group_ids.ResizeUninitialized(batch, levels * d);
+    for (int l = 0; l < levels; ++l) {
+      for (int b = 0; b < batch; ++b) std::copy_n(dlevels[l].row(b), d, grads->group_ids.row(b) + l * d);
+    }
+  }
+}
+
+template <typename T>
+void ChoirRecModel<T>::BackwardFromHeads(const HeadGrads& heads, BasicModelGrads<T>* grads) {
+  const int d = shape_.embedding_dim;
+  const int batch = batch_;
+  Tensor<T> dz_ind(batch, 1), dz_grp(batch, 1), dgates(batch, 2);
+  for (int b = 0; b < batch; ++b) {
+    const T dz = HeadAt(heads.dz, b);
+    const T a = a_fuse_.at(b, 0);
+    dz_ind.at(b, 0) = dz * (1 - a) + HeadAt(heads.dz_ind, b);
+    dz_grp.at(b, 0) = dz * a + HeadAt(heads.dz_grp, b);
+    dgates.at(b, 0) = dz * (z_grp_.at(b, 0) - z_ind_.at(b, 0)) + HeadAt(heads.da_fuse, b);
+    dgates.at(b, 1) = HeadAt(heads.da_kd, b);
+  }
+  if (gate_mlp_ != nullptr) gate_mlp_->Backward(dgates, nullptr);
+
+  // Individual channel; overwrites grads->slots and grads->sequences.
+  Tensor<T> dh, dind_in;
+  ind_top_->Backward(dz_ind, &dh);
+  if (inject_ != nullptr) {
+    Tensor<T> dinj_in, dh_from_inject;
+    inject_->Backward(dh, &dinj_in);
+    // Stop-gradient: the h_grp half of the injection's input gradient is dropped.
+    SplitCols<T>(dinj_in, {h_ind_.cols(), h_grp_.cols()}, {&dh_from_inject, nullptr});
+    for (int64_t i = 0; i < dh.size(); ++i) dh.data()[i] += dh_from_inject.data()[i];
+  }
+  ind_bottom_->Backward(dh, &dind_in);
+  std::vector<int> widths = {shape_.num_slots * d};
+  std::vector<Tensor<T>*> outs = {&grads->slots};
+  if (shape_.num_dense > 0) {
+    widths.push_back(shape_.num_dense);
+    outs.push_back(nullptr);
+  }
+  std::vector<Tensor<T>> dpooled(attention_.size());
+  for (Tensor<T>& t : dpooled) {
+    widths.push_back(d);
+    outs.push_back(&t);
+  }
+  SplitCols(dind_in, widths, outs);
+  grads->sequences.resize(attention_.size());
+  Tensor<T> dquery;
+  for (size_t q = 0; q < attention_.size(); ++q) {
+    attention_[q]->Backward(dpooled[q], &dquery, &grads->sequences[q]);
+    AddBlock(dquery, shape_.sequence_targets[q] * d, &grads->slots);
+  }
+  BackwardGroup(dz_grp, grads);
+}
+
+template <typename T>
+LossStats ChoirRecModel<T>::TrainBackward(absl::Span<const T> labels, absl::Span<const T> weights,
+                                          BasicModelGrads<T>* grads, std::vector<T>* per_sample_bce) {
+  HeadGrads heads;
+  const LossStats stats = ComputeHeadGrads(labels, weights, &heads, per_sample_bce);
+  BackwardFromHeads(heads, grads);
+  return stats;
+}
+
+template <typename T>
+std::vector<Param<T>*> ChoirRecModel<T>::IndividualParams() {
+  std::vector<Param<T>*> params;
+  for (auto& a : attention_) Append(a->Params(), &params);
+  Append(ind_bottom_->Params(), &params);
+  if (inject_ != nullptr) Append(inject_->Params(), &params);
+  Append(ind_top_->Params(), &params);
+  return params;
+}
+
+template <typename T>
+std::vector<Param<T>*> ChoirRecModel<T>::GroupParams() {
+  std::vector<Param<T>*> params;
+  for (auto& f : fuse_) Append(f->Params(), &params);
+  if (fusion_mlp_ != nullptr) Append(fusion_mlp_->Params(), &params);
+  for (auto& a : group_attention_) Append(a->Params(), &params);
+  Append(grp_bottom_->Params(), &params);
+  Append(grp_top_->Params(), &params);
+  return params;
+}
+
+template <typename T>
+std::vector<Param<T>*> ChoirRecModel<T>::GateParams() {
+  return gate_mlp_ != nullptr ? gate_mlp_->Params() : std::vector<Param<T>*>{};
+}
+
+template <typename T>
+std::vector<Param<T>*> ChoirRecModel<T>::Params() {
+  std::vector<Param<T>*> params = IndividualParams();
+  Append(GroupParams(), &params);
+  Append(GateParams(), &params);
+  return params;
+}
+
+template <typename T>
+void ChoirRecModel<T>::SetTraining(bool training) {
+  for (auto& a : attention_) a->SetTraining(training);
+  for (auto& a : group_attention_) a->SetTraining(training);
+  for (Layer<T>* l : {ind_bottom_.get(), inject_.get(), ind_top_.get(), fusion_mlp_.get(), grp_bottom_.get(),
+                      grp_top_.get(), gate_mlp_.get()}) {
+    if (l != nullptr) l->SetTraining(training);
+  }
+  for (auto& f : fuse_) f->SetTraining(training);
+}
+
+template float MarginLoss<float>(float, float, float, float*);
+template double MarginLoss<double>(double, double, double, double*);
+template class ChoirRecModel<float>;
+template class ChoirRecModel<double>;
+
+}  // namespace choir::models

@@ -1,0 +1,104 @@
+// What the trainer drives: a model over dense tensors. The trainer pulls embedding rows from
+// the EmbeddingStore, gathers them into ModelInputs, calls Forward, then TrainBackward (loss of
+// the last Forward and every gradient), and pushes the input gradients back as sparse updates.
+// Layers come from a LayerFactory, so a CUDA backend changes nothing here.
+//
+// T is float for training and double for the finite-difference tests.
+#ifndef CHOIR_MODELS_MODEL_H_
+#define CHOIR_MODELS_MODEL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "models/layers.h"
+#include "models/tensor.h"
+
+namespace choir::models {
+
+// What the inputs look like.
+struct ModelShape {
+  int num_slots = 0;      // categorical features, each an embedding of embedding_dim
+  int embedding_dim = 16;
+  int num_dense = 0;      // dense features
+  int max_seq_len = 30;   // padded length of every sequence
+  // For each behaviour sequence (din, choirrec): the slot of its target feature (the query).
+  std::vector<int> sequence_targets;
+  // The group channel (choirrec; dnn+groupid reads only group_levels).
+  int group_levels = 0;            // group-id embeddings, one per level
+  int group_attribute_slots = 0;   // attribute-completion embeddings
+  int group_stats = 0;             // dense group statistics
+  int group_max_seq_len = 0;       // padded length of every group sequence
+  std::vector<int> group_sequence_targets;  // per group sequence: the slot of its query
+  std::vector<int> group_channel_slots;     // item/context slots the group channel also sees
+  int activity_features = 0;       // inputs of the activity gates
+};
+
+// One batch of B samples. Group and activity fields are empty for models that do not read
+// them (dnn, din).
+template <typename T>
+struct BasicModelInputs {
+  Tensor<T> slots;                        // [B, num_slots * d], slot s at columns [s*d, (s+1)*d)
+  Tensor<T> dense;                        // [B, num_dense]
+  std::vector<Tensor<T>> sequences;       // per sequence: [B * max_seq_len, d], padded
+  std::vector<std::vector<int>> lengths;  // per sequence: B lengths
+  // The group channel (choirrec).
+  Tensor<T> group_ids;                          // [B, levels * d], level l at [l*d, (l+1)*d)
+  Tensor<T> group_attributes;                   // [B, group_attribute_slots * d]
+  Tensor<T> group_stats;                        // [B, group_stats]
+  std::vector<Tensor<T>> group_sequences;       // per group sequence: [B * group_max_seq_len, d]
+  std::vector<std::vector<int>> group_lengths;  // per group sequence: B lengths
+  // The activity gates (choirrec): [B, activity_features], and each sample's training-period
+  // purchases (the KD gate's theta_act test).
+  Tensor<T> activity;
+  std::vector<T> purchases;
+};
+
+// Gradients of the embedding-valued inputs (what the trainer pushes); same shapes as the
+// inputs. Fields of inputs a model does not read are left empty.
+template <typename T>
+struct BasicModelGrads {
+  Tensor<T> slots;
+  std::vector<Tensor<T>> sequences;
+  Tensor<T> group_ids;
+  Tensor<T> group_attributes;
+  std::vector<Tensor<T>> group_sequences;
+};
+
+// What one training step's loss was made of (batch means).
+struct LossStats {
+  double loss = 0;          // the optimised total
+  double bce = 0;           // BCE of the final prediction (weighted as the loss is)
+  double kd = 0;            // mean(L_kd) before lambda (choirrec)
+  int64_t kd_active = 0;    // samples whose KD gate was open (choirrec)
+  double mean_a_fuse = 0;   // batch mean of the fusion gate (choirrec)
+  double mean_a_kd = 0;     // batch mean of the KD gate weight (choirrec)
+};
+
+template <typename T>
+class BasicModel {
+ public:
+  virtual ~BasicModel() = default;
+  // logits: [B, 1], the final prediction's logit (p = sigmoid(logit)).
+  virtual void Forward(const BasicModelInputs<T>& in, Tensor<T>* logits) = 0;
+  // The training loss of the last Forward for `labels` (B values in [0, 1]) with per-sample
+  // `weights` (B values, or empty for all 1), and its gradients: parameter gradients
+  // ACCUMULATE (zero them between steps), input gradients are overwritten. `per_sample_bce`,
+  // when not null, receives each sample's unweighted BCE of the final prediction.
+  virtual LossStats TrainBackward(absl::Span<const T> labels, absl::Span<const T> weights,
+                                  BasicModelGrads<T>* grads, std::vector<T>* per_sample_bce) = 0;
+  // The trainable parameters (stable pointers, stable order).
+  virtual std::vector<Param<T>*> Params() = 0;
+  virtual void SetTraining(bool training) = 0;
+  // The inputs this model reads (its type and switches applied to the shape it was created
+  // with): what the trainer must gather.
+  virtual const ModelShape& shape() const = 0;
+};
+
+using ModelInputs = BasicModelInputs<float>;
+using ModelGrads = BasicModelGrads<float>;
+using Model = BasicModel<float>;
+
+}  // namespace choir::models
+
+#endif  // CHOIR_MODELS_MODEL_H_

@@ -1,0 +1,311 @@
+#include "worker/group_features.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/status.h"
+#include "data/groups/groups_tsv.h"
+#include "nlohmann/json.hpp"
+
+namespace choir::worker {
+namespace {
+
+constexpr char kLevelHeader[] =
+    "group\tmembers\tgender\tage_bucket\tcity_tier\timpressions\tclicks\tconversions\tctr\tcvr\t"
+    "seq_items\tseq_categories";
+constexpr int kLevelColumns = 12;
+// Far above any useful code depth; bounds what priors.json may claim.
+constexpr int kMaxLevels = 64;
+enum LevelColumn {
+  kGroup = 0,
+  kMembers,
+  kGender,
+  kAgeBucket,
+  kCityTier,
+  kImpressions,
+  kClicks,
+  kConversions,
+  kCtr,
+  kCvr,
+  kSeqItems,
+  kSeqCategories,
+};
+
+// One level file, parsed. Row r is the group with id r + 1.
+struct Level {
+  int length = 0;  // codes per prefix (the 1-based level)
+  int64_t rows = 0;
+  std::vector<int32_t> prefixes;               // [rows, length], strictly increasing
+  std::vector<float> stats;                    // [rows, 4]
+  std::vector<int64_t> attributes;             // [rows, 3]; only filled at the attribute level
+  std::vector<std::pair<size_t, size_t>> seq;  // (offset, size); only at the sequence level
+
+  // The row of `prefix` (length codes), or -1.
+  int64_t Find(const int32_t* prefix) const {
+    int64_t lo = 0, hi = rows;  // first row whose prefix is not less than `prefix`
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      const int32_t* p = &prefixes[mid * length];
+      if (std::lexicographical_compare(p, p + length, prefix, prefix + length)) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    if (lo < rows && std::equal(prefix, prefix + length, &prefixes[lo * length])) return lo;
+    return -1;
+  }
+};
+
+std::string PrefixString(const int32_t* codes, int length) {
+  std::string s;
+  for (int i = 0; i < length; ++i) absl::StrAppend(&s, i ? "-" : "", codes[i]);
+  return s;
+}
+
+absl::Status Malformed(const std::string& path, int64_t line, absl::string_view what) {
+  return absl::DataLossError(absl::StrCat(path, ":", line, ": ", what));
+}
+
+bool ParseCount(absl::string_view field, int64_t* out) {
+  return absl::SimpleAtoi(field, out) && *out >= 0;
+}
+
+// '|'-joined integers; empty for an empty field.
+bool ParseList(absl::string_view field, std::vector<int64_t>* out) {
+  out->clear();
+  if (field.empty()) return true;
+  for (absl::string_view v : absl::StrSplit(field, '|')) {
+    int64_t x = 0;
+    if (!absl::SimpleAtoi(v, &x)) return false;
+    out->push_back(x);
+  }
+  return true;
+}
+
+// Reads level-<length>.tsv. Attributes are kept when `keep_attributes`, sequences (appended
+// to *items and *categories) when `keep_sequences`.
+absl::StatusOr<Level> ReadLevel(FileSystem* fs, const std::string& path, int length,
+                                bool keep_attributes, bool keep_sequences,
+                                std::vector<int64_t>* items, std::vector<int64_t>* categories) {
+  ASSIGN_OR_RETURN(std::string text, fs->ReadFileToString(path));
+  Level level;
+  level.length = length;
+  int64_t line_no = 0;
+  bool header = false;
+  std::vector<int64_t> seq_items, seq_categories;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    if (line.empty()) continue;
+    if (!header) {
+      if (line != kLevelHeader) {
+        return Malformed(path, line_no, absl::StrCat("expected the header '", kLevelHeader, "'"));
+      }
+      header = true;
+      continue;
+    }
+    const std::vector<absl::string_view> f = absl::StrSplit(line, '\t');
+    if (static_cast<int>(f.size()) != kLevelColumns) {
+      return Malformed(path, line_no,
+                       absl::StrCat(f.size(), " columns, the header has ", kLevelColumns));
+    }
+    // The prefix: exactly `length` codes >= 0, after the previous row's.
+    const size_t begin = level.prefixes.size();
+    for (absl::string_view code : absl::StrSplit(f[kGroup], '-')) {
+      int32_t c = 0;
+      if (!absl::SimpleAtoi(code, &c) || c < 0) {
+        return Malformed(path, line_no, absl::StrCat("bad group '", f[kGroup], "'"));
+      }
+      level.prefixes.push_back(c);
+    }
+    if (level.prefixes.size() - begin != static_cast<size_t>(length)) {
+      return Malformed(
+          path, line_no,
+          absl::StrCat("group '", f[kGroup], "' is not a prefix of ", length, " codes"));
+    }
+    const int32_t* prefix = &level.prefixes[begin];
+    if (level.rows > 0) {
+      const int32_t* previous = prefix - length;
+      if (!std::lexicographical_compare(previous, previous + length, prefix, prefix + length)) {
+        return Malformed(path, line_no,
+                         absl::StrCat("group '", f[kGroup], "' does not follow '",
+                                      PrefixString(previous, length),
+                                      "' (rows must be strictly sorted by prefix)"));
+      }
+    }
+    int64_t counts[kConversions + 1];
+    for (int c = kMembers; c <= kConversions; ++c) {
+      if (!ParseCount(f[c], &counts[c])) {
+        return Malformed(path, line_no,
+                         absl::StrCat("column ", c + 1, " '", f[c], "' is not an integer >= 0"));
+      }
+    }
+    double rates[2];
+    for (int c = kCtr; c <= kCvr; ++c) {
+      double& rate = rates[c - kCtr];
+      if (!absl::SimpleAtod(f[c], &rate) || !std::isfinite(rate) || rate < 0) {
+        return Malformed(path, line_no,
+                         absl::StrCat("column ", c + 1, " '", f[c], "' is not a rate >= 0"));
+      }
+    }
+    if (!ParseList(f[kSeqItems], &seq_items) || !ParseList(f[kSeqCategories], &seq_categories)) {
+      return Malformed(path, line_no, "seq_items or seq_categories is not a '|'-joined id list");
+    }
+    if (seq_items.size() != seq_categories.size()) {
+      return Malformed(path, line_no,
+                       absl::StrCat(seq_items.size(), " seq_items but ", seq_categories.size(),
+                                    " seq_categories"));
+    }
+    level.stats.push_back(
+        static_cast<float>(std::log1p(static_cast<double>(counts[kImpressions]))));
+    level.stats.push_back(static_cast<float>(std::log1p(static_cast<double>(counts[kClicks]))));
+    level.stats.push_back(static_cast<float>(rates[0]));
+    level.stats.push_back(static_cast<float>(rates[1]));
+    if (keep_attributes) {
+      for (int c = kGender; c <= kCityTier; ++c) level.attributes.push_back(counts[c]);
+    }
+    if (keep_sequences) {
+      level.seq.emplace_back(items->size(), seq_items.size());
+      items->insert(items->end(), seq_items.begin(), seq_items.end());
+      categories->insert(categories->end(), seq_categories.begin(), seq_categories.end());
+    }
+    ++level.rows;
+  }
+  if (!header) return absl::DataLossError(absl::StrCat(path, ": empty file, no header"));
+  return level;
+}
+
+struct PriorsJson {
+  int levels = 0;
+  double global_ctr = 0, global_cvr = 0;
+};
+
+absl::StatusOr<PriorsJson> ReadPriorsJson(FileSystem* fs, const std::string& path) {
+  ASSIGN_OR_RETURN(std::string text, fs->ReadFileToString(path));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
+  }
+  if (!j.contains("levels") || !j["levels"].is_number_integer() || j["levels"].get<int64_t>() < 1 ||
+      j["levels"].get<int64_t>() > kMaxLevels) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": needs an integer 'levels' in [1, ", kMaxLevels, "]"));
+  }
+  PriorsJson p;
+  p.levels = j["levels"].get<int>();
+  const nlohmann::json* global = j.contains("global") ? &j["global"] : nullptr;
+  if (global == nullptr || !global->is_object() || !global->contains("ctr") ||
+      !global->contains("cvr") || !(*global)["ctr"].is_number() || !(*global)["cvr"].is_number()) {
+    return absl::DataLossError(absl::StrCat(path, ": needs numbers 'global.ctr' and 'global.cvr'"));
+  }
+  p.global_ctr = (*global)["ctr"].get<double>();
+  p.global_cvr = (*global)["cvr"].get<double>();
+  if (!std::isfinite(p.global_ctr) || !std::isfinite(p.global_cvr) || p.global_ctr < 0 ||
+      p.global_cvr < 0) {
+    return absl::DataLossError(absl::StrCat(path, ": global rates must be finite and >= 0"));
+  }
+  return p;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
+    FileSystem* fs, const GroupFeatureOptions& options) {
+  if (options.groups_tsv.empty() || options.priors_dir.empty()) {
+    return absl::InvalidArgumentError("group features: groups_tsv and priors_dir are required");
+  }
+  ASSIGN_OR_RETURN(groups::GroupsTable table, groups::ReadGroupsTsv(fs, options.groups_tsv));
+  const int L = table.levels;
+  const size_t n = table.ids.size();
+  if (L < 1 || table.codes.size() != n * L) {
+    return absl::DataLossError(absl::StrCat(options.groups_tsv, ": codes do not match the ids"));
+  }
+  if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat(options.groups_tsv, ": ", n, " users, at most ",
+                                                   std::numeric_limits<int32_t>::max()));
+  }
+  const std::string json_path = JoinPath(options.priors_dir, "priors.json");
+  ASSIGN_OR_RETURN(PriorsJson priors, ReadPriorsJson(fs, json_path));
+  if (priors.levels != L) {
+    return absl::InvalidArgumentError(absl::StrCat(options.groups_tsv, " has ", L, " levels but ",
+                                                   json_path, " has ", priors.levels));
+  }
+
+  std::unique_ptr<GroupFeatures> f(new GroupFeatures());
+  f->attribute_level_ = std::clamp(options.attribute_level, 1, L);
+  f->sequence_level_ = std::clamp(options.sequence_level, 1, L);
+  f->global_ctr_ = priors.global_ctr;
+  f->global_cvr_ = priors.global_cvr;
+  std::vector<Level> levels;
+  for (int l = 1; l <= L; ++l) {
+    const std::string path = JoinPath(options.priors_dir, absl::StrCat("level-", l, ".tsv"));
+    ASSIGN_OR_RETURN(Level level,
+                     ReadLevel(fs, path, l, l == f->attribute_level_, l == f->sequence_level_,
+                               &f->seq_items_, &f->seq_categories_));
+    f->num_groups_.push_back(level.rows);
+    levels.push_back(std::move(level));
+  }
+
+  f->no_group_.ids.assign(L, 0);
+  for (int l = 0; l < L; ++l) {
+    f->no_group_.stats.insert(
+        f->no_group_.stats.end(),
+        {0.0f, 0.0f, static_cast<float>(priors.global_ctr), static_cast<float>(priors.global_cvr)});
+  }
+
+  // One row per distinct full code tuple, found through its finest-level group.
+  std::vector<int32_t> row_of_finest(levels.back().rows, -1);
+  f->user_row_.reserve(n);
+  for (size_t u = 0; u < n; ++u) {
+    const int32_t* codes = &table.codes[u * L];
+    const int64_t line = static_cast<int64_t>(u) + 2;  // after the header
+    auto missing = [&](int l) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.groups_tsv, ":", line, ": group '", PrefixString(codes, l),
+                       "' of user ", table.ids[u], " has no row in ",
+                       JoinPath(options.priors_dir, absl::StrCat("level-", l, ".tsv"))));
+    };
+    const int64_t finest = levels.back().Find(codes);
+    if (finest < 0) return missing(L);
+    int32_t& row_index = row_of_finest[finest];
+    if (row_index < 0) {
+      GroupRow row;
+      row.ids.reserve(L);
+      row.stats.reserve(4 * L);
+      for (int l = 0; l < L; ++l) {
+        const Level& level = levels[l];
+        const int64_t r = l == L - 1 ? finest : level.Find(codes);
+        if (r < 0) return missing(l + 1);
+        row.ids.push_back(r + 1);
+        row.stats.insert(row.stats.end(), &level.stats[r * 4], &level.stats[r * 4 + 4]);
+        if (l + 1 == f->attribute_level_) {
+          for (int a = 0; a < 3; ++a) row.attributes[a] = level.attributes[r * 3 + a];
+        }
+        if (l + 1 == f->sequence_level_) {
+          const auto [offset, size] = level.seq[r];
+          row.seq_items = absl::MakeConstSpan(f->seq_items_).subspan(offset, size);
+          row.seq_categories = absl::MakeConstSpan(f->seq_categories_).subspan(offset, size);
+        }
+      }
+      row_index = static_cast<int32_t>(f->rows_.size());
+      f->rows_.push_back(std::move(row));
+    }
+    if (!f->user_row_.emplace(table.ids[u], row_index).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.groups_tsv, ":", line, ": user ", table.ids[u], " appears twice"));
+    }
+  }
+  return f;
+}
+
+const GroupRow& GroupFeatures::Of(int64_t user_id) const {
+  auto it = user_row_.find(user_id);
+  return it == user_row_.end() ? no_group_ : rows_[it->second];
+}
+
+}  // namespace choir::worker
