@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Runs Choir's benchmarks; prints one JSON object per line (bench, metric, value, unit, ...).
-#   tools/bench/run.sh [NAME...]     names: data, train (default: all)
+#   tools/bench/run.sh [NAME...]     names: data, train, encoder, groups (default: all)
 #   BENCH_USERS="100000 1000000" tools/bench/run.sh data
+# encoder: the built-in MiniLM against the PyTorch reference (tools/text/bench_encoder_torch.py,
+#   needs python3-torch and transformers) on the same 1000 profile texts, batch 64, 1 and 2
+#   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N).
 # Each case runs in its own process so its peak memory is its own. Builds first when needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="$ROOT/build/bin"
-[[ -x "$BIN/choir_bench_data" && -x "$BIN/choir_bench_train" ]] || "$ROOT/tools/setup.sh" --no-model >&2
+[[ -x "$BIN/choir_bench_data" && -x "$BIN/choir_bench_train" && -x "$BIN/choir_bench_groups" && -x "$BIN/bench_encoder" ]] ||
+  "$ROOT/tools/setup.sh" >&2
 NAMES=("$@")
-[[ ${#NAMES[@]} -eq 0 ]] && NAMES=(data train)
+[[ ${#NAMES[@]} -eq 0 ]] && NAMES=(data train encoder groups)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-bench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -35,6 +39,25 @@ for name in "${NAMES[@]}"; do
         done
       done
       ;;
-    *) echo "bench: unknown benchmark '$name' (known: data, train)" >&2; exit 2 ;;
+    encoder)
+      MODEL_DIR="${CHOIR_MODEL_CACHE:-$ROOT/.cache/models}/all-MiniLM-L6-v2"
+      rm -rf "$WORK/enc-data"
+      "$ROOT/build/bin/choir" data gen --out "$WORK/enc-data" --users 5000 --quiet >&2
+      "$ROOT/build/bin/choir" groups profile --data "$WORK/enc-data" --out "$WORK/profiles.tsv" >&2
+      for threads in 1 2; do
+        "$BIN/bench_encoder" --model_dir "$MODEL_DIR" --in "$WORK/profiles.tsv" --texts "${BENCH_TEXTS:-1000}" \
+          --batch 64 --threads "$threads"
+        if /usr/bin/python3 -c "import torch, transformers" 2>/dev/null; then
+          /usr/bin/python3 "$ROOT/tools/text/bench_encoder_torch.py" --model-dir "$MODEL_DIR" --in "$WORK/profiles.tsv" \
+            --texts "${BENCH_TEXTS:-1000}" --batch 64 --threads "$threads" 2>/dev/null
+        else
+          echo "bench: PyTorch reference skipped (no torch/transformers for /usr/bin/python3; see docs/encoder.md)" >&2
+        fi
+      done
+      ;;
+    groups)
+      "$BIN/choir_bench_groups" --n "${BENCH_RQ_N:-1000000}" --dim 384 --levels 3 --k 256 --threads 2 2>/dev/null
+      ;;
+    *) echo "bench: unknown benchmark '$name' (known: data, train, encoder, groups)" >&2; exit 2 ;;
   esac
 done
