@@ -79,6 +79,12 @@ absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::NewWrita
   return std::unique_ptr<WritableFile>(new FaultInjectingWritableFile(this, std::move(file)));
 }
 
+absl::StatusOr<std::unique_ptr<WritableFile>> FaultInjectingFileSystem::NewAppendableFile(
+    const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, base_->NewAppendableFile(path));
+  return std::unique_ptr<WritableFile>(new FaultInjectingWritableFile(this, std::move(file)));
+}
+
 absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> FaultInjectingFileSystem::MapReadOnly(
     const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<ReadOnlyRegion> region, base_->MapReadOnly(path));

@@ -53,6 +53,11 @@ class FileSystem {
   // Creates (or truncates) `path`. The parent directory must exist.
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(
       const std::string& path) = 0;
+  // Opens `path` for appending after its current contents, creating it (empty) when absent.
+  // The parent directory must exist. For append-only logs that must keep what earlier runs
+  // wrote.
+  virtual absl::StatusOr<std::unique_ptr<WritableFile>> NewAppendableFile(
+      const std::string& path) = 0;
   // Maps the whole file read-only (mmap on posix). NOT_FOUND when absent.
   virtual absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MapReadOnly(
       const std::string& path) = 0;
@@ -102,6 +107,7 @@ class MemFileSystem : public FileSystem {
   ~MemFileSystem() override;
 
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewAppendableFile(const std::string& path) override;
   absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MapReadOnly(const std::string& path) override;
   bool Exists(const std::string& path) override;
   bool IsDirectory(const std::string& path) override;
@@ -145,6 +151,7 @@ class FaultInjectingFileSystem : public FileSystem {
   int64_t faults_injected() const;
 
   absl::StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override;
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewAppendableFile(const std::string& path) override;
   absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MapReadOnly(const std::string& path) override;
   bool Exists(const std::string& path) override;
   bool IsDirectory(const std::string& path) override;

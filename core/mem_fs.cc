@@ -118,6 +118,18 @@ absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::NewWritableFile(
       new MemWritableFile(path, std::move(mu), std::move(contents)));
 }
 
+absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::NewAppendableFile(
+    const std::string& path) {
+  const std::string p = Normalize(path);
+  absl::MutexLock lock(&state_->mu);
+  if (p.empty() || state_->IsDirLocked(p)) return ErrnoToStatus(EISDIR, "open", path);
+  if (!state_->IsDirLocked(Parent(p))) return NotFound("open", path);
+  std::shared_ptr<std::string>& contents = state_->files[p];
+  if (contents == nullptr) contents = std::make_shared<std::string>();
+  std::shared_ptr<absl::Mutex> mu(state_, &state_->mu);  // aliasing: owns the whole state
+  return std::unique_ptr<WritableFile>(new MemWritableFile(path, std::move(mu), contents));
+}
+
 absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MemFileSystem::MapReadOnly(
     const std::string& path) {
   ASSIGN_OR_RETURN(std::string contents, GetContents(path));

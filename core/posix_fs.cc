@@ -116,6 +116,12 @@ class PosixFs : public FileSystem {
     return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
   }
 
+  absl::StatusOr<std::unique_ptr<WritableFile>> NewAppendableFile(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return ErrnoToStatus(errno, "open", path);
+    return std::unique_ptr<WritableFile>(new PosixWritableFile(path, fd));
+  }
+
   absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MapReadOnly(const std::string& path) override {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return ErrnoToStatus(errno, "open", path);

@@ -1,11 +1,8 @@
 #include "data/profile/llm_rewrite.h"
 
-#include <curl/curl.h>
-
 #include <algorithm>
 #include <atomic>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -18,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "core/http.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "data/profile/internal/atomic_writer.h"
@@ -67,16 +65,14 @@ bool Retryable(const absl::Status& s) {
   }
 }
 
-// ---- curl client ---------------------------------------------------------------------------
+// ---- chat client over HttpClient ----------------------------------------------------------
 
-size_t AppendToString(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
-class CurlChatClient : public ChatClient {
+class HttpChatClient : public ChatClient {
  public:
-  explicit CurlChatClient(CurlChatOptions options) : options_(std::move(options)) {
+  explicit HttpChatClient(CurlChatOptions options)
+      : options_(std::move(options)),
+        http_(NewCurlHttpClient(CurlHttpOptions{options_.connect_timeout})),
+        headers_(BearerAuthHeaders(options_.api_key)) {
     url_ = options_.endpoint;
     while (!url_.empty() && url_.back() == '/') url_.pop_back();
     if (!absl::EndsWith(url_, "/chat/completions")) {
@@ -87,52 +83,18 @@ class CurlChatClient : public ChatClient {
   absl::StatusOr<std::string> Complete(const std::string& system, const std::string& user) override {
     const std::string body =
         ChatRequestBody(options_.model, system, user, options_.temperature, options_.max_tokens);
-    std::unique_ptr<CURL, void (*)(CURL*)> h(curl_easy_init(), curl_easy_cleanup);
-    if (h == nullptr) return absl::InternalError("curl_easy_init failed");
-    curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
-    if (!options_.api_key.empty()) {
-      headers = curl_slist_append(headers, absl::StrCat("Authorization: Bearer ", options_.api_key).c_str());
-    }
-    std::unique_ptr<curl_slist, void (*)(curl_slist*)> header_guard(headers, curl_slist_free_all);
-    std::string response;
-    curl_easy_setopt(h.get(), CURLOPT_URL, url_.c_str());
-    curl_easy_setopt(h.get(), CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(h.get(), CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(h.get(), CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, AppendToString);
-    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &response);
-    curl_easy_setopt(h.get(), CURLOPT_TIMEOUT_MS, static_cast<long>(absl::ToInt64Milliseconds(options_.timeout)));
-    curl_easy_setopt(h.get(), CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
-    curl_easy_setopt(h.get(), CURLOPT_NOSIGNAL, 1L);  // thread-safe timeouts
-    const CURLcode rc = curl_easy_perform(h.get());
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("chat endpoint ", url_, ": no answer within ", absl::FormatDuration(options_.timeout)));
-    }
-    if (rc != CURLE_OK) {
-      return absl::UnavailableError(absl::StrCat("chat endpoint ", url_, ": ", curl_easy_strerror(rc)));
-    }
-    long code = 0;
-    curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &code);
-    if (code != 200) {
-      const std::string msg = absl::StrCat("chat endpoint ", url_, ": HTTP ", code, ": ",
-                                           absl::string_view(response).substr(0, 300));
-      if (code == 429) return absl::ResourceExhaustedError(msg);
-      if (code >= 500) return absl::UnavailableError(msg);
-      if (code == 401) return absl::UnauthenticatedError(msg);
-      if (code == 403) return absl::PermissionDeniedError(msg);
-      if (code == 404) return absl::NotFoundError(msg);
-      if (code == 408) return absl::DeadlineExceededError(msg);
-      return absl::InvalidArgumentError(msg);
-    }
-    absl::StatusOr<std::string> text = ParseChatResponse(response);
+    absl::StatusOr<std::string> response =
+        PostJsonForBody(http_.get(), url_, body, headers_, options_.timeout);
+    if (!response.ok()) return Annotate(response.status(), "chat endpoint");
+    absl::StatusOr<std::string> text = ParseChatResponse(*response);
     if (!text.ok()) return Annotate(text.status(), absl::StrCat("chat endpoint ", url_));
     return text;
   }
 
  private:
-  CurlChatOptions options_;
+  const CurlChatOptions options_;
+  const std::unique_ptr<HttpClient> http_;
+  const std::vector<std::string> headers_;
   std::string url_;
 };
 
@@ -228,9 +190,7 @@ std::string RewriteCacheKey(absl::string_view model, absl::string_view instructi
 }
 
 std::unique_ptr<ChatClient> NewCurlChatClient(const CurlChatOptions& options) {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  return std::make_unique<CurlChatClient>(options);
+  return std::make_unique<HttpChatClient>(options);
 }
 
 absl::StatusOr<RewriteReport> RewriteProfiles(FileSystem* fs, ChatClient* client, const std::string& in_tsv,

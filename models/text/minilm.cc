@@ -144,6 +144,7 @@ absl::StatusOr<std::unique_ptr<SentenceEncoder>> SentenceEncoder::Load(
         " does not exist (tools/setup.sh extracts all-MiniLM-L6-v2 into .cache/models)"));
   }
   auto encoder = std::unique_ptr<SentenceEncoder>(new SentenceEncoder());
+  encoder->model_dir_ = model_dir;
   auto config = ReadConfig(fs, model_dir);
   if (!config.ok()) return config.status();
   const BertConfig& c = encoder->config_ = *config;
@@ -336,6 +337,19 @@ absl::Status SentenceEncoder::Encode(const std::vector<std::string>& texts, int 
   for (int t = 0; t < workers; ++t) pool.emplace_back(work);
   for (auto& t : pool) t.join();
   return absl::OkStatus();
+}
+
+std::string SentenceEncoder::Identity() const { return absl::StrCat("minilm:", model_dir_); }
+
+absl::StatusOr<EmbeddingMatrix> SentenceEncoder::Embed(const std::vector<std::string>& texts) {
+  EmbeddingMatrix m;
+  m.rows = static_cast<int64_t>(texts.size());
+  m.dim = dim();
+  m.values.resize(texts.size() * static_cast<size_t>(m.dim));
+  const int batch = static_cast<int>(std::max<size_t>(1, texts.size()));
+  absl::Status status = Encode(texts, batch, /*threads=*/1, m.values.data());
+  if (!status.ok()) return status;
+  return m;
 }
 
 }  // namespace choir

@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/fs.h"
+#include "models/text/text_embedder.h"
 #include "models/text/wordpiece.h"
 
 namespace choir {
@@ -37,9 +38,9 @@ struct BertConfig {
   int max_seq_length = 256;  // From sentence_bert_config.json.
 };
 
-class SentenceEncoder {
+class SentenceEncoder : public TextEmbedder {
  public:
-  ~SentenceEncoder();
+  ~SentenceEncoder() override;
 
   // Loads the model from `model_dir`. NOT_FOUND naming the path when the directory or one of
   // its files is absent; DATA_LOSS for a corrupt safetensors file; INVALID_ARGUMENT for a
@@ -52,6 +53,11 @@ class SentenceEncoder {
   // (>= 1) take batches in turn. INVALID_ARGUMENT for a non-positive batch_size or threads.
   absl::Status Encode(const std::vector<std::string>& texts, int batch_size, int threads,
                       float* out) const;
+
+  // TextEmbedder: identity "minilm:<model_dir as given to Load>"; Embed runs Encode with the
+  // whole call as one batch on the calling thread (callers parallelise over calls).
+  std::string Identity() const override;
+  absl::StatusOr<EmbeddingMatrix> Embed(const std::vector<std::string>& texts) override;
 
   int dim() const { return config_.hidden; }
   const BertConfig& config() const { return config_; }
@@ -67,6 +73,7 @@ class SentenceEncoder {
   void EncodeBatch(const std::vector<std::vector<int32_t>>& ids, Scratch* scratch,
                    float* out) const;
 
+  std::string model_dir_;
   BertConfig config_;
   std::unique_ptr<BertTokenizer> tokenizer_;
   std::vector<float> word_emb_;   // [vocab, hidden]

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # End-to-end checks of the `choir` command line: exit codes, flag spellings, job-file
-# precedence, error messages that name the file, skip-and-count with rejects.tsv.
+# precedence, error messages that name the file, skip-and-count with rejects.tsv, `choir embed`
+# against a local fake embeddings server (fake_embeddings_server.py beside this script).
 #   cli_test.sh PATH/TO/choir
 set -uo pipefail
 CHOIR="$1"
+HERE="$(cd "$(dirname "$0")" && pwd)"
 T="$(mktemp -d "${TMPDIR:-/tmp}/choir-cli.XXXXXX")"
-trap 'rm -rf "$T"' EXIT
+SERVER_PIDS=()
+stop_servers() {
+  local pid
+  for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  SERVER_PIDS=()
+}
+trap 'stop_servers; rm -rf "$T"' EXIT
 failures=0
 passed=0
 pass() { passed=$((passed + 1)); }
@@ -72,6 +80,69 @@ if grep -qF "2,11,1,x,3.0" "$T/conv/rejects.tsv"; then pass; else fail "rejected
 # --split sends every input to one split whatever the file name.
 expect 0 "convert --split test" -- "$CHOIR" data convert --format csv --in "$T/in.csv" --out "$T/conv2" --split test --task ctr --max-bad-rows 1
 [[ -d "$T/conv2/test" && ! -d "$T/conv2/train" ]] && pass || fail "--split test did not put the rows in test/"
+
+# choir embed --endpoint against a real local HTTP server. start_server ARGS... starts
+# fake_embeddings_server.py serve ARGS and sets PORT (read from the server's first line: no
+# polling) and SERVER_PID; the EXIT trap kills every server started.
+start_server() {
+  rm -f "$T/port.fifo" && mkfifo "$T/port.fifo"
+  python3 "$HERE/fake_embeddings_server.py" serve "$@" >"$T/port.fifo" 2>>"$T/server.log" &
+  SERVER_PID=$!
+  SERVER_PIDS+=("$SERVER_PID")
+  PORT=""
+  read -r -t 20 PORT <"$T/port.fifo"
+  [[ -n "$PORT" ]] || { fail "fake embeddings server ($*) did not start"; cat "$T/server.log" >&2; }
+}
+stop_server() { kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; }
+awk 'BEGIN { for (u = 1; u <= 200; ++u) printf "%d\t%s\n", u, (u % 10 == 0 ? "a new user without history" : "user " u " buys tea, bikes and books") }' >"$T/profiles.tsv"
+
+start_server --mode normal --dim 12
+URL="http://127.0.0.1:$PORT"
+expect 0 "embed --endpoint" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/emb.npy" --endpoint "$URL" --endpoint-model fake --batch 16
+contains "embed --endpoint" "[200, 12]"
+contains "embed --endpoint distinct" "181 distinct"
+if python3 "$HERE/fake_embeddings_server.py" check "$T/profiles.tsv" "$T/emb.npy" 12 2>"$T/out"; then pass; else fail "embed --endpoint rows: $(cat "$T/out")"; fi
+printf 'junk' >"$T/junk.cache"
+expect 1 "embed with a foreign cache" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/j.npy" --endpoint "$URL" --cache "$T/junk.cache"
+contains "embed with a foreign cache" "$T/junk.cache: not an embedding cache"
+stop_server
+
+start_server --mode normal --require-key s3cret
+expect 0 "embed with the API key" -- env CHOIR_EMBED_API_KEY=s3cret "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/k.npy" --endpoint "http://127.0.0.1:$PORT"
+expect 1 "embed with a wrong API key" -- env CHOIR_EMBED_API_KEY=nope "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/k2.npy" --endpoint "http://127.0.0.1:$PORT"
+contains "embed with a wrong API key" "UNAUTHENTICATED"
+contains "embed with a wrong API key" "HTTP 401"
+contains "embed with a wrong API key" "(1 attempt)"
+stop_server
+
+start_server --mode garbage
+expect 1 "embed from a garbage endpoint" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/g.npy" --endpoint "http://127.0.0.1:$PORT"
+contains "embed from a garbage endpoint" "embeddings endpoint http://127.0.0.1:$PORT/v1/embeddings: malformed embeddings response (not JSON)"
+[[ ! -e "$T/g.npy" ]] && pass || fail "a failed embed wrote g.npy"
+stop_server
+
+start_server --mode hang
+expect 1 "embed from a hanging endpoint" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/h.npy" --endpoint "http://127.0.0.1:$PORT" --request-timeout-ms 300 --max-retries 1 --retry-backoff-ms 10
+contains "embed from a hanging endpoint" "DEADLINE_EXCEEDED"
+contains "embed from a hanging endpoint" "http://127.0.0.1:$PORT/v1/embeddings: no answer within 300ms"
+stop_server
+
+# A server that dies part way: the finished batches stay in the cache and a rerun against a
+# healthy server on the same URL embeds only the rest, giving the same bytes as one clean run.
+start_server --mode die-after --n 4
+DIE_PORT="$PORT"
+expect 1 "embed from an endpoint that dies" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/d.npy" --endpoint "http://127.0.0.1:$DIE_PORT" --endpoint-model fake --batch 16 --concurrency 2 --max-retries 1 --retry-backoff-ms 10
+contains "embed from an endpoint that dies" "rerun the same command to resume"
+contains "embed from an endpoint that dies" "saved in $T/d.npy.cache"
+[[ ! -e "$T/d.npy" && -s "$T/d.npy.cache" ]] && pass || fail "a dead endpoint left d.npy, or no cache"
+stop_server
+start_server --mode normal --port "$DIE_PORT" --dim 12
+expect 0 "embed resumed" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/d.npy" --endpoint "http://127.0.0.1:$DIE_PORT" --endpoint-model fake --batch 16
+# At most 2 requests are in flight, so the 5th (fatal) one left after 3 answers at least.
+cached="$(grep -oE '[0-9]+ from the cache' "$T/out" | grep -oE '^[0-9]+')"
+if [[ -n "$cached" && "$cached" -ge 48 && "$cached" -lt 181 ]]; then pass; else fail "resume took '$cached' texts from the cache"; cat "$T/out" >&2; fi
+cmp -s "$T/d.npy" "$T/emb.npy" && pass || fail "resumed output differs from an uninterrupted run"
+stop_server
 
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -70,6 +70,21 @@ class FileSystemTest : public testing::TestWithParam<FsParam> {
   FileSystem* fs_ = nullptr;
 };
 
+TEST_P(FileSystemTest, AppendableFileKeepsEarlierContentsAndCreatesMissingFiles) {
+  auto fresh = fs_->NewAppendableFile(Path("log"));
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  ASSERT_TRUE((*fresh)->Append("one,").ok());
+  ASSERT_TRUE((*fresh)->Close().ok());
+  auto again = fs_->NewAppendableFile(Path("log"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*again)->Append("two").ok());
+  ASSERT_TRUE((*again)->Sync().ok());
+  EXPECT_EQ(Read(Path("log")), "one,two");  // synced appends are visible before Close
+  ASSERT_TRUE((*again)->Close().ok());
+  EXPECT_EQ(fs_->NewAppendableFile(Path("no/such/dir/log")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_P(FileSystemTest, WrittenFileReadsBackIdentically) {
   std::string big(200000, '\0');  // larger than the posix write buffer
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);

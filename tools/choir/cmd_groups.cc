@@ -1,4 +1,4 @@
-// choir groups profile (and, as they land, embed/build/assign/priors).
+// choir groups profile|build|assign|priors and choir embed.
 #include <cstdio>
 #include <cstdlib>
 
@@ -10,9 +10,7 @@
 #include <chrono>
 #include <thread>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_split.h"
-#include "core/progress.h"
 #include "data/groups/groups_tsv.h"
 #include "data/groups/npy.h"
 #include "data/groups/priors.h"
@@ -22,7 +20,10 @@
 #include "data/profile/profile.h"
 #include "gflags/gflags.h"
 #include "choir/config.h"
+#include "core/http.h"
+#include "models/text/embed.h"
 #include "models/text/minilm.h"
+#include "models/text/remote_encoder.h"
 #include "tools/choir/commands.h"
 
 DEFINE_string(llm_endpoint, "",
@@ -36,7 +37,19 @@ DEFINE_int32(llm_timeout_s, 120, "groups profile: timeout of one request, second
 DEFINE_string(model_dir, "",
               "embed: the all-MiniLM-L6-v2 folder (default: $CHOIR_MODEL_CACHE or "
               "<repo>/.cache/models, /all-MiniLM-L6-v2).");
-DEFINE_int32(batch, 64, "embed: sentences per batch.");
+DEFINE_int32(batch, 64, "embed: sentences per batch (one forward pass, one request, one cache append).");
+DEFINE_string(endpoint, "",
+              "embed: use this OpenAI-compatible embeddings endpoint (base URL or .../v1/embeddings) "
+              "instead of the built-in encoder. The API key, if any, is read from the environment "
+              "variable CHOIR_EMBED_API_KEY.");
+DEFINE_string(endpoint_model, "", "embed: model name sent to --endpoint (left out when empty).");
+DEFINE_int32(concurrency, 4, "embed: requests in flight at once to --endpoint.");
+DEFINE_int32(request_timeout_ms, 60000, "embed: deadline of one request to --endpoint, milliseconds.");
+DEFINE_int32(max_retries, 4,
+             "embed: retries of a request to --endpoint after a timeout, connection failure, 5xx or 429.");
+DEFINE_int32(retry_backoff_ms, 1000, "embed: first pause before a retry, milliseconds (doubling, at most 30 s).");
+DEFINE_string(cache, "",
+              "embed: append-only embedding cache that makes reruns resume (default: <out>.cache).");
 
 DEFINE_string(emb, "", "groups build/assign: the users' embeddings (.npy float32 [n, d]).");
 DEFINE_string(ids, "", "groups build/assign: profiles.tsv whose rows match --emb (user ids).");
@@ -45,7 +58,7 @@ DEFINE_int32(k, 256, "groups build: centroids per level (scaled down with a warn
 DEFINE_int32(iterations, 20, "groups build: Lloyd iterations per level.");
 DEFINE_string(codebooks, "", "groups assign: codebook folder written by groups build.");
 
-DEFINE_string(groups, "", "groups priors: groups.tsv written by groups build/assign.");
+DEFINE_string(groups, "", "groups priors, train: groups.tsv written by groups build/assign (for train: overrides model.groups.table).");
 DEFINE_int32(top_categories, 5, "groups priors: categories in a group's behaviour sequence.");
 DEFINE_int32(items_per_category, 2, "groups priors: head items per category in the sequence.");
 DEFINE_double(smoothing, 20, "groups priors: prior strength (in trials) pulling group CTR/CVR to the global rate.");
@@ -181,16 +194,11 @@ absl::Status RunGroupsPriors(const Args& args) {
 
 absl::Status RunEmbed(const Args& args) {
   if (FLAGS_in.empty() || FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError("usage: choir embed --in profiles.tsv --out emb.npy [--model-dir DIR]");
+    return absl::InvalidArgumentError(
+        "usage: choir embed --in profiles.tsv --out emb.npy [--model-dir DIR | --endpoint URL "
+        "[--endpoint-model NAME]] [--cache FILE] [--batch 64] [--threads T | --concurrency 4]");
   }
   FileSystem* fs = PosixFileSystem();
-  std::string model_dir = FLAGS_model_dir;
-  if (model_dir.empty()) {
-    const char* cache = std::getenv("CHOIR_MODEL_CACHE");
-    model_dir = JoinPath(cache != nullptr ? std::string(cache) : JoinPath(CHOIR_SOURCE_DIR, ".cache/models"),
-                         "all-MiniLM-L6-v2");
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<SentenceEncoder> encoder, SentenceEncoder::Load(fs, model_dir));
   // profiles.tsv: user_id TAB text, one user a line; rows of the output follow its order.
   ASSIGN_OR_RETURN(std::string tsv, fs->ReadFileToString(FLAGS_in));
   std::vector<std::string> texts;
@@ -204,39 +212,49 @@ absl::Status RunEmbed(const Args& args) {
     }
     texts.emplace_back(line.substr(tab + 1));
   }
-  // Identical profiles (common among sparse users) are encoded once.
-  std::vector<std::string> unique;
-  std::vector<int64_t> index(texts.size());
-  absl::flat_hash_map<std::string, int64_t> seen;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    auto [it, inserted] = seen.try_emplace(texts[i], unique.size());
-    if (inserted) unique.push_back(texts[i]);
-    index[i] = it->second;
-  }
-  const int threads = FLAGS_threads > 0 ? FLAGS_threads : std::max(1u, std::thread::hardware_concurrency());
-  if (threads > 1) openblas_set_num_threads(1);  // parallel over batches instead
-  const int dim = encoder->dim();
-  std::vector<float> unique_emb(unique.size() * dim);
-  const auto start = std::chrono::steady_clock::now();
-  {
-    Progress progress("profiles embedded", unique.size());
-    const size_t chunk = static_cast<size_t>(std::max(1, FLAGS_batch)) * threads * 4;
-    for (size_t lo = 0; lo < unique.size(); lo += chunk) {
-      const size_t hi = std::min(unique.size(), lo + chunk);
-      std::vector<std::string> part(unique.begin() + lo, unique.begin() + hi);
-      RETURN_IF_ERROR(encoder->Encode(part, FLAGS_batch, threads, unique_emb.data() + lo * dim));
-      progress.Add(hi - lo);
+  if (texts.empty()) return absl::InvalidArgumentError(absl::StrCat(FLAGS_in, " holds no profiles"));
+
+  EmbedOptions options;
+  options.cache_path = FLAGS_cache.empty() ? FLAGS_out + ".cache" : FLAGS_cache;
+  options.batch_size = FLAGS_batch;
+  std::unique_ptr<HttpClient> http;
+  std::unique_ptr<TextEmbedder> embedder;
+  std::string source;
+  if (!FLAGS_endpoint.empty()) {
+    RemoteEmbedderOptions remote;
+    remote.endpoint = FLAGS_endpoint;
+    remote.model = FLAGS_endpoint_model;
+    if (const char* key = std::getenv("CHOIR_EMBED_API_KEY")) remote.api_key = key;
+    remote.request_timeout = absl::Milliseconds(FLAGS_request_timeout_ms);
+    remote.max_retries = FLAGS_max_retries;
+    remote.initial_backoff = absl::Milliseconds(FLAGS_retry_backoff_ms);
+    http = NewCurlHttpClient();
+    ASSIGN_OR_RETURN(embedder, NewRemoteEmbedder(http.get(), remote));
+    options.parallelism = FLAGS_concurrency;
+    source = EmbeddingsUrl(FLAGS_endpoint);
+  } else {
+    std::string model_dir = FLAGS_model_dir;
+    if (model_dir.empty()) {
+      const char* cache = std::getenv("CHOIR_MODEL_CACHE");
+      model_dir = JoinPath(cache != nullptr ? std::string(cache) : JoinPath(CHOIR_SOURCE_DIR, ".cache/models"),
+                           "all-MiniLM-L6-v2");
     }
+    ASSIGN_OR_RETURN(embedder, SentenceEncoder::Load(fs, model_dir));
+    options.parallelism = FLAGS_threads > 0 ? FLAGS_threads : std::max(1u, std::thread::hardware_concurrency());
+    if (options.parallelism > 1) openblas_set_num_threads(1);  // parallel over batches instead
+    source = model_dir;
   }
+  const auto start = std::chrono::steady_clock::now();
+  EmbedReport report;
+  ASSIGN_OR_RETURN(EmbeddingMatrix emb, EmbedTexts(fs, embedder.get(), texts, options, &report));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::vector<float> emb(texts.size() * dim);
-  for (size_t i = 0; i < texts.size(); ++i) {
-    std::copy_n(unique_emb.begin() + index[i] * dim, dim, emb.begin() + i * dim);
-  }
-  RETURN_IF_ERROR(groups::WriteNpy(fs, FLAGS_out, emb.data(), texts.size(), dim));
-  std::printf("embedded %zu profiles (%zu distinct) in %.1f s (%.1f distinct/s, %d threads) -> %s [%zu, %d]\n",
-              texts.size(), unique.size(), seconds, unique.size() / std::max(seconds, 1e-9), threads,
-              FLAGS_out.c_str(), texts.size(), dim);
+  RETURN_IF_ERROR(groups::WriteNpy(fs, FLAGS_out, emb.values.data(), emb.rows, emb.dim));
+  std::printf("embedded %ld profiles (%ld distinct: %ld from the cache %s, %ld new from %s in %.1f s, "
+              "%.1f/s, %d in parallel) -> %s [%ld, %d]\n",
+              static_cast<long>(report.texts), static_cast<long>(report.distinct), static_cast<long>(report.cached),
+              options.cache_path.c_str(), static_cast<long>(report.embedded), source.c_str(), seconds,
+              report.embedded / std::max(seconds, 1e-9), options.parallelism, FLAGS_out.c_str(),
+              static_cast<long>(emb.rows), emb.dim);
   return absl::OkStatus();
 }
 

@@ -45,9 +45,11 @@ constexpr Command kCommands[] = {
     {"groups", "priors", choir::cli::RunGroupsPriors,
      "--data DIR --groups groups.tsv --out DIR [--top_categories 5] [--items_per_category 2] [--smoothing 20]"},
     {"embed", nullptr, choir::cli::RunEmbed,
-     "--in profiles.tsv --out emb.npy [--model-dir DIR] [--threads T] [--batch B]"},
+     "--in profiles.tsv --out emb.npy [--model-dir DIR [--threads T] | --endpoint URL [--endpoint-model NAME] "
+     "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4]] [--batch 64] [--cache FILE (<out>.cache)]"},
     {"train", nullptr, choir::cli::RunTrain,
-     "--config job.pbtxt [--set 'a.b=c;...'] [--data DIR] [--out DIR] [--model dnn|din]"},
+     "--config job.pbtxt [--set 'a.b=c;...'] [--data DIR] [--out DIR] [--model dnn|din|dnn+groupid|choirrec] "
+     "[--groups groups.tsv --priors DIR]"},
     {"report", nullptr, choir::cli::RunReport,
      "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
     {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},
