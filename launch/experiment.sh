@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/runs/quickstart"
 SEEDS="1 2 3"
-VARIANTS="dnn din dnn+groupid choirrec choirrec-no-groupids choirrec-no-attributes choirrec-no-groupseq choirrec-no-injection choirrec-no-gates choirrec-no-kd"
+VARIANTS="dnn din dnn+groupid choirrec choirrec-no-aux choirrec-no-groupids choirrec-no-attributes choirrec-no-groupseq choirrec-no-injection choirrec-no-gates choirrec-no-kd"
 CONFIG="$ROOT/configs/quickstart.pbtxt"
 EXTRA=""
 while [[ $# -gt 0 ]]; do
@@ -38,6 +38,7 @@ done
 variant_args() {
   case "$1" in
     dnn|din|dnn+groupid|choirrec) echo "--model $1" ;;
+    choirrec-no-aux) echo "--model choirrec --set model.choirrec.aux_loss_weight=0" ;;
     choirrec-no-groupids) echo "--model choirrec --set model.choirrec.use_group_ids=false" ;;
     choirrec-no-attributes) echo "--model choirrec --set model.choirrec.use_attribute_completion=false" ;;
     choirrec-no-groupseq) echo "--model choirrec --set model.choirrec.use_group_sequence=false" ;;

@@ -3,8 +3,10 @@
 #   launch/quickstart.sh [--out DIR] [--users N] [--seed S]
 # installs what is missing (tools/setup.sh), builds, generates the synthetic Taobao-like
 # dataset, converts the public Ali-CCP / Taobao samples when ../shared/data is present,
-# inspects the data, trains dnn and din, and compares them per activity bucket (report.md).
-# Later stages (groups, ChoirRec) extend this script.
+# inspects the data, builds the semantic groups (profiles -> MiniLM embeddings -> RQ-KMeans
+# codes -> group priors), trains dnn, din and choirrec, and compares them per activity bucket
+# (report.md). The embedding step is the long one (about 10 minutes for 100k users on 2 cores);
+# its cache makes a rerun skip it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +18,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift ;;
     --users) USERS="$2"; shift ;;
     --seed) SEED="$2"; shift ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "quickstart: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -49,18 +51,42 @@ fi
 step "inspect $OUT/data"
 "$CHOIR" data inspect "$OUT/data" --json "$OUT/data.inspect.json" --quiet
 
+G="$OUT/groups"
+mkdir -p "$G"
+step "semantic groups 1/4: a profile text per user -> $G/profiles.tsv"
+"$CHOIR" groups profile --data "$OUT/data" --out "$G/profiles.tsv"
+step "semantic groups 2/4: embed the profiles with the built-in all-MiniLM-L6-v2 -> $G/emb.npy"
+"$CHOIR" embed --in "$G/profiles.tsv" --out "$G/emb.npy"
+step "semantic groups 3/4: RQ-KMeans codes (3 levels x 256) and their quality against the hidden personas -> $G/groups.tsv"
+"$CHOIR" groups build --emb "$G/emb.npy" --ids "$G/profiles.tsv" --levels 3 --k 256 --out "$G/groups.tsv" \
+  --data "$OUT/data" >"$G/build.log"
+tail -n 3 "$G/build.log"
+step "semantic groups 4/4: group priors (attributes, statistics, behaviour sequences) -> $G/priors"
+"$CHOIR" groups priors --data "$OUT/data" --groups "$G/groups.tsv" --out "$G/priors"
+
 CONFIG="$ROOT/configs/quickstart.pbtxt"
-for model in dnn din; do
+for model in dnn din choirrec; do
   step "train $model (configs/quickstart.pbtxt) -> $OUT/$model"
-  "$CHOIR" train --config "$CONFIG" --data "$OUT/data" --out "$OUT/$model" --model "$model"
+  "$CHOIR" train --config "$CONFIG" --data "$OUT/data" --out "$OUT/$model" --model "$model" \
+    --groups "$G/groups.tsv" --priors "$G/priors"
 done
 
-step "report: din against dnn -> $OUT/report.md, plots in $OUT/plots"
+step "report: choirrec and din against dnn -> $OUT/report.md, plots in $OUT/plots"
 {
-  echo "# Quickstart: din against dnn ($USERS users, seed $SEED)"
+  echo "# Quickstart: choirrec and din against dnn ($USERS users, seed $SEED)"
   echo
-  "$CHOIR" report --base "$OUT/dnn/eval.json" --run "$OUT/din/eval.json" \
-    --plots "$OUT/plots" --preds "dnn=$OUT/dnn/preds.tsv,din=$OUT/din/preds.tsv" --quiet
+  echo "## choirrec against dnn"
+  echo
+  "$CHOIR" report --base "$OUT/dnn/eval.json" --run "$OUT/choirrec/eval.json" \
+    --plots "$OUT/plots" --preds "dnn=$OUT/dnn/preds.tsv,choirrec=$OUT/choirrec/preds.tsv" --quiet
+  echo
+  echo "## din against dnn"
+  echo
+  "$CHOIR" report --base "$OUT/dnn/eval.json" --run "$OUT/din/eval.json" --quiet
+  echo
+  echo "## semantic groups: recovery of the hidden personas"
+  echo
+  cat "$G/groups.tsv.quality.md"
 } > "$OUT/report.md"
 cat "$OUT/report.md"
 

@@ -42,6 +42,7 @@ struct Level {
   int64_t rows = 0;
   std::vector<int32_t> prefixes;               // [rows, length], strictly increasing
   std::vector<float> stats;                    // [rows, 4]
+  std::vector<int64_t> counts;                 // [rows, 3]: impressions, clicks, conversions
   std::vector<int64_t> attributes;             // [rows, 3]; only filled at the attribute level
   std::vector<std::pair<size_t, size_t>> seq;  // (offset, size); only at the sequence level
 
@@ -161,6 +162,9 @@ absl::StatusOr<Level> ReadLevel(FileSystem* fs, const std::string& path, int len
                        absl::StrCat(seq_items.size(), " seq_items but ", seq_categories.size(),
                                     " seq_categories"));
     }
+    level.counts.push_back(counts[kImpressions]);
+    level.counts.push_back(counts[kClicks]);
+    level.counts.push_back(counts[kConversions]);
     level.stats.push_back(
         static_cast<float>(std::log1p(static_cast<double>(counts[kImpressions]))));
     level.stats.push_back(static_cast<float>(std::log1p(static_cast<double>(counts[kClicks]))));
@@ -183,6 +187,7 @@ absl::StatusOr<Level> ReadLevel(FileSystem* fs, const std::string& path, int len
 struct PriorsJson {
   int levels = 0;
   double global_ctr = 0, global_cvr = 0;
+  double smoothing = 20;  // options.smoothing when present
 };
 
 absl::StatusOr<PriorsJson> ReadPriorsJson(FileSystem* fs, const std::string& path) {
@@ -208,6 +213,13 @@ absl::StatusOr<PriorsJson> ReadPriorsJson(FileSystem* fs, const std::string& pat
   if (!std::isfinite(p.global_ctr) || !std::isfinite(p.global_cvr) || p.global_ctr < 0 ||
       p.global_cvr < 0) {
     return absl::DataLossError(absl::StrCat(path, ": global rates must be finite and >= 0"));
+  }
+  if (j.contains("options") && j["options"].is_object() && j["options"].contains("smoothing")) {
+    const nlohmann::json& s = j["options"]["smoothing"];
+    if (!s.is_number() || !std::isfinite(s.get<double>()) || s.get<double>() < 0) {
+      return absl::DataLossError(absl::StrCat(path, ": options.smoothing must be a number >= 0"));
+    }
+    p.smoothing = s.get<double>();
   }
   return p;
 }
@@ -241,6 +253,8 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
   f->sequence_level_ = std::clamp(options.sequence_level, 1, L);
   f->global_ctr_ = priors.global_ctr;
   f->global_cvr_ = priors.global_cvr;
+  f->smoothing_ = priors.smoothing;
+  if (options.own_counts != nullptr) f->own_counts_ = *options.own_counts;
   std::vector<Level> levels;
   for (int l = 1; l <= L; ++l) {
     const std::string path = JoinPath(options.priors_dir, absl::StrCat("level-", l, ".tsv"));
@@ -300,7 +314,59 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
           absl::StrCat(options.groups_tsv, ":", line, ": user ", table.ids[u], " appears twice"));
     }
   }
+  f->level_counts_.reserve(L);
+  for (Level& level : levels) f->level_counts_.push_back(std::move(level.counts));
+  // Standardisation of UserStats over the users of groups.tsv (z-scores): log-counts near 10
+  // next to rates near 0.1 would otherwise dominate the first layer that reads them.
+  const size_t columns = static_cast<size_t>(f->num_stats());
+  f->stats_mean_.assign(columns, 0.0f);
+  f->stats_scale_.assign(columns, 1.0f);
+  std::vector<double> sum(columns, 0.0), sum_sq(columns, 0.0);
+  std::vector<float> raw(columns);
+  for (const auto& [user, row] : f->user_row_) {
+    f->RawUserStats(user, raw.data());
+    for (size_t c = 0; c < columns; ++c) {
+      sum[c] += raw[c];
+      sum_sq[c] += static_cast<double>(raw[c]) * raw[c];
+    }
+  }
+  const double users = std::max<double>(1.0, static_cast<double>(f->user_row_.size()));
+  for (size_t c = 0; c < columns; ++c) {
+    const double mean = sum[c] / users;
+    const double var = std::max(0.0, sum_sq[c] / users - mean * mean);
+    f->stats_mean_[c] = static_cast<float>(mean);
+    f->stats_scale_[c] = static_cast<float>(var > 1e-12 ? 1.0 / std::sqrt(var) : 1.0);
+  }
   return f;
+}
+
+void GroupFeatures::RawUserStats(int64_t user_id, float* out) const {
+  const GroupRow& row = Of(user_id);
+  OwnCounts own;
+  if (auto it = own_counts_.find(user_id); it != own_counts_.end()) own = it->second;
+  for (int l = 0; l < levels(); ++l) {
+    float* o = out + 4 * l;
+    if (row.ids[l] == 0) {  // no group: nothing known about peers
+      o[0] = o[1] = 0;
+      o[2] = static_cast<float>(global_ctr_);
+      o[3] = static_cast<float>(global_cvr_);
+      continue;
+    }
+    const int64_t* c = &level_counts_[l][(row.ids[l] - 1) * 3];
+    // The peers: the group without the user's own rows (never below 0 for inconsistent inputs).
+    const double impressions = std::max<int64_t>(0, c[0] - own.impressions);
+    const double clicks = std::max<int64_t>(0, c[1] - own.clicks);
+    const double conversions = std::max<int64_t>(0, c[2] - own.conversions);
+    o[0] = static_cast<float>(std::log1p(impressions));
+    o[1] = static_cast<float>(std::log1p(clicks));
+    o[2] = static_cast<float>((clicks + smoothing_ * global_ctr_) / (impressions + smoothing_));
+    o[3] = static_cast<float>((conversions + smoothing_ * global_cvr_) / (clicks + smoothing_));
+  }
+}
+
+void GroupFeatures::UserStats(int64_t user_id, float* out) const {
+  RawUserStats(user_id, out);
+  for (int c = 0; c < num_stats(); ++c) out[c] = (out[c] - stats_mean_[c]) * stats_scale_[c];
 }
 
 const GroupRow& GroupFeatures::Of(int64_t user_id) const {

@@ -21,6 +21,11 @@
 
 namespace choir::worker {
 
+// One user's rows of the train split (what the priors counted for the user).
+struct OwnCounts {
+  int64_t impressions = 0, clicks = 0, conversions = 0;
+};
+
 struct GroupFeatureOptions {
   // groups.tsv of `choir groups build` / `choir groups assign`. Required.
   std::string groups_tsv;
@@ -33,6 +38,11 @@ struct GroupFeatureOptions {
   // Level (1-based) whose behaviour sequence the model attends over. Clamped to [1, levels].
   // Default 1: the largest groups have the most purchases to draw the sequence from.
   int sequence_level = 1;
+  // Each user's own train rows. When given, UserStats leaves them out of the user's groups
+  // (leave-one-out target statistics), so that no sample's features carry its own label: with
+  // small groups, the group CVR including the user is mostly the user's own training labels,
+  // which a model memorises (train loss far below the test loss). Not owned; read in Load.
+  const absl::flat_hash_map<int64_t, OwnCounts>* own_counts = nullptr;
 };
 
 // What one user's groups contribute to a sample.
@@ -46,7 +56,8 @@ struct GroupRow {
   std::array<int64_t, 3> attributes{};
   // Per level l, at [4 l, 4 l + 4): log1p(impressions), log1p(clicks), ctr, cvr of the group
   // (rates smoothed toward the global ones, as written by the priors); for no group:
-  // 0, 0, global ctr, global cvr.
+  // 0, 0, global ctr, global cvr. These include every member's train rows; what the trainer
+  // feeds the model is UserStats (leave-one-out, standardised).
   std::vector<float> stats;
   // The group behaviour sequence at sequence_level, oldest first as in the file (the reverse
   // of the per-user hist_* sequences, which are most recent first); aligned; empty when the
@@ -96,6 +107,17 @@ class GroupFeatures {
   // The global rates of the train split, from priors.json.
   double global_ctr() const { return global_ctr_; }
   double global_cvr() const { return global_cvr_; }
+  // The group statistics the model reads, num_stats() floats into `out`: per level
+  // log1p(impressions), log1p(clicks), CTR and CVR of the user's group without the user's own
+  // train rows (options.own_counts), smoothed toward the global rates with the priors'
+  // smoothing, for a user without a group 0, 0, global CTR, global CVR; then each column
+  // standardised over the users of groups.tsv: (raw - stats_mean()[c]) * stats_scale()[c]
+  // (scale 1 / std, or 1 for a constant column).
+  void UserStats(int64_t user_id, float* out) const;
+  // UserStats before standardisation.
+  void RawUserStats(int64_t user_id, float* out) const;
+  const std::vector<float>& stats_mean() const { return stats_mean_; }
+  const std::vector<float>& stats_scale() const { return stats_scale_; }
 
  private:
   GroupFeatures() = default;
@@ -105,6 +127,10 @@ class GroupFeatures {
   int sequence_level_ = 1;
   double global_ctr_ = 0;
   double global_cvr_ = 0;
+  double smoothing_ = 20;
+  std::vector<std::vector<int64_t>> level_counts_;  // per level [rows, 3]
+  absl::flat_hash_map<int64_t, OwnCounts> own_counts_;
+  std::vector<float> stats_mean_, stats_scale_;
   // Concatenated sequences of the groups at sequence_level; rows' spans point into them.
   std::vector<int64_t> seq_items_;
   std::vector<int64_t> seq_categories_;

@@ -86,10 +86,7 @@ class SparseBridge {
     FillSequences(group_lengths_, shape_.group_max_seq_len, &offset, &in->group_sequences, &in->group_lengths);
     if (shape_.group_stats > 0) {
       in->group_stats.ResizeUninitialized(B, shape_.group_stats);
-      for (int b = 0; b < B; ++b) {
-        const std::vector<float>& stats = groups_.groups->Of(batch.user_ids[b]).stats;
-        std::copy_n(stats.begin(), shape_.group_stats, in->group_stats.row(b));
-      }
+      for (int b = 0; b < B; ++b) groups_.groups->UserStats(batch.user_ids[b], in->group_stats.row(b));
     }
     if (groups_.activity != nullptr) {
       in->activity.ResizeUninitialized(B, shape_.activity_features);
@@ -280,7 +277,28 @@ absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::strin
   return clicks;
 }
 
-absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const ModelConfig& model) {
+// Each user's rows of the train split (all rows, whatever the task), for the leave-one-out
+// group statistics.
+absl::StatusOr<absl::flat_hash_map<int64_t, OwnCounts>> CountOwnRows(FileSystem* fs,
+                                                                     const std::vector<std::string>& files,
+                                                                     const FeatureLayout& layout,
+                                                                     const JobConfig& job) {
+  ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
+  absl::flat_hash_map<int64_t, OwnCounts> counts;
+  RETURN_IF_ERROR(data::ForEachBlock(fs, files, &errors, [&](const data::RowBlock& b) {
+    for (size_t r = 0; r < b.num_rows(); ++r) {
+      OwnCounts& c = counts[b.Int(layout.user_column, r)];
+      ++c.impressions;
+      c.clicks += b.Int(layout.click_column, r) != 0;
+      if (layout.conversion_column >= 0) c.conversions += b.Int(layout.conversion_column, r) != 0;
+    }
+    return absl::OkStatus();
+  }));
+  return counts;
+}
+
+absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const ModelConfig& model,
+                                                          const absl::flat_hash_map<int64_t, OwnCounts>* own) {
   const GroupsConfig& gc = model.groups();
   if (gc.table().empty() || gc.priors().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -296,6 +314,7 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const 
   options.priors_dir = gc.priors();
   options.attribute_level = gc.attribute_level();
   options.sequence_level = gc.sequence_level();
+  options.own_counts = own;
   ASSIGN_OR_RETURN(std::unique_ptr<GroupFeatures> groups, GroupFeatures::Load(fs, options));
   LOG(INFO) << "groups: " << groups->users() << " users in " << groups->distinct_rows() << " groups at "
             << groups->levels() << " levels (" << gc.table() << ", priors " << gc.priors() << ")";
@@ -377,7 +396,11 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   std::unique_ptr<GroupFeatures> groups;
   GroupSources sources;
   if (choirrec || type == "dnn+groupid") {
-    ASSIGN_OR_RETURN(groups, LoadGroups(fs, job.model()));
+    absl::flat_hash_map<int64_t, OwnCounts> own;
+    if (choirrec) {
+      ASSIGN_OR_RETURN(own, CountOwnRows(fs, train_files, layout, job));
+    }
+    ASSIGN_OR_RETURN(groups, LoadGroups(fs, job.model(), &own));
     shape.group_levels = groups->levels();
     sources.groups = groups.get();
     if (choirrec) RETURN_IF_ERROR(AddGroupChannel(job.model(), layout, *groups, &shape, &sources));

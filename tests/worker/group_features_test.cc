@@ -115,6 +115,71 @@ TEST_F(GroupFeaturesTest, KnownUsersGetIdsAttributesStatsAndSequenceOfTheirGroup
   EXPECT_TRUE(u13.seq_categories.empty());
 }
 
+// UserStats leaves the user's own train rows out of its groups (smoothing 20, the default when
+// priors.json has no options), then standardises each column over the users.
+TEST_F(GroupFeaturesTest, UserStatsLeaveTheUsersOwnRowsOutAndAreStandardised) {
+  absl::flat_hash_map<int64_t, OwnCounts> own;
+  own[10] = {8, 2, 1};
+  own[11] = {7, 3, 1};
+  own[12] = {3, 0, 0};
+  own[13] = {0, 0, 0};
+  options_.own_counts = &own;
+  absl::StatusOr<std::unique_ptr<GroupFeatures>> f = Load();
+  ASSERT_TRUE(f.ok()) << f.status();
+  const GroupFeatures& g = **f;
+  auto raw = [&](int64_t user) {
+    std::vector<float> out(g.num_stats());
+    g.RawUserStats(user, out.data());
+    return std::vector<double>(out.begin(), out.end());
+  };
+  auto expect_near = [](const std::vector<double>& got, const std::vector<double>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << "column " << i;
+  };
+  // User 10 in "2" (18, 5, 2) and "2-1" (15, 5, 2), own (8, 2, 1): peers (10, 3, 1), (7, 3, 1).
+  expect_near(raw(10), {std::log1p(10.0), std::log1p(3.0), 5.5 / 30, 2.25 / 23,  //
+                        std::log1p(7.0), std::log1p(3.0), 5.5 / 27, 2.25 / 23});
+  // User 12 in "2" and "2-3" (3, 0, 0), own (3, 0, 0): its level-2 group has no peer rows.
+  expect_near(raw(12), {std::log1p(15.0), std::log1p(5.0), 7.5 / 35, 3.25 / 25,  //
+                        0, 0, 0.125, 0.0625});
+  // Without peers' rows or without a group: the global rates.
+  expect_near(raw(13), {0, 0, 0.125, 0.0625, 0, 0, 0.125, 0.0625});
+  expect_near(raw(99), {0, 0, 0.125, 0.0625, 0, 0, 0.125, 0.0625});
+  // GroupRow::stats keep the priors' values (every member included).
+  EXPECT_EQ(g.Of(10).stats[0], Log1p(18));
+
+  const std::vector<int64_t> users = {10, 11, 12, 13};
+  for (int c = 0; c < g.num_stats(); ++c) {
+    double sum = 0, sum_sq = 0;
+    for (int64_t u : users) {
+      std::vector<float> z(g.num_stats());
+      g.UserStats(u, z.data());
+      EXPECT_NEAR(z[c], (raw(u)[c] - g.stats_mean()[c]) * g.stats_scale()[c], 1e-6);
+      sum += z[c];
+      sum_sq += double(z[c]) * z[c];
+    }
+    const double mean = sum / users.size(), var = sum_sq / users.size() - mean * mean;
+    EXPECT_NEAR(mean, 0.0, 1e-6) << "column " << c;
+    EXPECT_NEAR(var, 1.0, 1e-5) << "column " << c;
+  }
+}
+
+TEST_F(GroupFeaturesTest, UserStatsUseThePriorsSmoothing) {
+  files_["/priors/priors.json"] =
+      R"({"levels": 2, "global": {"ctr": 0.125, "cvr": 0.0625}, "options": {"smoothing": 4}})";
+  absl::StatusOr<std::unique_ptr<GroupFeatures>> f = Load();  // no own counts: whole groups
+  ASSERT_TRUE(f.ok()) << f.status();
+  std::vector<float> out((*f)->num_stats());
+  (*f)->RawUserStats(10, out.data());
+  EXPECT_NEAR(out[2], (5 + 4 * 0.125) / (18 + 4), 1e-6);
+  EXPECT_NEAR(out[3], (2 + 4 * 0.0625) / (5 + 4), 1e-6);
+  files_["/priors/priors.json"] =
+      R"({"levels": 2, "global": {"ctr": 0.125, "cvr": 0.0625}, "options": {"smoothing": -1}})";
+  f = Load();
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(f.status().message(), HasSubstr("options.smoothing"));
+}
+
 TEST_F(GroupFeaturesTest, UnknownUserGetsTheNoGroupRowWithGlobalRates) {
   absl::StatusOr<std::unique_ptr<GroupFeatures>> f = Load();
   ASSERT_TRUE(f.ok()) << f.status();
