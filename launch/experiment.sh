@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/runs/quickstart"
 SEEDS="1 2 3"
-VARIANTS="dnn din dnn+groupid choirrec choirrec-no-aux choirrec-no-groupids choirrec-no-attributes choirrec-no-groupseq choirrec-no-injection choirrec-no-gates choirrec-no-kd"
+VARIANTS="dnn din dnn+groupid choirrec choirrec-no-aux choirrec-no-groupids choirrec-no-attributes choirrec-no-groupseq choirrec-no-injection choirrec-no-gates choirrec-no-kd choirrec-no-groups"
 CONFIG="$ROOT/configs/quickstart.pbtxt"
 EXTRA=""
 while [[ $# -gt 0 ]]; do
@@ -45,6 +45,9 @@ variant_args() {
     choirrec-no-injection) echo "--model choirrec --set model.choirrec.use_injection=false" ;;
     choirrec-no-gates) echo "--model choirrec --set model.choirrec.use_gates=false" ;;
     choirrec-no-kd) echo "--model choirrec --set model.choirrec.use_kd=false" ;;
+    # Control: the dual-tower architecture with every group input removed (the group channel
+    # sees only the candidate item and context), to tell the groups' share of the gain.
+    choirrec-no-groups) echo "--model choirrec --set model.choirrec.use_group_ids=false;model.choirrec.use_attribute_completion=false;model.choirrec.use_group_sequence=false" ;;
     *) echo "experiment: unknown variant $1" >&2; exit 2 ;;
   esac
 }
