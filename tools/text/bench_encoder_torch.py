@@ -11,12 +11,29 @@ as tools/text/make_encoder_reference.py does. Texts are encoded in input order, 
 """
 import argparse
 import json
+import os
 import platform
 import resource
+import sys
 import time
 
-import torch
-from transformers import AutoModel, AutoTokenizer
+
+def _threads_from_argv():
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return "1"
+
+
+# Debian's torch runs its matrix products in the system BLAS (OpenBLAS), whose thread pool
+# torch.set_num_threads does not control: fix both before torch loads.
+os.environ["OPENBLAS_NUM_THREADS"] = _threads_from_argv()
+os.environ["OMP_NUM_THREADS"] = _threads_from_argv()
+
+import torch  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
 
 
 def read_texts(path, n):
