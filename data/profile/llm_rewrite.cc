@@ -15,6 +15,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "core/hash.h"
 #include "core/http.h"
 #include "core/progress.h"
 #include "core/status.h"
@@ -174,19 +175,7 @@ absl::StatusOr<std::string> ParseChatResponse(absl::string_view body) {
 }
 
 std::string RewriteCacheKey(absl::string_view model, absl::string_view instruction, absl::string_view text) {
-  uint64_t h = 14695981039346656037ull;
-  auto mix = [&h](absl::string_view s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ull;
-    }
-  };
-  mix(model);
-  mix(absl::string_view("\0", 1));
-  mix(instruction);
-  mix(absl::string_view("\0", 1));
-  mix(text);
-  return absl::StrFormat("%016x", h);
+  return absl::StrFormat("%016x", Fnv1a64({model, instruction, text}));
 }
 
 std::unique_ptr<ChatClient> NewCurlChatClient(const CurlChatOptions& options) {

@@ -1,4 +1,5 @@
 #include "core/crc32c.h"
+#include "core/hash.h"
 
 #include <cstdint>
 #include <random>
@@ -74,6 +75,21 @@ TEST(Crc32cTest, HardwareAndSoftwarePathsAgreeOnRandomBuffers) {
               crc32c_internal::ExtendSoftware(init, buffer.data() + offset, 4096))
         << "offset " << offset;
   }
+}
+
+}  // namespace
+}  // namespace choir
+
+// Fnv1a64 (core/hash.h): the published FNV-1a 64-bit test vectors, and parts joined by NUL.
+namespace choir {
+namespace {
+
+TEST(Fnv1a64Test, PublishedVectorsAndNulSeparatedParts) {
+  EXPECT_EQ(Fnv1a64({""}), 0xcbf29ce484222325ull);
+  EXPECT_EQ(Fnv1a64({"a"}), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(Fnv1a64({"foobar"}), 0x85944171f73967e8ull);
+  EXPECT_EQ(Fnv1a64({"a", "b"}), Fnv1a64({absl::string_view("a\0b", 3)}));
+  EXPECT_NE(Fnv1a64({"ab", ""}), Fnv1a64({"a", "b"}));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "absl/base/config.h"
 #include "absl/strings/str_cat.h"
 #include "core/crc32c.h"
+#include "core/hash.h"
 #include "core/status.h"
 #include "glog/logging.h"
 
@@ -39,17 +40,7 @@ constexpr char kDeleteHint[] =
 }  // namespace
 
 uint64_t EmbeddingCacheKey(absl::string_view identity, absl::string_view text) {
-  uint64_t h = 14695981039346656037ull;
-  auto mix = [&h](absl::string_view s) {
-    for (unsigned char c : s) {
-      h ^= c;
-      h *= 1099511628211ull;
-    }
-  };
-  mix(identity);
-  mix(absl::string_view("\0", 1));
-  mix(text);
-  return h;
+  return Fnv1a64({identity, text});
 }
 
 absl::StatusOr<std::unique_ptr<EmbeddingCache>> EmbeddingCache::Open(FileSystem* fs,
