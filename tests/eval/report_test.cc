@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <random>
@@ -250,6 +251,23 @@ TEST(PlotsTest, MissingInterpreterOrScriptIsFailedPrecondition) {
   no_script.script = "/nonexistent/plot_eval.py";
   s = RenderPlots({"a/eval.json"}, {}, "/tmp/x", no_script);
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+}
+
+// A plotting process that hangs is killed at the deadline, not waited for forever.
+TEST(PlotsTest, AHangingScriptIsKilledAtTheDeadline) {
+  const std::string script = ::testing::TempDir() + "/choir_hanging_plot.sh";
+  ASSERT_TRUE(PosixFileSystem()->WriteStringToFileAtomic(script, "echo drawing; exec sleep 60\n").ok());
+  PlotOptions hang;
+  hang.python = "/bin/sh";
+  hang.script = script;
+  hang.timeout = absl::Milliseconds(300);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = RenderPlots({"a/eval.json"}, {}, "/tmp/x", hang);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_NE(s.message().find(script), std::string::npos) << s;
+  EXPECT_NE(s.message().find("drawing"), std::string::npos) << s;  // the output so far
+  EXPECT_LT(seconds, 30.0);
 }
 
 bool IsPng(FileSystem* fs, const std::string& path) {

@@ -1,11 +1,14 @@
 // RenderPlots: runs tools/eval/plot_eval.py in a child process (posix_spawn), collecting its
 // output through a pipe so that a failure can say why.
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -28,8 +31,9 @@ std::string Tail(const std::string& s) {
 }
 
 // Runs argv[0] with `argv`, returning its exit status (as from waitpid) and its merged
-// stdout/stderr in `output`.
-absl::StatusOr<int> Spawn(const std::vector<std::string>& args, std::string* output) {
+// stdout/stderr in `output`. A child still running after `timeout` is killed (SIGKILL) and
+// reaped: DEADLINE_EXCEEDED naming it.
+absl::StatusOr<int> Spawn(const std::vector<std::string>& args, absl::Duration timeout, std::string* output) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return ErrnoToStatus(errno, "pipe2", args[0]);
   posix_spawn_file_actions_t actions;
@@ -47,8 +51,19 @@ absl::StatusOr<int> Spawn(const std::vector<std::string>& args, std::string* out
     close(fds[0]);
     return ErrnoToStatus(rc, "posix_spawn", args[0]);
   }
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(timeout);
   char buf[4096];
+  bool timed_out = false;
   while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p = {fds[0], POLLIN, 0};
+    const int ready = poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) continue;  // the deadline check above decides
     const ssize_t n = read(fds[0], buf, sizeof(buf));
     if (n > 0) {
       output->append(buf, static_cast<size_t>(n));
@@ -58,9 +73,14 @@ absl::StatusOr<int> Spawn(const std::vector<std::string>& args, std::string* out
     }
   }
   close(fds[0]);
+  if (timed_out) kill(pid, SIGKILL);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return ErrnoToStatus(errno, "waitpid", args[0]);
+  }
+  if (timed_out) {
+    return absl::DeadlineExceededError(absl::StrCat(args[1], " did not finish within ", absl::FormatDuration(timeout),
+                                                    " and was killed; its output: ", Tail(*output)));
   }
   return status;
 }
@@ -92,7 +112,7 @@ absl::Status RenderPlots(const std::vector<std::string>& eval_jsons,
     args.push_back(p);
   }
   std::string output;
-  ASSIGN_OR_RETURN(const int status, Spawn(args, &output));
+  ASSIGN_OR_RETURN(const int status, Spawn(args, options.timeout, &output));
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
   const std::string what = absl::StrCat(options.script, ": ", Tail(output));
   if (!WIFEXITED(status)) {

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "choir/config.h"
@@ -79,6 +80,9 @@ struct PlotOptions {
   std::string python = "/usr/bin/python3";
   // The plotting script; the default is the one in this source tree.
   std::string script = CHOIR_SOURCE_DIR "/tools/eval/plot_eval.py";
+  // The script is killed after this long (DEADLINE_EXCEEDED). Default 120 s: matplotlib's
+  // first import builds a font cache, which takes seconds; two plots take about one.
+  absl::Duration timeout = absl::Seconds(120);
 };
 
 // Draws kGaucPlotName (per-bucket GAUC, grouped bars, one bar per eval.json) when `eval_jsons` is
