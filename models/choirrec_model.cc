@@ -519,6 +519,23 @@ std::vector<Param<T>*> ChoirRecModel<T>::Params() {
 }
 
 template <typename T>
+std::vector<Tensor<T>*> ChoirRecModel<T>::Buffers() {
+  std::vector<Tensor<T>*> buffers;
+  auto add = [&buffers](std::vector<Tensor<T>*> more) { buffers.insert(buffers.end(), more.begin(), more.end()); };
+  for (auto& a : attention_) add(a->Buffers());
+  for (Layer<T>* l : {ind_bottom_.get(), inject_.get(), ind_top_.get()}) {
+    if (l != nullptr) add(l->Buffers());
+  }
+  for (auto& f : fuse_) add(f->Buffers());
+  if (fusion_mlp_ != nullptr) add(fusion_mlp_->Buffers());
+  for (auto& a : group_attention_) add(a->Buffers());
+  for (Layer<T>* l : {grp_bottom_.get(), grp_top_.get(), gate_mlp_.get()}) {
+    if (l != nullptr) add(l->Buffers());
+  }
+  return buffers;
+}
+
+template <typename T>
 void ChoirRecModel<T>::SetTraining(bool training) {
   for (auto& a : attention_) a->SetTraining(training);
   for (auto& a : group_attention_) a->SetTraining(training);

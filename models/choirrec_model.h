@@ -57,6 +57,7 @@ class ChoirRecModel : public BasicModel<T> {
   LossStats TrainBackward(absl::Span<const T> labels, absl::Span<const T> weights,
                           BasicModelGrads<T>* grads, std::vector<T>* per_sample_bce) override;
   std::vector<Param<T>*> Params() override;
+  std::vector<Tensor<T>*> Buffers() override;
   void SetTraining(bool training) override;
 
   // Gradients of some loss with respect to the heads of the last Forward ([B, 1] each; an

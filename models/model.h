@@ -89,6 +89,8 @@ class BasicModel {
                                   BasicModelGrads<T>* grads, std::vector<T>* per_sample_bce) = 0;
   // The trainable parameters (stable pointers, stable order).
   virtual std::vector<Param<T>*> Params() = 0;
+  // Non-trainable state a checkpoint must keep (Dice's running statistics), stable order.
+  virtual std::vector<Tensor<T>*> Buffers() = 0;
   virtual void SetTraining(bool training) = 0;
   // The inputs this model reads (its type and switches applied to the shape it was created
   // with): what the trainer must gather.

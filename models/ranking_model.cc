@@ -140,6 +140,14 @@ std::vector<Param<float>*> RankingModel::Params() {
   return params;
 }
 
+std::vector<Tensor<float>*> RankingModel::Buffers() {
+  std::vector<Tensor<float>*> buffers = tower_->Buffers();
+  for (auto& a : attention_) {
+    for (Tensor<float>* b : a->Buffers()) buffers.push_back(b);
+  }
+  return buffers;
+}
+
 void RankingModel::SetTraining(bool training) {
   tower_->SetTraining(training);
   for (auto& a : attention_) a->SetTraining(training);

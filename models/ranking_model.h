@@ -36,6 +36,7 @@ class RankingModel : public Model {
   LossStats TrainBackward(absl::Span<const float> labels, absl::Span<const float> weights,
                           ModelGrads* grads, std::vector<float>* per_sample_bce) override;
   std::vector<Param<float>*> Params() override;
+  std::vector<Tensor<float>*> Buffers() override;
   void SetTraining(bool training) override;
   const ModelShape& shape() const override { return shape_; }
   bool uses_sequences() const { return !attention_.empty(); }

@@ -360,6 +360,31 @@ TEST(ChoirRecAblationTest, EachSwitchRemovesItsComponent) {
   EXPECT_EQ(stats.loss, stats.bce);
 }
 
+// Dice keeps running statistics that a checkpoint must save: every Dice layer's buffers are
+// listed (tanh layers have none).
+TEST(ChoirRecCreateTest, BuffersListDiceRunningStatistics) {
+  CpuLayerFactory<double> factory;
+  std::unique_ptr<ChoirRecModel<double>> tanh_model = MakeModel(SmallConfig(), SmallShape(), &factory);
+  ASSERT_NE(tanh_model, nullptr);
+  EXPECT_TRUE(tanh_model->Buffers().empty());
+  ModelConfig config = SmallConfig();
+  config.set_activation("dice");
+  std::unique_ptr<ChoirRecModel<double>> dice = MakeModel(config, SmallShape(), &factory);
+  ASSERT_NE(dice, nullptr);
+  const std::vector<Tensor<double>*> buffers = dice->Buffers();
+  EXPECT_FALSE(buffers.empty());
+  BasicModelInputs<double> in = SmallInputs(SmallShape(), 2);
+  std::vector<std::vector<double>> before;
+  for (Tensor<double>* b : buffers) before.emplace_back(b->data(), b->data() + b->size());
+  Tensor<double> logits;
+  dice->Forward(in, &logits);  // training mode: running statistics move
+  bool moved = false;
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    moved |= std::vector<double>(buffers[i]->data(), buffers[i]->data() + buffers[i]->size()) != before[i];
+  }
+  EXPECT_TRUE(moved);
+}
+
 TEST(ChoirRecCreateTest, MissingInputsAndBadSettingsAreNamed) {
   CpuLayerFactory<double> factory;
   ModelShape shape = SmallShape();
