@@ -24,6 +24,7 @@
 #include "models/optimizer.h"
 #include "ps/feature_key.h"
 #include "models/ranking_model.h"
+#include "scheduler/reweighting.h"
 #include "tools/eval/report.h"
 #include "worker/batch_reader.h"
 #include "worker/group_features.h"
@@ -233,6 +234,26 @@ absl::StatusOr<std::vector<eval::Prediction>> Predict(FileSystem* fs, const std:
   return out;
 }
 
+// The policy options of trainer.reweighting; INVALID_ARGUMENT naming the field
+// ("trainer.reweighting.beta must be ...") when the policy or an option is bad.
+absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const ReweightingConfig& rc) {
+  auto named = [](const absl::Status& st) {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.reweighting.", st.message()));
+  };
+  scheduler::ReweightingOptions o;
+  absl::StatusOr<scheduler::ReweightingPolicy> policy = scheduler::ParseReweightingPolicy(rc.policy());
+  if (!policy.ok()) return named(policy.status());
+  o.policy = *policy;
+  o.beta = rc.beta();
+  o.eta = rc.eta();
+  o.w_min = rc.w_min();
+  o.w_max = rc.w_max();
+  o.every_steps = rc.every_steps();
+  o.ema = rc.ema();
+  if (absl::Status st = scheduler::ValidateReweightingOptions(o); !st.ok()) return named(st);
+  return o;
+}
+
 // Each field's own message, so a user knows which line of the job file to change.
 absl::Status ValidateConfig(const JobConfig& job) {
   const TrainerConfig& tc = job.trainer();
@@ -262,7 +283,7 @@ absl::Status ValidateConfig(const JobConfig& job) {
   for (int h : m.attention_hidden()) {
     if (h < 1) return bad("model.attention_hidden", "a list of sizes >= 1");
   }
-  return absl::OkStatus();
+  return ReweightingOptionsOf(tc.reweighting()).status();
 }
 
 // Clicked rows of the files (one pass over the click column).
@@ -483,6 +504,24 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
             << " categorical slots, " << shape.num_dense << " dense, " << shape.sequence_targets.size()
             << " sequences, " << models::ParamCount(model->Params()) << " dense parameters, task "
             << Task_Name(job.task()) << ", ~" << planned_steps << " steps";
+  // Sample reweighting by activity bucket (DESIGN.md 1.5): the local trainer plays the
+  // scheduler's part. With policy none nothing below changes training (unit weights, an empty
+  // span, no per-sample losses), so that it is exactly the training without reweighting.
+  ASSIGN_OR_RETURN(const scheduler::ReweightingOptions reweighting_options,
+                   ReweightingOptionsOf(tc.reweighting()));
+  ASSIGN_OR_RETURN(scheduler::SampleReweighter reweighter,
+                   scheduler::SampleReweighter::Create(reweighting_options));
+  const bool reweighting = reweighting_options.policy != scheduler::ReweightingPolicy::kNone;
+  scheduler::BucketStats bucket_stats;  // since the last update
+  std::vector<float> sample_weights;
+  std::vector<float> per_sample_bce;
+  std::vector<int> sample_buckets;
+  if (reweighting) {
+    LOG(INFO) << "reweighting samples by activity bucket: policy "
+              << scheduler::ReweightingPolicyName(reweighting_options.policy) << ", weights updated every "
+              << reweighting_options.every_steps << " steps";
+  }
+
   TrainResult result;
   Batch batch;
   models::ModelInputs in;
@@ -504,15 +543,36 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       RETURN_IF_ERROR(bridge.Gather(batch, &in));
       model->Forward(in, &logits);
       models::ZeroGrads(params);
-      // Unit weights (an empty span) until the scheduler's reweighting arrives.
-      const models::LossStats stats = model->TrainBackward(batch.labels, {}, &grads, nullptr);
-      const double loss = stats.loss;
+      if (reweighting) {
+        sample_buckets.resize(batch.size);
+        sample_weights.resize(batch.size);
+        for (int b = 0; b < batch.size; ++b) {
+          sample_buckets[b] = static_cast<int>(activity->Of(batch.user_ids[b]));
+          sample_weights[b] = static_cast<float>(reweighter.weights()[sample_buckets[b]]);
+        }
+      }
+      const models::LossStats stats =
+          reweighting ? model->TrainBackward(batch.labels, sample_weights, &grads, &per_sample_bce)
+                      : model->TrainBackward(batch.labels, {}, &grads, nullptr);
+      if (reweighting) {
+        for (int b = 0; b < batch.size; ++b) {
+          ++bucket_stats.count[sample_buckets[b]];
+          bucket_stats.loss_sum[sample_buckets[b]] += per_sample_bce[b];
+        }
+      }
+      const double loss = stats.loss;  // the training objective: weighted when reweighting
       fuse_sum += stats.mean_a_fuse * batch.size;
       kd_active += stats.kd_active;
       RETURN_IF_ERROR(bridge.Scatter(batch, grads));
       optimizer.Step(params);
       ++result.steps;
       result.samples += batch.size;
+      if (reweighting && result.steps % reweighting_options.every_steps == 0) {
+        ASSIGN_OR_RETURN(const scheduler::BucketWeights weights, reweighter.Update(bucket_stats));
+        bucket_stats = scheduler::BucketStats();
+        LOG(INFO) << "reweighting step " << result.steps << ": weights " << scheduler::FormatBucketWeights(weights)
+                  << " (policy " << scheduler::ReweightingPolicyName(reweighting_options.policy) << ")";
+      }
       recent_losses.push_back(loss);
       recent_sum += loss;
       if (recent_losses.size() > 100) {
