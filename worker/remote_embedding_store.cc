@@ -1,0 +1,208 @@
+#include "worker/remote_embedding_store.h"
+
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "glog/logging.h"
+#include "ps/feature_key.h"
+#include "ps/server.h"
+
+namespace choir {
+namespace {
+
+using transport::Frame;
+
+// One call's keys grouped by server.
+struct Plan {
+  // Per server: its keys in caller order and each key's float offset in the caller's buffer.
+  std::vector<std::vector<uint64_t>> keys;
+  std::vector<std::vector<size_t>> offsets;
+  std::vector<size_t> floats;  // per server: sum of its keys' dims
+  size_t total_floats = 0;
+};
+
+class RemoteEmbeddingStore : public EmbeddingStore {
+ public:
+  RemoteEmbeddingStore(std::unique_ptr<transport::Endpoint> endpoint,
+                       RemoteEmbeddingStoreOptions options)
+      : options_(std::move(options)), client_(std::move(endpoint)) {}
+
+  absl::Status Pull(absl::Span<const uint64_t> keys, absl::Span<float> out) override {
+    absl::StatusOr<Plan> plan = MakePlan(keys);
+    if (!plan.ok()) return plan.status();
+    if (out.size() != plan->total_floats) {
+      return absl::InvalidArgumentError(absl::StrCat("pull: ", keys.size(), " keys need ",
+                                                     plan->total_floats,
+                                                     " floats, out has ", out.size()));
+    }
+    const absl::Time deadline = absl::Now() + options_.deadline;
+    return ForEachServer(*plan, [&](int s) -> absl::Status {
+      std::vector<Frame> request;
+      request.push_back(Frame::FromVector(plan->keys[s]));
+      absl::StatusOr<transport::Response> response =
+          client_.Call(options_.servers[s].id, kPsPullMethod, std::move(request), deadline);
+      if (!response.ok()) return Annotate(response.status(), kPsPullMethod, s);
+      if (response->frames.size() != 1 ||
+          response->frames[0].type() != transport::ELEMENT_FLOAT32 ||
+          response->frames[0].size() != plan->floats[s] * sizeof(float)) {
+        return Annotate(absl::DataLossError(absl::StrCat(
+                            "response must be one float32 frame of ", plan->floats[s],
+                            " values, got ", response->frames.size(), " frames")),
+                        kPsPullMethod, s);
+      }
+      // Frame bytes need not be aligned: copy row by row into the caller's buffer.
+      const char* data = response->frames[0].data();
+      const std::vector<uint64_t>& server_keys = plan->keys[s];
+      for (size_t j = 0; j < server_keys.size(); ++j) {
+        const size_t bytes = static_cast<size_t>(Dim(server_keys[j])) * sizeof(float);
+        std::memcpy(out.data() + plan->offsets[s][j], data, bytes);
+        data += bytes;
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status Push(absl::Span<const uint64_t> keys, absl::Span<const float> grads) override {
+    absl::StatusOr<Plan> plan = MakePlan(keys);
+    if (!plan.ok()) return plan.status();
+    if (grads.size() != plan->total_floats) {
+      return absl::InvalidArgumentError(absl::StrCat("push: ", keys.size(), " keys need ",
+                                                     plan->total_floats,
+                                                     " gradient floats, got ", grads.size()));
+    }
+    // Checked here so that a bad gradient changes no row on any server.
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (!std::isfinite(grads[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("push: gradient ", i, " is not finite (", grads[i], ")"));
+      }
+    }
+    const absl::Time deadline = absl::Now() + options_.deadline;
+    return ForEachServer(*plan, [&](int s) -> absl::Status {
+      const std::vector<uint64_t>& server_keys = plan->keys[s];
+      std::vector<float> server_grads(plan->floats[s]);
+      float* dst = server_grads.data();
+      for (size_t j = 0; j < server_keys.size(); ++j) {
+        const size_t dim = static_cast<size_t>(Dim(server_keys[j]));
+        std::memcpy(dst, grads.data() + plan->offsets[s][j], dim * sizeof(float));
+        dst += dim;
+      }
+      std::vector<Frame> request;
+      request.push_back(Frame::FromVector(server_keys));
+      request.push_back(Frame::FromVector(std::move(server_grads)));
+      absl::StatusOr<transport::Response> response =
+          client_.Call(options_.servers[s].id, kPsPushMethod, std::move(request), deadline);
+      if (!response.ok()) return Annotate(response.status(), kPsPushMethod, s);
+      return absl::OkStatus();
+    });
+  }
+
+  int Dim(uint64_t key) const override {
+    auto it = options_.slots.find(SlotOf(key));
+    return it == options_.slots.end() ? 0 : it->second.dim;
+  }
+
+ private:
+  absl::StatusOr<Plan> MakePlan(absl::Span<const uint64_t> keys) const {
+    const int num_servers = static_cast<int>(options_.servers.size());
+    Plan plan;
+    plan.keys.resize(num_servers);
+    plan.offsets.resize(num_servers);
+    plan.floats.assign(num_servers, 0);
+    for (uint64_t key : keys) {
+      const int dim = Dim(key);
+      if (dim == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("key %#x has slot %d, which is not configured", key, SlotOf(key)));
+      }
+      const int s = options_.sharding->ServerOf(key);
+      CHECK(s >= 0 && s < num_servers) << "sharding policy returned server " << s;
+      plan.keys[s].push_back(key);
+      plan.offsets[s].push_back(plan.total_floats);
+      plan.floats[s] += static_cast<size_t>(dim);
+      plan.total_floats += static_cast<size_t>(dim);
+    }
+    return plan;
+  }
+
+  // Runs `call(s)` for every server s with keys in `plan`, concurrently, and returns the
+  // first error in server order.
+  template <typename Fn>
+  absl::Status ForEachServer(const Plan& plan, const Fn& call) {
+    std::vector<int> servers;
+    for (int s = 0; s < static_cast<int>(plan.keys.size()); ++s) {
+      if (!plan.keys[s].empty()) servers.push_back(s);
+    }
+    if (servers.empty()) return absl::OkStatus();
+    std::vector<absl::Status> statuses(servers.size());
+    std::vector<std::thread> threads;
+    threads.reserve(servers.size() - 1);
+    for (size_t i = 1; i < servers.size(); ++i) {
+      threads.emplace_back([&, i] { statuses[i] = call(servers[i]); });
+    }
+    statuses[0] = call(servers[0]);
+    for (std::thread& thread : threads) thread.join();
+    for (const absl::Status& status : statuses) {
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Annotate(const absl::Status& status, absl::string_view method, int s) const {
+    return absl::Status(status.code(),
+                        absl::StrCat(method, " from parameter server ", s, " (",
+                                     options_.servers[s].id, "): ", status.message()));
+  }
+
+  const RemoteEmbeddingStoreOptions options_;
+  transport::RpcClient client_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EmbeddingStore>> NewRemoteEmbeddingStore(
+    std::unique_ptr<transport::Endpoint> endpoint, RemoteEmbeddingStoreOptions options) {
+  if (endpoint == nullptr) return absl::InvalidArgumentError("remote store: no endpoint");
+  if (options.servers.empty()) return absl::InvalidArgumentError("remote store: no servers");
+  if (options.slots.empty()) return absl::InvalidArgumentError("remote store: no slots");
+  if (options.deadline <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("remote store: deadline must be positive");
+  }
+  for (const auto& [slot, config] : options.slots) {
+    if (slot >= kMaxSlots) {
+      return absl::InvalidArgumentError(absl::StrCat("remote store: slot ", slot, " >= ",
+                                                     kMaxSlots));
+    }
+    absl::Status valid = ValidateSlotConfig(config);
+    if (!valid.ok()) return valid;
+  }
+  const int num_servers = static_cast<int>(options.servers.size());
+  if (options.sharding == nullptr) {
+    options.sharding = NewConsistentHashSharding(num_servers);
+  } else if (options.sharding->num_servers() != num_servers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remote store: sharding policy is for ", options.sharding->num_servers(),
+                     " servers, ", num_servers, " are configured"));
+  }
+  absl::flat_hash_set<std::string> ids;
+  for (const RemoteEmbeddingStoreOptions::Server& server : options.servers) {
+    if (server.id.empty() || !ids.insert(server.id).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("remote store: empty or duplicate server id '", server.id, "'"));
+    }
+    absl::Status added = endpoint->AddPeer(server.id, server.address);
+    if (!added.ok()) {
+      return absl::Status(added.code(), absl::StrCat("remote store: adding server ", server.id,
+                                                     ": ", added.message()));
+    }
+  }
+  return std::unique_ptr<EmbeddingStore>(
+      new RemoteEmbeddingStore(std::move(endpoint), std::move(options)));
+}
+
+}  // namespace choir

@@ -1,0 +1,67 @@
+// The EmbeddingStore of a worker in a cluster: a client of the parameter servers (ps/server.h,
+// docs/ps.md).
+//
+// Pull and Push split the caller's keys by server with the sharding policy (ps/sharding.h),
+// send one RPC per server that holds any of them (all servers' calls in flight at once), and
+// reassemble pulled rows in the caller's key order. With the same TableOptions on every server
+// the results are bit-identical to NewLocalEmbeddingStore's: each row lives on exactly one
+// server, which applies the same initialisation and optimizer to it.
+//
+// Errors name the server: "pull from parameter server 2 (ps2): ...". DEADLINE_EXCEEDED and
+// UNAVAILABLE from the transport, and the server's own codes (INVALID_ARGUMENT), keep their
+// code; a response with the wrong frames is DATA_LOSS. Keys of unconfigured slots, wrong
+// buffer sizes and non-finite gradients are rejected before anything is sent, so a Push that
+// fails that way changes no row on any server. A Push that fails on one server (deadline,
+// server down) may have been applied on the others, and on the failing one too when only its
+// response was lost: the caller treats it as a failed step.
+//
+// Thread map: Pull and Push run on any number of caller threads; a call to S > 1 servers runs
+// S - 1 of its RPCs on short-lived threads and one on the caller's, and joins them before
+// returning. The RpcClient's receive thread hands responses to the waiting calls. The store
+// holds no lock of its own (its state is immutable after construction).
+#ifndef CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
+#define CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/transport.h"
+#include "ps/sharding.h"
+#include "ps/slot_config.h"
+#include "worker/embedding_store.h"
+
+namespace choir {
+
+struct RemoteEmbeddingStoreOptions {
+  struct Server {
+    std::string id;       // the server endpoint's id
+    std::string address;  // what the server's address() reports (ignored in-process)
+  };
+  // The parameter servers, in server-index order: servers[i] holds the keys the sharding
+  // policy maps to i. Must not be empty; ids must be unique.
+  std::vector<Server> servers;
+  // The slots the servers hold (the servers' TableOptions::slots): Dim() and the checks done
+  // before sending. Must not be empty.
+  std::map<uint32_t, SlotConfig> slots;
+  // How long each Pull or Push waits for all its servers. Default 30 s: far above a healthy
+  // round trip, short enough that a dead server stops training with a clear error.
+  absl::Duration deadline = absl::Seconds(30);
+  // Key-to-server policy; its num_servers() must equal servers.size(). Default (null):
+  // NewConsistentHashSharding(servers.size()).
+  std::shared_ptr<const ShardingPolicy> sharding;
+};
+
+// A store that reaches the servers through `endpoint` (this worker's own endpoint; the store
+// adds each server to its address book and owns it). The servers must admit the worker
+// (ParamServer::AddPeer). INVALID_ARGUMENT for invalid options.
+absl::StatusOr<std::unique_ptr<EmbeddingStore>> NewRemoteEmbeddingStore(
+    std::unique_ptr<transport::Endpoint> endpoint, RemoteEmbeddingStoreOptions options);
+
+}  // namespace choir
+
+#endif  // CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
