@@ -4,15 +4,18 @@
 #   BENCH_USERS="100000 1000000" tools/bench/run.sh data
 # encoder: the built-in MiniLM against the PyTorch reference (tools/text/bench_encoder_torch.py,
 #   needs python3-torch and transformers) on the same 1000 profile texts, batch 64, 1 and 2
-#   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N).
+#   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N);
+# ps: parameter-server pull/push keys/s over ZeroMQ loopback, 1 server, 1-2 workers, dims 8/16/64,
+#   4k and 64k keys per request.
 # Each case runs in its own process so its peak memory is its own. Builds first when needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="$ROOT/build/bin"
-[[ -x "$BIN/choir_bench_data" && -x "$BIN/choir_bench_train" && -x "$BIN/choir_bench_groups" && -x "$BIN/bench_encoder" ]] ||
+[[ -x "$BIN/choir_bench_data" && -x "$BIN/choir_bench_train" && -x "$BIN/choir_bench_groups" && -x "$BIN/bench_encoder" &&
+   -x "$BIN/choir_bench_ps" ]] ||
   "$ROOT/tools/setup.sh" >&2
 NAMES=("$@")
-[[ ${#NAMES[@]} -eq 0 ]] && NAMES=(data train encoder groups)
+[[ ${#NAMES[@]} -eq 0 ]] && NAMES=(data train encoder groups ps)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-bench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -58,6 +61,16 @@ for name in "${NAMES[@]}"; do
     groups)
       "$BIN/choir_bench_groups" --n "${BENCH_RQ_N:-1000000}" --dim 384 --levels 3 --k 256 --threads 2 2>/dev/null
       ;;
-    *) echo "bench: unknown benchmark '$name' (known: data, train, encoder, groups)" >&2; exit 2 ;;
+    ps)
+      for workers in 1 2; do
+        for dim in 8 16 64; do
+          for keys in 4096 65536; do
+            "$BIN/choir_bench_ps" --workers "$workers" --dim "$dim" --keys "$keys" \
+              --requests $(( keys == 4096 ? 400 : 40 )) --rows 1000000 2>/dev/null
+          done
+        done
+      done
+      ;;
+    *) echo "bench: unknown benchmark '$name' (known: data, train, encoder, groups, ps)" >&2; exit 2 ;;
   esac
 done
