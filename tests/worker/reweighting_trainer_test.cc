@@ -13,23 +13,8 @@ namespace {
 
 constexpr int64_t kUsers = 6000;  // ~6000 clicked train rows: 20 steps of 256 fit
 
-JobConfig SmallJob(const std::string& out_dir) {
-  JobConfig job;
-  job.set_name("reweighting_trainer_test");
-  job.mutable_data()->set_dir("/ds");
-  ModelConfig* model = job.mutable_model();
-  model->set_type("dnn");
-  model->set_embedding_dim(8);
-  model->add_hidden(32);
-  model->add_hidden(16);
-  TrainerConfig* tc = job.mutable_trainer();
-  tc->set_batch_size(256);
-  tc->set_max_steps(20);
-  tc->set_shuffle_buffer(4096);
-  tc->set_seed(3);
-  tc->set_out_dir(out_dir);
-  return job;
-}
+// The shared small dnn job on /ds with seed 3.
+JobConfig SmallJob(const std::string& out_dir) { return testing::SmallJob("/ds", out_dir, 3); }
 
 class ReweightingTrainerTest : public ::testing::Test {
  protected:

@@ -23,27 +23,10 @@ using testing::CountRows;
 using testing::CountRowsWhere;
 using testing::Generate;
 using testing::ReadBlocks;
+using testing::SmallJob;
 using testing::SplitFiles;
 
 constexpr int64_t kUsers = 6000;  // ~6000 clicked train rows: 20 steps of 256 fit
-
-JobConfig SmallJob(const std::string& dir, const std::string& out_dir, uint64_t seed) {
-  JobConfig job;
-  job.set_name("trainer_test");
-  job.mutable_data()->set_dir(dir);
-  ModelConfig* model = job.mutable_model();
-  model->set_type("dnn");
-  model->set_embedding_dim(8);
-  model->add_hidden(32);
-  model->add_hidden(16);
-  TrainerConfig* tc = job.mutable_trainer();
-  tc->set_batch_size(256);
-  tc->set_max_steps(20);
-  tc->set_shuffle_buffer(4096);
-  tc->set_seed(seed);
-  tc->set_out_dir(out_dir);
-  return job;
-}
 
 // (user, label) pairs of the samples `task` makes of `blocks`.
 std::multiset<std::pair<int64_t, int>> UserLabels(const std::vector<data::RowBlock>& blocks, Task task) {

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "core/error_budget.h"
 #include "core/fs.h"
+#include "core/proto/job.pb.h"
 #include "data/dataset.h"
 #include "data/generator.h"
 #include "data/row_block.h"
@@ -83,6 +84,26 @@ inline int64_t CountRows(const std::vector<data::RowBlock>& blocks) {
   int64_t n = 0;
   for (const data::RowBlock& b : blocks) n += b.num_rows();
   return n;
+}
+
+// A small dnn job: embedding 8, tower [32, 16], 20 steps of 256 samples, shuffle buffer 4096,
+// on the dataset in `dir`, writing into `out_dir`.
+inline JobConfig SmallJob(const std::string& dir, const std::string& out_dir, uint64_t seed) {
+  JobConfig job;
+  job.set_name("trainer_test");
+  job.mutable_data()->set_dir(dir);
+  ModelConfig* model = job.mutable_model();
+  model->set_type("dnn");
+  model->set_embedding_dim(8);
+  model->add_hidden(32);
+  model->add_hidden(16);
+  TrainerConfig* tc = job.mutable_trainer();
+  tc->set_batch_size(256);
+  tc->set_max_steps(20);
+  tc->set_shuffle_buffer(4096);
+  tc->set_seed(seed);
+  tc->set_out_dir(out_dir);
+  return job;
 }
 
 }  // namespace choir::worker::testing
