@@ -25,20 +25,11 @@ void Append(std::vector<Param<T>*> more, std::vector<Param<T>*>* out) {
   out->insert(out->end(), more.begin(), more.end());
 }
 
-// Copies columns [offset, offset + width) of `src` into `dst` [B, width].
+// A head gradient computed on the host, on `device` for the layers' Backward.
 template <typename T>
-void CopyBlock(const Tensor<T>& src, int offset, int width, Tensor<T>* dst) {
-  dst->ResizeUninitialized(src.rows(), width);
-  for (int b = 0; b < src.rows(); ++b) std::copy_n(src.row(b) + offset, width, dst->row(b));
-}
-// Adds `src` [B, width] into columns [offset, offset + width) of `dst`.
-template <typename T>
-void AddBlock(const Tensor<T>& src, int offset, Tensor<T>* dst) {
-  for (int b = 0; b < src.rows(); ++b) {
-    T* row = dst->row(b) + offset;
-    const T* s = src.row(b);
-    for (int k = 0; k < src.cols(); ++k) row[k] += s[k];
-  }
+Tensor<T> On(Device device, Tensor<T> host) {
+  if (device == Device::kCpu) return host;
+  return host.To(device);
 }
 
 template <typename T>
@@ -134,7 +125,7 @@ absl::StatusOr<std::unique_ptr<ChoirRecModel<T>>> ChoirRecModel<T>::Create(const
     s.group_max_seq_len = 0;
   }
   if (!c.use_gates()) s.activity_features = 0;
-  std::unique_ptr<ChoirRecModel<T>> m(new ChoirRecModel<T>(s, c));
+  std::unique_ptr<ChoirRecModel<T>> m(new ChoirRecModel<T>(s, c, factory->device()));
   const int d = s.embedding_dim;
   auto layer_seed = [seed](int part, int index) { return seed * 1000003 + 7919 * part + 31 * index + 1; };
 
@@ -209,7 +200,6 @@ absl::StatusOr<std::unique_ptr<ChoirRecModel<T>>> ChoirRecModel<T>::Create(const
 template <typename T>
 void ChoirRecModel<T>::ForwardGroup(const BasicModelInputs<T>& in) {
   const int d = shape_.embedding_dim;
-  const int batch = batch_;
   std::vector<const Tensor<T>*> parts;
   if (shape_.group_levels > 0) {
     CHECK_EQ(in.group_ids.cols(), shape_.group_levels * d);
@@ -217,7 +207,7 @@ void ChoirRecModel<T>::ForwardGroup(const BasicModelInputs<T>& in) {
     levels_.resize(levels);
     fused_.resize(levels);
     fuse_in_.resize(levels);
-    for (int l = 0; l < levels; ++l) CopyBlock(in.group_ids, l * d, d, &levels_[l]);
+    for (int l = 0; l < levels; ++l) CopyCols(in.group_ids, l * d, d, &levels_[l]);
     fused_[0] = levels_[0];
     for (int l = 1; l < levels; ++l) {
       ConcatCols<T>({&fused_[l - 1], &levels_[l]}, &fuse_in_[l]);
@@ -232,25 +222,28 @@ void ChoirRecModel<T>::ForwardGroup(const BasicModelInputs<T>& in) {
   if (shape_.group_attribute_slots > 0) parts.push_back(&in.group_attributes);
   if (shape_.group_stats > 0) parts.push_back(&in.group_stats);
   for (size_t q = 0; q < group_attention_.size(); ++q) {
-    CopyBlock(in.slots, shape_.group_sequence_targets[q] * d, d, &group_queries_[q]);
+    CopyCols(in.slots, shape_.group_sequence_targets[q] * d, d, &group_queries_[q]);
     group_attention_[q]->Forward(group_queries_[q], in.group_sequences[q], in.group_lengths[q], &group_pooled_[q]);
     parts.push_back(&group_pooled_[q]);
   }
   const int items = static_cast<int>(shape_.group_channel_slots.size());
-  item_feats_.ResizeUninitialized(batch, items * d);
-  for (int b = 0; b < batch; ++b) {
-    for (int i = 0; i < items; ++i) {
-      std::copy_n(in.slots.row(b) + shape_.group_channel_slots[i] * d, d, item_feats_.row(b) + i * d);
-    }
+  item_blocks_.resize(items);
+  std::vector<const Tensor<T>*> blocks;
+  for (int i = 0; i < items; ++i) {
+    CopyCols(in.slots, shape_.group_channel_slots[i] * d, d, &item_blocks_[i]);
+    blocks.push_back(&item_blocks_[i]);
   }
+  ConcatCols(blocks, &item_feats_);
   parts.push_back(&item_feats_);
   ConcatCols(parts, &grp_in_);
   grp_bottom_->Forward(grp_in_, &h_grp_);
-  grp_top_->Forward(h_grp_, &z_grp_);
+  grp_top_->Forward(h_grp_, &z_grp_dev_);
+  z_grp_.CopyFrom(z_grp_dev_);
 }
 
 template <typename T>
-void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& in, Tensor<T>* logits) {
+void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& host_in, Tensor<T>* logits) {
+  const BasicModelInputs<T>& in = stager_.Stage(device_, shape_, host_in);
   const int d = shape_.embedding_dim;
   batch_ = in.slots.rows();
   const int batch = batch_;
@@ -259,7 +252,7 @@ void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& in, Tensor<T>* logits)
   std::vector<const Tensor<T>*> parts = {&in.slots};
   if (shape_.num_dense > 0) parts.push_back(&in.dense);
   for (size_t q = 0; q < attention_.size(); ++q) {
-    CopyBlock(in.slots, shape_.sequence_targets[q] * d, d, &queries_[q]);
+    CopyCols(in.slots, shape_.sequence_targets[q] * d, d, &queries_[q]);
     attention_[q]->Forward(queries_[q], in.sequences[q], in.lengths[q], &pooled_[q]);
     parts.push_back(&pooled_[q]);
   }
@@ -270,17 +263,19 @@ void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& in, Tensor<T>* logits)
     ConcatCols<T>({&h_ind_, &h_grp_}, &inj_in_);
     inject_->Forward(inj_in_, &inj_out_);
     h_ind2_ = h_ind_;
-    for (int64_t i = 0; i < h_ind2_.size(); ++i) h_ind2_.data()[i] += inj_out_.data()[i];
-    ind_top_->Forward(h_ind2_, &z_ind_);
+    AddToCols(inj_out_, 0, &h_ind2_);
+    ind_top_->Forward(h_ind2_, &z_ind_dev_);
   } else {
-    ind_top_->Forward(h_ind_, &z_ind_);
+    ind_top_->Forward(h_ind_, &z_ind_dev_);
   }
+  z_ind_.CopyFrom(z_ind_dev_);
 
   a_fuse_.ResizeUninitialized(batch, 1);
   a_kd_.ResizeUninitialized(batch, 1);
   if (gate_mlp_ != nullptr) {
     CHECK_EQ(in.activity.cols(), shape_.activity_features);
-    gate_mlp_->Forward(in.activity, &gates_);
+    gate_mlp_->Forward(in.activity, &gates_dev_);
+    gates_.CopyFrom(gates_dev_);
     for (int b = 0; b < batch; ++b) {
       a_fuse_.at(b, 0) = gates_.at(b, 0);
       a_kd_.at(b, 0) = gates_.at(b, 1);
@@ -297,7 +292,7 @@ void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& in, Tensor<T>* logits)
   purchases_ = in.purchases;
   if (purchases_.empty()) purchases_.assign(batch, T(0));
   CHECK_EQ(static_cast<int>(purchases_.size()), batch);
-  *logits = z_;
+  logits->CopyFrom(z_);
 }
 
 template <typename T>
@@ -364,7 +359,6 @@ LossStats ChoirRecModel<T>::ComputeHeadGrads(absl::Span<const T> labels, absl::S
 template <typename T>
 void ChoirRecModel<T>::BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>* grads) {
   const int d = shape_.embedding_dim;
-  const int batch = batch_;
   Tensor<T> dh_grp, dgrp_in;
   grp_top_->Backward(dz_grp, &dh_grp);
   grp_bottom_->Backward(dh_grp, &dgrp_in);
@@ -395,14 +389,14 @@ void ChoirRecModel<T>::BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>
 
   for (size_t i = 0; i < shape_.group_channel_slots.size(); ++i) {
     Tensor<T> block;
-    CopyBlock(ditems, static_cast<int>(i) * d, d, &block);
-    AddBlock(block, shape_.group_channel_slots[i] * d, &grads->slots);
+    CopyCols(ditems, static_cast<int>(i) * d, d, &block);
+    AddToCols(block, shape_.group_channel_slots[i] * d, &grads->slots);
   }
   grads->group_sequences.resize(group_attention_.size());
   Tensor<T> dquery;
   for (size_t q = 0; q < group_attention_.size(); ++q) {
     group_attention_[q]->Backward(dgroup_pooled[q], &dquery, &grads->group_sequences[q]);
-    AddBlock(dquery, shape_.group_sequence_targets[q] * d, &grads->slots);
+    AddToCols(dquery, shape_.group_sequence_targets[q] * d, &grads->slots);
   }
   if (shape_.group_levels > 0) {
     const int levels = shape_.group_levels;
@@ -418,13 +412,12 @@ void ChoirRecModel<T>::BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>
     for (int l = levels - 1; l >= 1; --l) {
       fuse_[l - 1]->Backward(dfused[l], &dcat);
       SplitCols<T>(dcat, {d, d}, {&dprev, &dlevels[l]});
-      AddBlock(dprev, 0, &dfused[l - 1]);
+      AddToCols(dprev, 0, &dfused[l - 1]);
     }
     dlevels[0] = dfused[0];
-    grads->group_ids.ResizeUninitialized(batch, levels * d);
-    for (int l = 0; l < levels; ++l) {
-      for (int b = 0; b < batch; ++b) std::copy_n(dlevels[l].row(b), d, grads->group_ids.row(b) + l * d);
-    }
+    std::vector<const Tensor<T>*> level_grads;
+    for (const Tensor<T>& t : dlevels) level_grads.push_back(&t);
+    ConcatCols(level_grads, &grads->group_ids);
   }
 }
 
@@ -441,17 +434,17 @@ void ChoirRecModel<T>::BackwardFromHeads(const HeadGrads& heads, BasicModelGrads
     dgates.at(b, 0) = dz * (z_grp_.at(b, 0) - z_ind_.at(b, 0)) + HeadAt(heads.da_fuse, b);
     dgates.at(b, 1) = HeadAt(heads.da_kd, b);
   }
-  if (gate_mlp_ != nullptr) gate_mlp_->Backward(dgates, nullptr);
+  if (gate_mlp_ != nullptr) gate_mlp_->Backward(On(device_, std::move(dgates)), nullptr);
 
   // Individual channel; overwrites grads->slots and grads->sequences.
   Tensor<T> dh, dind_in;
-  ind_top_->Backward(dz_ind, &dh);
+  ind_top_->Backward(On(device_, std::move(dz_ind)), &dh);
   if (inject_ != nullptr) {
     Tensor<T> dinj_in, dh_from_inject;
     inject_->Backward(dh, &dinj_in);
     // Stop-gradient: the h_grp half of the injection's input gradient is dropped.
     SplitCols<T>(dinj_in, {h_ind_.cols(), h_grp_.cols()}, {&dh_from_inject, nullptr});
-    for (int64_t i = 0; i < dh.size(); ++i) dh.data()[i] += dh_from_inject.data()[i];
+    AddToCols(dh_from_inject, 0, &dh);
   }
   ind_bottom_->Backward(dh, &dind_in);
   std::vector<int> widths = {shape_.num_slots * d};
@@ -470,9 +463,9 @@ void ChoirRecModel<T>::BackwardFromHeads(const HeadGrads& heads, BasicModelGrads
   Tensor<T> dquery;
   for (size_t q = 0; q < attention_.size(); ++q) {
     attention_[q]->Backward(dpooled[q], &dquery, &grads->sequences[q]);
-    AddBlock(dquery, shape_.sequence_targets[q] * d, &grads->slots);
+    AddToCols(dquery, shape_.sequence_targets[q] * d, &grads->slots);
   }
-  BackwardGroup(dz_grp, grads);
+  BackwardGroup(On(device_, std::move(dz_grp)), grads);
 }
 
 template <typename T>
@@ -480,7 +473,9 @@ LossStats ChoirRecModel<T>::TrainBackward(absl::Span<const T> labels, absl::Span
                                           BasicModelGrads<T>* grads, std::vector<T>* per_sample_bce) {
   HeadGrads heads;
   const LossStats stats = ComputeHeadGrads(labels, weights, &heads, per_sample_bce);
-  BackwardFromHeads(heads, grads);
+  BasicModelGrads<T>* out = device_ == Device::kCpu ? grads : &device_grads_;
+  BackwardFromHeads(heads, out);
+  if (out != grads) CopyModelGrads(*out, grads);
   return stats;
 }
 

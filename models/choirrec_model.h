@@ -71,7 +71,7 @@ class ChoirRecModel : public BasicModel<T> {
                              HeadGrads* heads, std::vector<T>* per_sample_bce) const;
   void BackwardFromHeads(const HeadGrads& heads, BasicModelGrads<T>* grads);
 
-  // Heads of the last Forward, [B, 1] each.
+  // Heads of the last Forward, [B, 1] each, on the host.
   const Tensor<T>& z_ind() const { return z_ind_; }
   const Tensor<T>& z_grp() const { return z_grp_; }
   const Tensor<T>& a_fuse() const { return a_fuse_; }
@@ -89,14 +89,20 @@ class ChoirRecModel : public BasicModel<T> {
   const ModelShape& shape() const override { return shape_; }
 
  private:
-  ChoirRecModel(ModelShape shape, ChoirRecConfig config)
-      : shape_(std::move(shape)), config_(std::move(config)) {}
+  ChoirRecModel(ModelShape shape, ChoirRecConfig config, Device device)
+      : shape_(std::move(shape)), config_(std::move(config)), device_(device) {}
 
   void ForwardGroup(const BasicModelInputs<T>& in);
   void BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>* grads);
 
   ModelShape shape_;
   ChoirRecConfig config_;  // switches and loss settings
+  // Where the layers run. The per-sample head arithmetic (fusion of the two logits, the gates'
+  // mixing, the KD and auxiliary losses: a few scalars per sample) always runs on the host, on
+  // host copies of the heads; everything else stays on device_.
+  Device device_;
+  InputStager<T> stager_;
+  BasicModelGrads<T> device_grads_;  // the gradients on device_, when that is not the host
 
   // Individual channel.
   std::vector<std::unique_ptr<TargetAttention<T>>> attention_;
@@ -116,9 +122,11 @@ class ChoirRecModel : public BasicModel<T> {
   int batch_ = 0;
   std::vector<Tensor<T>> queries_, pooled_, group_queries_, group_pooled_;
   std::vector<Tensor<T>> levels_, fused_, fuse_in_;
-  Tensor<T> fusion_in_, g_id_, item_feats_, grp_in_, h_grp_, z_grp_;
-  Tensor<T> ind_in_, h_ind_, inj_in_, inj_out_, h_ind2_, z_ind_;
-  Tensor<T> gates_, a_fuse_, a_kd_, z_;
+  std::vector<Tensor<T>> item_blocks_;
+  Tensor<T> fusion_in_, g_id_, item_feats_, grp_in_, h_grp_, z_grp_dev_;
+  Tensor<T> ind_in_, h_ind_, inj_in_, inj_out_, h_ind2_, z_ind_dev_, gates_dev_;
+  // Host copies of the heads, and the host head values.
+  Tensor<T> z_ind_, z_grp_, gates_, a_fuse_, a_kd_, z_;
   std::vector<T> purchases_;
 };
 

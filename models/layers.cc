@@ -19,16 +19,38 @@ int64_t ParamCount(const std::vector<Param<T>*>& params) {
   return n;
 }
 
+namespace {
+// Copies n values between a host buffer and a tensor's storage on any device.
+template <typename T>
+void ToHostBuffer(const Tensor<T>& t, T* dst) {
+  if (t.on_host()) {
+    std::copy_n(t.data(), t.size(), dst);
+  } else if (t.size() > 0) {
+    GetDeviceBackend(t.device())->CopyToHost(dst, t.data(), t.size() * sizeof(T));
+  }
+}
+template <typename T>
+void FromHostBuffer(const T* src, Tensor<T>* t) {
+  if (t->on_host()) {
+    std::copy_n(src, t->size(), t->data());
+  } else if (t->size() > 0) {
+    GetDeviceBackend(t->device())->CopyToDevice(t->data(), src, t->size() * sizeof(T));
+  }
+}
+}  // namespace
+
 template <typename T>
 void CopyGradsTo(const std::vector<Param<T>*>& params, T* dst) {
-  for (const Param<T>* p : params)
-    dst = std::copy(p->grad.data(), p->grad.data() + p->grad.size(), dst);
+  for (const Param<T>* p : params) {
+    ToHostBuffer(p->grad, dst);
+    dst += p->grad.size();
+  }
 }
 
 template <typename T>
 void CopyGradsFrom(const std::vector<Param<T>*>& params, const T* src) {
   for (Param<T>* p : params) {
-    std::copy(src, src + p->grad.size(), p->grad.data());
+    FromHostBuffer(src, &p->grad);
     src += p->grad.size();
   }
 }
@@ -36,14 +58,15 @@ void CopyGradsFrom(const std::vector<Param<T>*>& params, const T* src) {
 template <typename T>
 void CopyValuesTo(const std::vector<Param<T>*>& params, T* dst) {
   for (const Param<T>* p : params) {
-    dst = std::copy(p->value.data(), p->value.data() + p->value.size(), dst);
+    ToHostBuffer(p->value, dst);
+    dst += p->value.size();
   }
 }
 
 template <typename T>
 void CopyValuesFrom(const std::vector<Param<T>*>& params, const T* src) {
   for (Param<T>* p : params) {
-    std::copy(src, src + p->value.size(), p->value.data());
+    FromHostBuffer(src, &p->value);
     src += p->value.size();
   }
 }
@@ -152,6 +175,10 @@ void Mlp<T>::SetTraining(bool training) {
 template <typename T>
 void ConcatCols(const std::vector<const Tensor<T>*>& xs, Tensor<T>* y) {
   CHECK(!xs.empty());
+  const Device device = xs[0]->device();
+  for (const Tensor<T>* x : xs) CHECK(x->device() == device) << "ConcatCols: inputs on two devices";
+  y->SetDevice(device);
+  if (device != Device::kCpu) return GetDeviceBackend(device)->ConcatCols(xs, y);
   const int n = xs[0]->rows();
   int width = 0;
   for (const Tensor<T>* x : xs) {
@@ -172,6 +199,10 @@ void SplitCols(const Tensor<T>& y, const std::vector<int>& widths,
   int total = 0;
   for (int w : widths) total += w;
   CHECK_EQ(total, y.cols()) << "SplitCols: widths do not add up to the input width";
+  for (Tensor<T>* out : outs) {
+    if (out != nullptr) out->SetDevice(y.device());
+  }
+  if (y.device() != Device::kCpu) return GetDeviceBackend(y.device())->SplitCols(y, widths, outs);
   const int n = y.rows();
   for (size_t i = 0; i < outs.size(); ++i) {
     if (outs[i] != nullptr) outs[i]->ResizeUninitialized(n, widths[i]);
@@ -192,6 +223,11 @@ T BinaryCrossEntropy(const Tensor<T>& logits, absl::Span<const T> labels,
   const int n = logits.rows();
   CHECK_EQ(static_cast<int>(labels.size()), n);
   CHECK(weights.empty() || static_cast<int>(weights.size()) == n);
+  if (dlogits != nullptr) dlogits->SetDevice(logits.device());
+  if (logits.device() != Device::kCpu) {
+    return GetDeviceBackend(logits.device())
+        ->BinaryCrossEntropy(logits, labels, weights, dlogits, per_sample);
+  }
   if (dlogits != nullptr) dlogits->ResizeUninitialized(n, 1);
   if (per_sample != nullptr) per_sample->resize(n);
   if (n == 0) return T(0);
@@ -209,6 +245,33 @@ T BinaryCrossEntropy(const Tensor<T>& logits, absl::Span<const T> labels,
   return total * inv_n;
 }
 
+template <typename T>
+void AddToCols(const Tensor<T>& x, int offset, Tensor<T>* y) {
+  CHECK(x.rows() == y->rows() && offset >= 0 && offset + x.cols() <= y->cols())
+      << "AddToCols: a " << x.rows() << "x" << x.cols() << " block at column " << offset
+      << " of a " << y->rows() << "x" << y->cols() << " tensor";
+  CHECK(x.device() == y->device()) << "AddToCols: tensors on two devices";
+  if (x.device() != Device::kCpu) return GetDeviceBackend(x.device())->AddToCols(x, offset, y);
+  for (int b = 0; b < x.rows(); ++b) {
+    const T* src = x.row(b);
+    T* dst = y->row(b) + offset;
+    for (int k = 0; k < x.cols(); ++k) dst[k] += src[k];
+  }
+}
+
+template <typename T>
+void CopyCols(const Tensor<T>& src, int offset, int width, Tensor<T>* dst) {
+  CHECK(offset >= 0 && width >= 0 && offset + width <= src.cols())
+      << "CopyCols: columns [" << offset << ", " << offset + width << ") of a " << src.cols()
+      << "-column tensor";
+  dst->SetDevice(src.device());
+  if (src.device() != Device::kCpu) {
+    return GetDeviceBackend(src.device())->CopyCols(src, offset, width, dst);
+  }
+  dst->ResizeUninitialized(src.rows(), width);
+  for (int b = 0; b < src.rows(); ++b) std::copy_n(src.row(b) + offset, width, dst->row(b));
+}
+
 #define CHOIR_INSTANTIATE(T)                                                                   \
   template int64_t ParamCount<T>(const std::vector<Param<T>*>&);                               \
   template void CopyGradsTo<T>(const std::vector<Param<T>*>&, T*);                             \
@@ -221,7 +284,9 @@ T BinaryCrossEntropy(const Tensor<T>& logits, absl::Span<const T> labels,
   template void SplitCols<T>(const Tensor<T>&, const std::vector<int>&,                        \
                              const std::vector<Tensor<T>*>&);                                  \
   template T BinaryCrossEntropy<T>(const Tensor<T>&, absl::Span<const T>, absl::Span<const T>, \
-                                   Tensor<T>*, std::vector<T>*);
+                                   Tensor<T>*, std::vector<T>*);                                \
+  template void AddToCols<T>(const Tensor<T>&, int, Tensor<T>*);                                  \
+  template void CopyCols<T>(const Tensor<T>&, int, int, Tensor<T>*);
 
 CHOIR_INSTANTIATE(float)
 CHOIR_INSTANTIATE(double)

@@ -230,6 +230,9 @@ class Mlp : public Layer<T> {
   std::vector<Tensor<T>> grads_;
 };
 
+// The free functions below run on the device of their inputs (outputs move there); see
+// device.h.
+//
 // Column-wise concatenation: inputs [B, d_i] -> y [B, sum d_i]. All inputs share B.
 template <typename T>
 void ConcatCols(const std::vector<const Tensor<T>*>& xs, Tensor<T>* y);
@@ -238,6 +241,13 @@ void ConcatCols(const std::vector<const Tensor<T>*>& xs, Tensor<T>* y);
 template <typename T>
 void SplitCols(const Tensor<T>& y, const std::vector<int>& widths,
                const std::vector<Tensor<T>*>& outs);
+
+// y[:, offset : offset + x.cols()] += x (same rows, same device).
+template <typename T>
+void AddToCols(const Tensor<T>& x, int offset, Tensor<T>* y);
+// dst [B, width] = src[:, offset : offset + width], on src's device.
+template <typename T>
+void CopyCols(const Tensor<T>& src, int offset, int width, Tensor<T>* dst);
 
 // Weighted binary cross-entropy on logits, numerically stable:
 //   bce_i = max(z_i, 0) - z_i * y_i + log(1 + exp(-|z_i|)),

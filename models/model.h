@@ -1,7 +1,9 @@
 // What the trainer drives: a model over dense tensors. The trainer pulls embedding rows from
 // the EmbeddingStore, gathers them into ModelInputs, calls Forward, then TrainBackward (loss of
 // the last Forward and every gradient), and pushes the input gradients back as sparse updates.
-// Layers come from a LayerFactory, so a CUDA backend changes nothing here.
+// Layers come from a LayerFactory, so a CUDA backend changes nothing here: a model whose factory
+// is on the GPU stages the (host) inputs there, keeps every activation there, and hands back
+// logits and input gradients on the device of the caller's tensors (host by default).
 //
 // T is float for training and double for the finite-difference tests.
 #ifndef CHOIR_MODELS_MODEL_H_
@@ -96,6 +98,56 @@ class BasicModel {
   // with): what the trainer must gather.
   virtual const ModelShape& shape() const = 0;
 };
+
+// A batch's inputs on one device. A model on the GPU stages the trainer's host batch once per
+// step here (one copy per tensor the model reads, per `shape`); a batch already on that device
+// is used in place.
+template <typename T>
+class InputStager {
+ public:
+  const BasicModelInputs<T>& Stage(Device device, const ModelShape& shape,
+                                   const BasicModelInputs<T>& in) {
+    if (device == Device::kCpu || in.slots.device() == device) return in;
+    auto put = [device](const Tensor<T>& from, Tensor<T>* to) {
+      to->SetDevice(device);
+      to->CopyFrom(from);
+    };
+    auto put_all = [&put](const std::vector<Tensor<T>>& from, std::vector<Tensor<T>>* to) {
+      to->resize(from.size());
+      for (size_t i = 0; i < from.size(); ++i) put(from[i], &(*to)[i]);
+    };
+    put(in.slots, &staged_.slots);
+    if (shape.num_dense > 0) put(in.dense, &staged_.dense);
+    if (!shape.sequence_targets.empty()) put_all(in.sequences, &staged_.sequences);
+    staged_.lengths = in.lengths;
+    if (shape.group_levels > 0) put(in.group_ids, &staged_.group_ids);
+    if (shape.group_attribute_slots > 0) put(in.group_attributes, &staged_.group_attributes);
+    if (shape.group_stats > 0) put(in.group_stats, &staged_.group_stats);
+    if (!shape.group_sequence_targets.empty()) put_all(in.group_sequences, &staged_.group_sequences);
+    staged_.group_lengths = in.group_lengths;
+    if (shape.activity_features > 0) put(in.activity, &staged_.activity);
+    staged_.purchases = in.purchases;
+    return staged_;
+  }
+
+ private:
+  BasicModelInputs<T> staged_;
+};
+
+// Copies every gradient of `from` into `to`, each onto the device `to`'s tensor is on (host for
+// a default-constructed BasicModelGrads).
+template <typename T>
+void CopyModelGrads(const BasicModelGrads<T>& from, BasicModelGrads<T>* to) {
+  auto put_all = [](const std::vector<Tensor<T>>& f, std::vector<Tensor<T>>* t) {
+    t->resize(f.size());
+    for (size_t i = 0; i < f.size(); ++i) (*t)[i].CopyFrom(f[i]);
+  };
+  to->slots.CopyFrom(from.slots);
+  put_all(from.sequences, &to->sequences);
+  to->group_ids.CopyFrom(from.group_ids);
+  to->group_attributes.CopyFrom(from.group_attributes);
+  put_all(from.group_sequences, &to->group_sequences);
+}
 
 using ModelInputs = BasicModelInputs<float>;
 using ModelGrads = BasicModelGrads<float>;

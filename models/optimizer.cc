@@ -27,8 +27,13 @@ void Sgd<T>::Step(const std::vector<Param<T>*>& params) {
   const T lr = static_cast<T>(this->current_lr());
   for (Param<T>* p : params) {
     CHECK(p->value.SameShape(p->grad)) << p->name;
+    CHECK(p->value.device() == p->grad.device()) << p->name << ": value and grad on two devices";
     T* w = p->value.data();
     const T* g = p->grad.data();
+    if (!p->value.on_host()) {
+      GetDeviceBackend(p->value.device())->SgdUpdate(w, g, p->value.size(), lr);
+      continue;
+    }
     for (int64_t i = 0; i < p->value.size(); ++i) w[i] -= lr * g[i];
   }
   ++this->step_;
@@ -38,8 +43,9 @@ template <typename T>
 void Adagrad<T>::Step(const std::vector<Param<T>*>& params) {
   if (acc_.empty()) {
     for (const Param<T>* p : params) {
-      acc_.emplace_back(p->value.rows(), p->value.cols(),
-                        static_cast<T>(options_.initial_accumulator));
+      acc_.emplace_back(p->value.device());
+      acc_.back().Resize(p->value.rows(), p->value.cols(),
+                         static_cast<T>(options_.initial_accumulator));
     }
   }
   CHECK_EQ(acc_.size(), params.size()) << "Adagrad: the parameter list changed between steps";
@@ -52,6 +58,12 @@ void Adagrad<T>::Step(const std::vector<Param<T>*>& params) {
     T* w = p->value.data();
     T* a = acc_[i].data();
     const T* g = p->grad.data();
+    CHECK(p->value.device() == p->grad.device() && acc_[i].device() == p->value.device())
+        << p->name << ": value, grad and accumulator on two devices";
+    if (!p->value.on_host()) {
+      GetDeviceBackend(p->value.device())->AdagradUpdate(w, g, a, p->value.size(), lr, eps);
+      continue;
+    }
     for (int64_t j = 0; j < p->value.size(); ++j) {
       a[j] += g[j] * g[j];
       w[j] -= lr * g[j] / (std::sqrt(a[j]) + eps);

@@ -41,7 +41,7 @@ absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelCo
     return absl::FailedPreconditionError(
         "model.type din needs behaviour sequences (model.sequences, or hist_item/hist_cate in the data)");
   }
-  std::unique_ptr<RankingModel> m(new RankingModel(s));
+  std::unique_ptr<RankingModel> m(new RankingModel(s, factory->device()));
   const int d = s.embedding_dim;
   AttentionOptions att;
   if (config.attention_hidden_size() > 0) {
@@ -65,33 +65,27 @@ absl::StatusOr<std::unique_ptr<RankingModel>> RankingModel::Create(const ModelCo
   return m;
 }
 
-void RankingModel::Forward(const ModelInputs& in, Tensor<float>* logits) {
+void RankingModel::Forward(const ModelInputs& host_in, Tensor<float>* logits) {
+  const ModelInputs& in = stager_.Stage(device_, shape_, host_in);
   const int d = shape_.embedding_dim;
-  const int batch = in.slots.rows();
   std::vector<const Tensor<float>*> parts = {&in.slots};
   if (shape_.num_dense > 0) parts.push_back(&in.dense);
   for (size_t q = 0; q < attention_.size(); ++q) {
     // The query is the target feature's embedding (e.g. the candidate item for hist_item).
-    Tensor<float>& query = queries_[q];
-    query.ResizeUninitialized(batch, d);
-    const int offset = shape_.sequence_targets[q] * d;
-    for (int b = 0; b < batch; ++b) {
-      std::copy(in.slots.row(b) + offset, in.slots.row(b) + offset + d, query.row(b));
-    }
-    attention_[q]->Forward(query, in.sequences[q], in.lengths[q], &pooled_[q]);
+    CopyCols(in.slots, shape_.sequence_targets[q] * d, d, &queries_[q]);
+    attention_[q]->Forward(queries_[q], in.sequences[q], in.lengths[q], &pooled_[q]);
     parts.push_back(&pooled_[q]);
   }
   if (shape_.group_levels > 0) parts.push_back(&in.group_ids);
   ConcatCols(parts, &tower_in_);
-  tower_->Forward(tower_in_, logits);
-  logits_ = *logits;
+  tower_->Forward(tower_in_, &logits_);
+  logits->CopyFrom(logits_);
 }
 
 void RankingModel::Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
                             std::vector<Tensor<float>>* dsequences, Tensor<float>* dgroup_ids) {
   const int d = shape_.embedding_dim;
   tower_->Backward(dlogits, &dtower_in_);
-  const int batch = dtower_in_.rows();
   // Split the tower input's gradient: slots | dense | pooled attention outputs.
   std::vector<int> widths = {shape_.num_slots * d};
   Tensor<float> ddense;
@@ -115,12 +109,7 @@ void RankingModel::Backward(const Tensor<float>& dlogits, Tensor<float>* dslots,
   Tensor<float> dquery;
   for (size_t q = 0; q < attention_.size(); ++q) {
     attention_[q]->Backward(dpooled[q], &dquery, &(*dsequences)[q]);
-    const int offset = shape_.sequence_targets[q] * d;
-    for (int b = 0; b < batch; ++b) {
-      float* row = dslots->row(b) + offset;
-      const float* dq = dquery.row(b);
-      for (int k = 0; k < d; ++k) row[k] += dq[k];
-    }
+    AddToCols(dquery, shape_.sequence_targets[q] * d, dslots);
   }
 }
 
@@ -128,7 +117,9 @@ LossStats RankingModel::TrainBackward(absl::Span<const float> labels, absl::Span
                                       ModelGrads* grads, std::vector<float>* per_sample_bce) {
   LossStats stats;
   stats.loss = stats.bce = BinaryCrossEntropy<float>(logits_, labels, weights, &dlogits_, per_sample_bce);
-  Backward(dlogits_, &grads->slots, &grads->sequences, shape_.group_levels > 0 ? &grads->group_ids : nullptr);
+  ModelGrads* out = device_ == Device::kCpu ? grads : &device_grads_;
+  Backward(dlogits_, &out->slots, &out->sequences, shape_.group_levels > 0 ? &out->group_ids : nullptr);
+  if (out != grads) CopyModelGrads(*out, grads);
   return stats;
 }
 

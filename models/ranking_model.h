@@ -42,9 +42,12 @@ class RankingModel : public Model {
   bool uses_sequences() const { return !attention_.empty(); }
 
  private:
-  RankingModel(ModelShape shape) : shape_(std::move(shape)) {}
+  RankingModel(ModelShape shape, Device device) : shape_(std::move(shape)), device_(device) {}
 
   ModelShape shape_;
+  Device device_;
+  InputStager<float> stager_;
+  ModelGrads device_grads_;  // the gradients on device_, when that is not the host
   std::vector<std::unique_ptr<TargetAttention<float>>> attention_;  // din: one per sequence
   std::unique_ptr<Layer<float>> tower_;
   // Scratch of the last Forward.

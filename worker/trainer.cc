@@ -18,7 +18,11 @@
 #include "data/dataset.h"
 #include "data/shard.h"
 #include "glog/logging.h"
+#include "choir/config.h"
 #include "models/layers.h"
+#if CHOIR_WITH_CUDA
+#include "models/cuda/cuda.h"
+#endif
 #include "models/choirrec_model.h"
 #include "models/model.h"
 #include "models/optimizer.h"
@@ -387,6 +391,24 @@ absl::Status AddGroupChannel(const ModelConfig& model, const FeatureLayout& layo
   return absl::OkStatus();
 }
 
+// The layer factory of trainer.device: the CPU layers, or the CUDA layers on cuda_device.
+absl::StatusOr<std::unique_ptr<models::LayerFactory<float>>> MakeLayerFactory(const TrainerConfig& tc) {
+  if (tc.device() == "cpu") return std::make_unique<models::CpuLayerFactory<float>>();
+  if (tc.device() != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.device: '", tc.device(), "' (cpu or cuda)"));
+  }
+#if CHOIR_WITH_CUDA
+  RETURN_IF_ERROR(models::cuda::InitCuda(tc.cuda_device()));
+  models::cuda::SetAllowTf32(tc.allow_tf32());
+  LOG(INFO) << "dense towers on " << models::cuda::CudaDeviceDescription()
+            << (tc.allow_tf32() ? " (TF32 products)" : " (fp32)");
+  return std::make_unique<models::cuda::CudaLayerFactory<float>>();
+#else
+  return absl::FailedPreconditionError(
+      "trainer.device: 'cuda' but this choir was built without CUDA (rebuild with -DWITH_CUDA=ON)");
+#endif
+}
+
 }  // namespace
 
 absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job) {
@@ -435,12 +457,12 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   }
   if (choirrec) sources.activity = activity.get();
 
-  models::CpuLayerFactory<float> factory;
+  ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
   std::unique_ptr<models::Model> model;
   if (choirrec) {
-    ASSIGN_OR_RETURN(model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), &factory));
+    ASSIGN_OR_RETURN(model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), factory.get()));
   } else {
-    ASSIGN_OR_RETURN(model, models::RankingModel::Create(job.model(), shape, tc.seed(), &factory));
+    ASSIGN_OR_RETURN(model, models::RankingModel::Create(job.model(), shape, tc.seed(), factory.get()));
   }
   // The model's own shape: what its type and ablation switches read.
   shape = model->shape();

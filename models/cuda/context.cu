@@ -1,0 +1,201 @@
+// The CUDA context (device, stream, cuBLAS handle) and the DeviceBackend that device tensors
+// and the layers.h free functions use.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "models/cuda/cuda.h"
+#include "models/cuda/internal/cuda_util.h"
+#include "models/cuda/internal/ops.h"
+
+namespace choir::models::cuda {
+namespace internal {
+namespace {
+
+struct Context {
+  int device = -1;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+};
+
+Context& Ctx() {
+  static Context* ctx = new Context;  // lives until exit: tensors may be freed at exit
+  return *ctx;
+}
+
+std::mutex& InitMutex() {
+  static std::mutex* mu = new std::mutex;
+  return *mu;
+}
+
+class CudaBackend : public models::DeviceBackend {
+ public:
+  void* Allocate(size_t bytes) override {
+    void* ptr = nullptr;
+    // Stream-ordered allocation from the device's pool: steady-state steps reuse memory
+    // without a device-wide synchronisation.
+    CHOIR_CUDA_CHECK(cudaMallocAsync(&ptr, std::max<size_t>(bytes, 1), Stream()));
+    return ptr;
+  }
+  void Free(void* ptr) override { CHOIR_CUDA_CHECK(cudaFreeAsync(ptr, Stream())); }
+  void CopyToDevice(void* dst, const void* host_src, size_t bytes) override {
+    CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, Stream()));
+  }
+  void CopyToHost(void* host_dst, const void* src, size_t bytes) override {
+    CHOIR_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, Stream()));
+    CHOIR_CUDA_CHECK(cudaStreamSynchronize(Stream()));
+  }
+  void CopyOnDevice(void* dst, const void* src, size_t bytes) override {
+    CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, Stream()));
+  }
+  void Synchronize() override { CHOIR_CUDA_CHECK(cudaStreamSynchronize(Stream())); }
+
+  void Fill(float* ptr, int64_t n, float value) override { FillDevice(ptr, n, value); }
+  void Fill(double* ptr, int64_t n, double value) override { FillDevice(ptr, n, value); }
+  void ConcatCols(const std::vector<const models::Tensor<float>*>& xs,
+                  models::Tensor<float>* y) override {
+    ConcatColsDevice(xs, y);
+  }
+  void ConcatCols(const std::vector<const models::Tensor<double>*>& xs,
+                  models::Tensor<double>* y) override {
+    ConcatColsDevice(xs, y);
+  }
+  void SplitCols(const models::Tensor<float>& y, const std::vector<int>& widths,
+                 const std::vector<models::Tensor<float>*>& outs) override {
+    SplitColsDevice(y, widths, outs);
+  }
+  void SplitCols(const models::Tensor<double>& y, const std::vector<int>& widths,
+                 const std::vector<models::Tensor<double>*>& outs) override {
+    SplitColsDevice(y, widths, outs);
+  }
+  void AddToCols(const models::Tensor<float>& x, int offset, models::Tensor<float>* y) override {
+    AddToColsDevice(x, offset, y);
+  }
+  void AddToCols(const models::Tensor<double>& x, int offset,
+                 models::Tensor<double>* y) override {
+    AddToColsDevice(x, offset, y);
+  }
+  void CopyCols(const models::Tensor<float>& src, int offset, int width,
+                models::Tensor<float>* dst) override {
+    CopyColsDevice(src, offset, width, dst);
+  }
+  void CopyCols(const models::Tensor<double>& src, int offset, int width,
+                models::Tensor<double>* dst) override {
+    CopyColsDevice(src, offset, width, dst);
+  }
+  void SgdUpdate(float* w, const float* g, int64_t n, float lr) override {
+    SgdUpdateDevice(w, g, n, lr);
+  }
+  void SgdUpdate(double* w, const double* g, int64_t n, double lr) override {
+    SgdUpdateDevice(w, g, n, lr);
+  }
+  void AdagradUpdate(float* w, const float* g, float* acc, int64_t n, float lr,
+                     float eps) override {
+    AdagradUpdateDevice(w, g, acc, n, lr, eps);
+  }
+  void AdagradUpdate(double* w, const double* g, double* acc, int64_t n, double lr,
+                     double eps) override {
+    AdagradUpdateDevice(w, g, acc, n, lr, eps);
+  }
+  float BinaryCrossEntropy(const models::Tensor<float>& logits, absl::Span<const float> labels,
+                           absl::Span<const float> weights, models::Tensor<float>* dlogits,
+                           std::vector<float>* per_sample) override {
+    return BinaryCrossEntropyDevice(logits, labels, weights, dlogits, per_sample);
+  }
+  double BinaryCrossEntropy(const models::Tensor<double>& logits,
+                            absl::Span<const double> labels, absl::Span<const double> weights,
+                            models::Tensor<double>* dlogits,
+                            std::vector<double>* per_sample) override {
+    return BinaryCrossEntropyDevice(logits, labels, weights, dlogits, per_sample);
+  }
+};
+
+}  // namespace
+
+std::atomic<int64_t> g_matmul_flops{0};
+
+void CountMatmulFlops(int64_t m, int64_t n, int64_t k) {
+  g_matmul_flops.fetch_add(2 * m * n * k, std::memory_order_relaxed);
+}
+
+cudaStream_t Stream() {
+  CHECK(Ctx().stream != nullptr) << "CUDA used before InitCuda()";
+  return Ctx().stream;
+}
+
+cublasHandle_t Blas() {
+  CHECK(Ctx().blas != nullptr) << "CUDA used before InitCuda()";
+  return Ctx().blas;
+}
+
+}  // namespace internal
+
+int64_t MatmulFlopsIssued() { return internal::g_matmul_flops.load(std::memory_order_relaxed); }
+
+int CudaDeviceCount(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    if (why != nullptr) *why = absl::StrFormat("%s: %s", cudaGetErrorName(err), cudaGetErrorString(err));
+    cudaGetLastError();  // clear the sticky error of a failed query
+    return 0;
+  }
+  if (count == 0 && why != nullptr) *why = "the CUDA runtime sees no device";
+  return count;
+}
+
+absl::Status InitCuda(int device) {
+  std::lock_guard<std::mutex> lock(internal::InitMutex());
+  internal::Context& ctx = internal::Ctx();
+  if (ctx.device == device) return absl::OkStatus();
+  if (ctx.device >= 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "CUDA already initialised on device %d; one device per process", ctx.device));
+  }
+  std::string why;
+  const int count = CudaDeviceCount(&why);
+  if (count == 0) return absl::FailedPreconditionError("no CUDA device: " + why);
+  if (device < 0 || device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("CUDA device %d requested, %d present", device, count));
+  }
+  CHOIR_CUDA_CHECK(cudaSetDevice(device));
+  CHOIR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  CHOIR_CUBLAS_CHECK(cublasCreate(&ctx.blas));
+  CHOIR_CUBLAS_CHECK(cublasSetStream(ctx.blas, ctx.stream));
+  CHOIR_CUBLAS_CHECK(cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));
+  // Keep freed blocks in the pool instead of returning them to the driver at each sync.
+  cudaMemPool_t pool;
+  CHOIR_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t threshold = UINT64_MAX;
+  CHOIR_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  ctx.device = device;
+  static internal::CudaBackend* backend = new internal::CudaBackend;
+  models::RegisterDeviceBackend(models::Device::kCuda, backend);
+  return absl::OkStatus();
+}
+
+std::string CudaDeviceDescription() {
+  const int device = internal::Ctx().device;
+  if (device < 0) return "CUDA not initialised";
+  cudaDeviceProp prop;
+  CHOIR_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  int driver = 0;
+  CHOIR_CUDA_CHECK(cudaDriverGetVersion(&driver));
+  return absl::StrFormat("%s, %d SMs, %.1f GiB, compute %d.%d, driver CUDA %d.%d", prop.name,
+                         prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, prop.major,
+                         prop.minor, driver / 1000, (driver % 1000) / 10);
+}
+
+void CudaSynchronize() { CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Stream())); }
+
+void SetAllowTf32(bool allow) {
+  CHOIR_CUBLAS_CHECK(cublasSetMathMode(
+      internal::Blas(), allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+}
+
+}  // namespace choir::models::cuda

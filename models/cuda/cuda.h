@@ -1,0 +1,61 @@
+// The CUDA backend: device tensors, the dense layers of models/ as CUDA kernels and cuBLAS
+// products, behind the same LayerFactory interface as the CPU layers.
+//
+//   InitCuda(0);                       // registers the backend for Device::kCuda
+//   CudaLayerFactory<float> factory;   // hand it to a model instead of CpuLayerFactory
+//
+// Everything runs in order on one CUDA stream per process; host code only waits where it reads
+// a value back (losses, copies to host). Errors from the CUDA runtime or cuBLAS are programming
+// or hardware errors and CHECK-fail with the call, file and line.
+#ifndef CHOIR_MODELS_CUDA_CUDA_H_
+#define CHOIR_MODELS_CUDA_CUDA_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "models/layers.h"
+
+namespace choir::models::cuda {
+
+// Number of CUDA devices this process can use (0 without a driver or GPU); `why`, when not
+// null, receives the reason when 0.
+int CudaDeviceCount(std::string* why = nullptr);
+
+// Selects `device`, creates the stream and cuBLAS handle, and registers the backend for
+// models::Device::kCuda. Idempotent for the same device. FAILED_PRECONDITION without a GPU,
+// naming the reason.
+absl::Status InitCuda(int device = 0);
+
+// "NVIDIA H100 80GB HBM3, 132 SMs, 79.1 GiB, driver 13.0" (after InitCuda).
+std::string CudaDeviceDescription();
+
+// Waits for all queued GPU work.
+void CudaSynchronize();
+
+// Whether matrix products may use TF32 tensor cores (fp32 inputs rounded to 10-bit mantissas;
+// default off: fp32 results). Applies to products issued afterwards.
+void SetAllowTf32(bool allow);
+
+// Floating-point operations of the matrix products issued so far (2 m n k each), for the
+// benchmark's achieved-TFLOP/s figure.
+int64_t MatmulFlopsIssued();
+
+template <typename T>
+class CudaLayerFactory : public models::LayerFactory<T> {
+ public:
+  models::Device device() const override { return models::Device::kCuda; }
+  std::unique_ptr<models::Layer<T>> MakeLinear(int in, int out, uint64_t seed) override;
+  std::unique_ptr<models::Layer<T>> MakeActivation(models::ActivationKind kind, int dim,
+                                                   const models::DiceOptions& dice) override;
+  std::unique_ptr<models::Layer<T>> MakeLayerNorm(int dim, double eps) override;
+  std::unique_ptr<models::EmbeddingBagPool<T>> MakePool(models::PoolMode mode) override;
+  std::unique_ptr<models::TargetAttention<T>> MakeAttention(int dim,
+                                                            const models::AttentionOptions& options,
+                                                            uint64_t seed) override;
+};
+
+}  // namespace choir::models::cuda
+
+#endif  // CHOIR_MODELS_CUDA_CUDA_H_

@@ -1,0 +1,35 @@
+// Private: the tensor operations behind the CUDA DeviceBackend (ops.cu).
+#ifndef CHOIR_MODELS_CUDA_INTERNAL_OPS_H_
+#define CHOIR_MODELS_CUDA_INTERNAL_OPS_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "models/tensor.h"
+
+namespace choir::models::cuda::internal {
+
+template <typename T>
+void FillDevice(T* ptr, int64_t n, T value);
+template <typename T>
+void ConcatColsDevice(const std::vector<const models::Tensor<T>*>& xs, models::Tensor<T>* y);
+template <typename T>
+void SplitColsDevice(const models::Tensor<T>& y, const std::vector<int>& widths,
+                     const std::vector<models::Tensor<T>*>& outs);
+template <typename T>
+void AddToColsDevice(const models::Tensor<T>& x, int offset, models::Tensor<T>* y);
+template <typename T>
+void CopyColsDevice(const models::Tensor<T>& src, int offset, int width, models::Tensor<T>* dst);
+template <typename T>
+void SgdUpdateDevice(T* w, const T* g, int64_t n, T lr);
+template <typename T>
+void AdagradUpdateDevice(T* w, const T* g, T* acc, int64_t n, T lr, T eps);
+template <typename T>
+T BinaryCrossEntropyDevice(const models::Tensor<T>& logits, absl::Span<const T> labels,
+                           absl::Span<const T> weights, models::Tensor<T>* dlogits,
+                           std::vector<T>* per_sample);
+
+}  // namespace choir::models::cuda::internal
+
+#endif  // CHOIR_MODELS_CUDA_INTERNAL_OPS_H_

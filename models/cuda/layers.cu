@@ -1,0 +1,779 @@
+// The single-input layers on the GPU: Linear (cuBLAS products), the element-wise activations,
+// PReLU, Dice and LayerNorm (kernels). Each one computes what its CPU counterpart in
+// models/cpu_layers.cc computes, with the same formulas, parameters and buffers; parameters are
+// made by the CPU layer and moved to the GPU, so the same seed gives the same values.
+//
+// Every reduction is deterministic: a per-feature sum is one thread looping over the rows in
+// order (the CPU's order), a per-row sum is one block with a fixed shared-memory tree. No float
+// atomics, so repeated runs give bit-identical results.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "glog/logging.h"
+#include "models/cuda/cuda.h"
+#include "models/cuda/internal/cuda_util.h"
+#include "models/layers.h"
+#include "models/tensor.h"
+
+namespace choir::models::cuda {
+namespace {
+
+using internal::Blocks;
+using internal::CheckOnDevice;
+using internal::kThreads;
+using internal::Stream;
+using models::ActivationKind;
+using models::Param;
+using models::Tensor;
+
+// ---------------------------------------------------------------------------------------------
+// Device math, one overload per precision (no reliance on implicit float/double promotion).
+
+__device__ inline float DeviceExp(float v) { return expf(v); }
+__device__ inline double DeviceExp(double v) { return exp(v); }
+__device__ inline float DeviceTanh(float v) { return tanhf(v); }
+__device__ inline double DeviceTanh(double v) { return tanh(v); }
+__device__ inline float DeviceSqrt(float v) { return sqrtf(v); }
+__device__ inline double DeviceSqrt(double v) { return sqrt(v); }
+
+// The numerically stable logistic function of models::Sigmoid.
+template <typename T>
+__device__ inline T DeviceSigmoid(T v) {
+  if (v >= T(0)) return T(1) / (T(1) + DeviceExp(-v));
+  const T e = DeviceExp(v);
+  return e / (T(1) + e);
+}
+
+// Sum of `v` over the threads of the block; blockDim.x must be kThreads (a power of two) and
+// every thread of the block must call it. `shared` holds kThreads values and may be reused
+// right after the call returns.
+template <typename T>
+__device__ T BlockSum(T v, T* shared) {
+  shared[threadIdx.x] = v;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+    __syncthreads();
+  }
+  const T total = shared[0];
+  __syncthreads();
+  return total;
+}
+
+// Blocks for a kernel that gives each row to one block (grid-stride over rows).
+inline int RowBlocks(int rows) { return std::max(1, std::min(rows, 65535)); }
+
+// ---------------------------------------------------------------------------------------------
+// Kernels shared by several layers.
+
+// y[r, c] = b[c] for every element of the row-major [rows, cols] y.
+template <typename T>
+__global__ void BroadcastRowKernel(const T* b, int rows, int cols, T* y) {
+  const int64_t n = static_cast<int64_t>(rows) * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    y[i] = b[i % cols];
+  }
+}
+
+// acc[c] += sum over r of m[r, c], rows summed in order by one thread per column.
+template <typename T>
+__global__ void AddColumnSumsKernel(const T* m, int rows, int cols, T* acc) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
+    T sum = acc[c];
+    for (int r = 0; r < rows; ++r) sum += m[static_cast<int64_t>(r) * cols + c];
+    acc[c] = sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cuBLAS, row-major.
+
+void GemmColMajor(cublasOperation_t trans_a, cublasOperation_t trans_b, int m, int n, int k,
+                  float alpha, const float* a, int lda, const float* b, int ldb, float beta,
+                  float* c, int ldc) {
+  CHOIR_CUBLAS_CHECK(cublasSgemm(internal::Blas(), trans_a, trans_b, m, n, k, &alpha, a, lda, b,
+                                 ldb, &beta, c, ldc));
+}
+
+void GemmColMajor(cublasOperation_t trans_a, cublasOperation_t trans_b, int m, int n, int k,
+                  double alpha, const double* a, int lda, const double* b, int ldb, double beta,
+                  double* c, int ldc) {
+  CHOIR_CUBLAS_CHECK(cublasDgemm(internal::Blas(), trans_a, trans_b, m, n, k, &alpha, a, lda, b,
+                                 ldb, &beta, c, ldc));
+}
+
+// Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, the contract of the CPU's
+// internal::Gemm, on device pointers. A row-major [r, c] matrix is, read column-major, its
+// transpose [c, r] with leading dimension c; so the column-major product
+// C^T[n, m] = op(B)^T[n, k] * op(A)^T[k, m] is computed, with B first. A stored row-major as
+// [m, k] (or [k, m] when transposed) has leading dimension k (or m); B likewise n (or k).
+// With beta == 0, C is not read (it may hold anything). Every dimension must be positive.
+template <typename T>
+void RowMajorGemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, const T* b,
+                  T beta, T* c) {
+  CHECK(m > 0 && n > 0 && k > 0) << "gemm with an empty dimension: " << m << "x" << n << "x" << k;
+  internal::CountMatmulFlops(m, n, k);
+  GemmColMajor(trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
+               alpha, b, trans_b ? k : n, a, trans_a ? m : k, beta, c, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host-side helpers.
+
+template <typename T>
+void CheckCols(const Tensor<T>& x, int cols, const char* what) {
+  CHECK_EQ(x.cols(), cols) << what << ": input has " << x.cols() << " features, layer expects "
+                           << cols;
+}
+
+// Makes `out` a GPU tensor of the given shape; its values are undefined until written.
+template <typename T>
+void PrepareOutput(Tensor<T>* out, int rows, int cols) {
+  out->SetDevice(models::Device::kCuda);
+  out->ResizeUninitialized(rows, cols);
+}
+
+// A GPU copy of `src` (a GPU tensor or an empty one) in `dst`, reusing dst's allocation.
+template <typename T>
+void CacheCopy(const Tensor<T>& src, Tensor<T>* dst) {
+  dst->SetDevice(models::Device::kCuda);
+  dst->CopyFrom(src);
+}
+
+// Moves the parameters (and buffers) of a freshly made CPU layer into `params` (and `buffers`)
+// and then to the GPU: the GPU layer starts from exactly the CPU layer's values.
+template <typename T>
+void AdoptState(models::Layer<T>* cpu_layer, const std::vector<Param<T>*>& params,
+                const std::vector<Tensor<T>*>& buffers) {
+  const std::vector<Param<T>*> cpu_params = cpu_layer->Params();
+  CHECK_EQ(cpu_params.size(), params.size()) << "CPU and CUDA layers differ in parameters";
+  for (size_t i = 0; i < params.size(); ++i) *params[i] = std::move(*cpu_params[i]);
+  internal::MoveParamsToDevice(params);
+  const std::vector<Tensor<T>*> cpu_buffers = cpu_layer->Buffers();
+  CHECK_EQ(cpu_buffers.size(), buffers.size()) << "CPU and CUDA layers differ in buffers";
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    *buffers[i] = std::move(*cpu_buffers[i]);
+    internal::MoveToDevice(buffers[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear: y = x W + b.
+
+template <typename T>
+class CudaLinear : public models::Layer<T> {
+ public:
+  CudaLinear(int in, int out, uint64_t seed) : in_(in), out_(out) {
+    models::CpuLayerFactory<T> cpu;
+    std::unique_ptr<models::Layer<T>> reference = cpu.MakeLinear(in, out, seed);
+    AdoptState<T>(reference.get(), {&w_, &b_}, {});
+  }
+
+  void Forward(const Tensor<T>& x, Tensor<T>* y) override {
+    CheckOnDevice(x, "Linear");
+    CheckCols(x, in_, "Linear");
+    CacheCopy(x, &x_);
+    const int n = x.rows();
+    PrepareOutput(y, n, out_);
+    if (n == 0) return;
+    // y = b in every row, then y += x W (beta = 1), as on the CPU.
+    const int64_t count = static_cast<int64_t>(n) * out_;
+    BroadcastRowKernel<<<Blocks(count), kThreads, 0, Stream()>>>(b_.value.data(), n, out_,
+                                                                 y->data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+    RowMajorGemm(false, false, n, out_, in_, T(1), x.data(), w_.value.data(), T(1), y->data());
+  }
+
+  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override {
+    CheckOnDevice(dy, "Linear backward");
+    const int n = x_.rows();
+    CHECK_EQ(dy.rows(), n) << "Linear backward: dy has " << dy.rows()
+                           << " rows, the forward input had " << n;
+    CheckCols(dy, out_, "Linear backward");
+    if (dx != nullptr) PrepareOutput(dx, n, in_);
+    if (n == 0) return;  // no rows: no gradient contribution, dx is [0, in]
+    // dW[in, out] += x^T[in, n] dy[n, out].
+    RowMajorGemm(true, false, in_, out_, n, T(1), x_.data(), dy.data(), T(1), w_.grad.data());
+    // db += column sums of dy.
+    AddColumnSumsKernel<<<Blocks(out_), kThreads, 0, Stream()>>>(dy.data(), n, out_,
+                                                                 b_.grad.data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+    // dx[n, in] = dy[n, out] W^T[out, in].
+    if (dx != nullptr) {
+      RowMajorGemm(false, true, n, in_, out_, T(1), dy.data(), w_.value.data(), T(0), dx->data());
+    }
+  }
+
+  std::vector<Param<T>*> Params() override { return {&w_, &b_}; }
+
+ private:
+  int in_;
+  int out_;
+  Param<T> w_;
+  Param<T> b_;
+  Tensor<T> x_{models::Device::kCuda};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise activations without parameters.
+
+template <typename T, ActivationKind kKind>
+__global__ void PointwiseForwardKernel(const T* x, int64_t n, T* y) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const T v = x[i];
+    if constexpr (kKind == ActivationKind::kIdentity) {
+      y[i] = v;
+    } else if constexpr (kKind == ActivationKind::kRelu) {
+      y[i] = v > T(0) ? v : T(0);
+    } else if constexpr (kKind == ActivationKind::kSigmoid) {
+      y[i] = DeviceSigmoid(v);
+    } else {
+      static_assert(kKind == ActivationKind::kTanh, "not a pointwise activation");
+      y[i] = DeviceTanh(v);
+    }
+  }
+}
+
+// dx from dy and the forward output y.
+template <typename T, ActivationKind kKind>
+__global__ void PointwiseBackwardKernel(const T* dy, const T* y, int64_t n, T* dx) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const T g = dy[i];
+    const T out = y[i];
+    if constexpr (kKind == ActivationKind::kIdentity) {
+      dx[i] = g;
+    } else if constexpr (kKind == ActivationKind::kRelu) {
+      dx[i] = out > T(0) ? g : T(0);
+    } else if constexpr (kKind == ActivationKind::kSigmoid) {
+      dx[i] = g * out * (T(1) - out);
+    } else {
+      static_assert(kKind == ActivationKind::kTanh, "not a pointwise activation");
+      dx[i] = g * (T(1) - out * out);
+    }
+  }
+}
+
+template <typename T>
+void LaunchPointwiseForward(ActivationKind kind, const T* x, int64_t n, T* y) {
+  switch (kind) {
+    case ActivationKind::kIdentity:
+      PointwiseForwardKernel<T, ActivationKind::kIdentity>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(x, n, y);
+      break;
+    case ActivationKind::kRelu:
+      PointwiseForwardKernel<T, ActivationKind::kRelu>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(x, n, y);
+      break;
+    case ActivationKind::kSigmoid:
+      PointwiseForwardKernel<T, ActivationKind::kSigmoid>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(x, n, y);
+      break;
+    case ActivationKind::kTanh:
+      PointwiseForwardKernel<T, ActivationKind::kTanh>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(x, n, y);
+      break;
+    default:
+      LOG(FATAL) << "not a pointwise activation: " << models::ActivationKindName(kind);
+  }
+  CHOIR_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void LaunchPointwiseBackward(ActivationKind kind, const T* dy, const T* y, int64_t n, T* dx) {
+  switch (kind) {
+    case ActivationKind::kIdentity:
+      PointwiseBackwardKernel<T, ActivationKind::kIdentity>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(dy, y, n, dx);
+      break;
+    case ActivationKind::kRelu:
+      PointwiseBackwardKernel<T, ActivationKind::kRelu>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(dy, y, n, dx);
+      break;
+    case ActivationKind::kSigmoid:
+      PointwiseBackwardKernel<T, ActivationKind::kSigmoid>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(dy, y, n, dx);
+      break;
+    case ActivationKind::kTanh:
+      PointwiseBackwardKernel<T, ActivationKind::kTanh>
+          <<<Blocks(n), kThreads, 0, Stream()>>>(dy, y, n, dx);
+      break;
+    default:
+      LOG(FATAL) << "not a pointwise activation: " << models::ActivationKindName(kind);
+  }
+  CHOIR_CUDA_CHECK_LAUNCH();
+}
+
+// Identity, ReLU, sigmoid, tanh; the forward output is cached (every derivative needs only it).
+template <typename T>
+class CudaPointwise : public models::Layer<T> {
+ public:
+  CudaPointwise(ActivationKind kind, int dim) : kind_(kind), dim_(dim) {}
+
+  void Forward(const Tensor<T>& x, Tensor<T>* y) override {
+    CheckOnDevice(x, models::ActivationKindName(kind_));
+    CheckCols(x, dim_, models::ActivationKindName(kind_));
+    PrepareOutput(y, x.rows(), x.cols());
+    if (x.size() > 0) LaunchPointwiseForward(kind_, x.data(), x.size(), y->data());
+    CacheCopy(*y, &y_);
+  }
+
+  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override {
+    CheckOnDevice(dy, "activation backward");
+    CHECK(dy.SameShape(y_)) << "activation backward: dy shape differs from the forward output";
+    if (dx == nullptr) return;
+    PrepareOutput(dx, dy.rows(), dy.cols());
+    if (dy.size() > 0) LaunchPointwiseBackward(kind_, dy.data(), y_.data(), dy.size(), dx->data());
+  }
+
+ private:
+  ActivationKind kind_;
+  int dim_;
+  Tensor<T> y_{models::Device::kCuda};
+};
+
+// ---------------------------------------------------------------------------------------------
+// PReLU: y = x (x > 0), alpha_c * x otherwise.
+
+template <typename T>
+__global__ void PreluForwardKernel(const T* x, const T* alpha, int rows, int dim, T* y) {
+  const int64_t n = static_cast<int64_t>(rows) * dim;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const T v = x[i];
+    y[i] = v > T(0) ? v : alpha[i % dim] * v;
+  }
+}
+
+// dalpha[c] += sum over rows with x <= 0 of dy * x (rows in order, one thread per feature).
+template <typename T>
+__global__ void PreluAlphaGradKernel(const T* dy, const T* x, int rows, int dim, T* dalpha) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    T sum = dalpha[c];
+    for (int r = 0; r < rows; ++r) {
+      const int64_t i = static_cast<int64_t>(r) * dim + c;
+      if (x[i] <= T(0)) sum += dy[i] * x[i];
+    }
+    dalpha[c] = sum;
+  }
+}
+
+template <typename T>
+__global__ void PreluInputGradKernel(const T* dy, const T* x, const T* alpha, int rows, int dim,
+                                     T* dx) {
+  const int64_t n = static_cast<int64_t>(rows) * dim;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    dx[i] = x[i] > T(0) ? dy[i] : alpha[i % dim] * dy[i];
+  }
+}
+
+template <typename T>
+class CudaPrelu : public models::Layer<T> {
+ public:
+  explicit CudaPrelu(int dim) : dim_(dim) {
+    models::CpuLayerFactory<T> cpu;
+    std::unique_ptr<models::Layer<T>> reference =
+        cpu.MakeActivation(ActivationKind::kPrelu, dim, models::DiceOptions());
+    AdoptState<T>(reference.get(), {&alpha_}, {});
+  }
+
+  void Forward(const Tensor<T>& x, Tensor<T>* y) override {
+    CheckOnDevice(x, "prelu");
+    CheckCols(x, dim_, "prelu");
+    CacheCopy(x, &x_);
+    const int n = x.rows();
+    PrepareOutput(y, n, dim_);
+    if (x.size() == 0) return;
+    PreluForwardKernel<<<Blocks(x.size()), kThreads, 0, Stream()>>>(x.data(), alpha_.value.data(),
+                                                                    n, dim_, y->data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+  }
+
+  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override {
+    CheckOnDevice(dy, "prelu backward");
+    CHECK(dy.SameShape(x_)) << "prelu backward: dy shape differs from the forward input";
+    const int n = dy.rows();
+    if (dx != nullptr) PrepareOutput(dx, n, dim_);
+    if (dy.size() == 0) return;
+    PreluAlphaGradKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(dy.data(), x_.data(), n, dim_,
+                                                                  alpha_.grad.data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+    if (dx != nullptr) {
+      PreluInputGradKernel<<<Blocks(dy.size()), kThreads, 0, Stream()>>>(
+          dy.data(), x_.data(), alpha_.value.data(), n, dim_, dx->data());
+      CHOIR_CUDA_CHECK_LAUNCH();
+    }
+  }
+
+  std::vector<Param<T>*> Params() override { return {&alpha_}; }
+
+ private:
+  int dim_;
+  Param<T> alpha_;
+  Tensor<T> x_{models::Device::kCuda};
+};
+
+// ---------------------------------------------------------------------------------------------
+// Dice: y = x * (alpha + (1 - alpha) * p), p = sigmoid((x - mean) / sqrt(var + eps)).
+
+// Training: per feature (one thread, rows in order) the batch mean and biased variance, the
+// inverse standard deviation, and the running averages' update.
+template <typename T>
+__global__ void DiceBatchStatsKernel(const T* x, int rows, int dim, T eps, T momentum, T* mean,
+                                     T* inv_std, T* running_mean, T* running_var) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    T sum = 0;
+    for (int r = 0; r < rows; ++r) sum += x[static_cast<int64_t>(r) * dim + c];
+    const T m = sum / rows;
+    T sq = 0;
+    for (int r = 0; r < rows; ++r) {
+      const T d = x[static_cast<int64_t>(r) * dim + c] - m;
+      sq += d * d;
+    }
+    const T var = sq / rows;
+    mean[c] = m;
+    inv_std[c] = T(1) / DeviceSqrt(var + eps);
+    running_mean[c] = momentum * running_mean[c] + (T(1) - momentum) * m;
+    running_var[c] = momentum * running_var[c] + (T(1) - momentum) * var;
+  }
+}
+
+// Evaluation: the statistics are the running averages.
+template <typename T>
+__global__ void DiceRunningStatsKernel(const T* running_mean, const T* running_var, int dim, T eps,
+                                       T* mean, T* inv_std) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    mean[c] = running_mean[c];
+    inv_std[c] = T(1) / DeviceSqrt(running_var[c] + eps);
+  }
+}
+
+template <typename T>
+__global__ void DiceForwardKernel(const T* x, const T* mean, const T* inv_std, const T* alpha,
+                                  int rows, int dim, T* xhat, T* p, T* y) {
+  const int64_t n = static_cast<int64_t>(rows) * dim;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % dim);
+    const T v = x[i];
+    const T xh = (v - mean[c]) * inv_std[c];
+    const T pv = DeviceSigmoid(xh);
+    const T a = alpha[c];
+    xhat[i] = xh;
+    p[i] = pv;
+    y[i] = v * (a + (T(1) - a) * pv);
+  }
+}
+
+// Per feature (one thread, rows in order): dalpha[c] += sum dy * x * (1 - p); when mean_h is not
+// null (dx wanted, batch statistics), mean_h[c] and mean_hx[c] are the batch means of
+// h = dL/dxhat and of h * xhat.
+template <typename T>
+__global__ void DiceBackwardColumnsKernel(const T* dy, const T* x, const T* p, const T* xhat,
+                                          const T* alpha, int rows, int dim, T* dalpha, T* mean_h,
+                                          T* mean_hx) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    const T a = alpha[c];
+    T da = dalpha[c];
+    T sum_h = 0;
+    T sum_hx = 0;
+    for (int r = 0; r < rows; ++r) {
+      const int64_t i = static_cast<int64_t>(r) * dim + c;
+      const T g = dy[i];
+      const T v = x[i];
+      const T pv = p[i];
+      da += g * v * (T(1) - pv);
+      const T h = g * v * (T(1) - a) * pv * (T(1) - pv);
+      sum_h += h;
+      sum_hx += h * xhat[i];
+    }
+    dalpha[c] = da;
+    if (mean_h != nullptr) {
+      mean_h[c] = sum_h / rows;
+      mean_hx[c] = sum_hx / rows;
+    }
+  }
+}
+
+// dx = dy * (a + (1 - a) * p) + (h - mean_h - xhat * mean_hx) * inv_std; mean_h == nullptr means
+// fixed statistics (evaluation mode: the means are 0).
+template <typename T>
+__global__ void DiceInputGradKernel(const T* dy, const T* x, const T* p, const T* xhat,
+                                    const T* alpha, const T* inv_std, const T* mean_h,
+                                    const T* mean_hx, int rows, int dim, T* dx) {
+  const int64_t n = static_cast<int64_t>(rows) * dim;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(i % dim);
+    const T a = alpha[c];
+    const T g = dy[i];
+    const T v = x[i];
+    const T pv = p[i];
+    const T h = g * v * (T(1) - a) * pv * (T(1) - pv);
+    const T mh = mean_h != nullptr ? mean_h[c] : T(0);
+    const T mhx = mean_hx != nullptr ? mean_hx[c] : T(0);
+    const T direct = g * (a + (T(1) - a) * pv);
+    const T via_hat = (h - mh - xhat[i] * mhx) * inv_std[c];
+    dx[i] = direct + via_hat;
+  }
+}
+
+template <typename T>
+class CudaDice : public models::Layer<T> {
+ public:
+  CudaDice(int dim, const models::DiceOptions& options) : dim_(dim), options_(options) {
+    models::CpuLayerFactory<T> cpu;
+    std::unique_ptr<models::Layer<T>> reference =
+        cpu.MakeActivation(ActivationKind::kDice, dim, options);
+    AdoptState<T>(reference.get(), {&alpha_}, {&running_mean_, &running_var_});
+  }
+
+  void Forward(const Tensor<T>& x, Tensor<T>* y) override {
+    CheckOnDevice(x, "dice");
+    CheckCols(x, dim_, "dice");
+    const int n = x.rows();
+    CacheCopy(x, &x_);
+    used_batch_stats_ = training_ && n > 0;
+    mean_.ResizeUninitialized(1, dim_);
+    inv_std_.ResizeUninitialized(1, dim_);
+    const T eps = static_cast<T>(options_.eps);
+    if (dim_ > 0) {
+      if (used_batch_stats_) {
+        DiceBatchStatsKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
+            x.data(), n, dim_, eps, static_cast<T>(options_.momentum), mean_.data(),
+            inv_std_.data(), running_mean_.data(), running_var_.data());
+      } else {
+        DiceRunningStatsKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
+            running_mean_.data(), running_var_.data(), dim_, eps, mean_.data(), inv_std_.data());
+      }
+      CHOIR_CUDA_CHECK_LAUNCH();
+    }
+    xhat_.ResizeUninitialized(n, dim_);
+    p_.ResizeUninitialized(n, dim_);
+    PrepareOutput(y, n, dim_);
+    if (x.size() == 0) return;
+    DiceForwardKernel<<<Blocks(x.size()), kThreads, 0, Stream()>>>(
+        x.data(), mean_.data(), inv_std_.data(), alpha_.value.data(), n, dim_, xhat_.data(),
+        p_.data(), y->data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+  }
+
+  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override {
+    CheckOnDevice(dy, "dice backward");
+    CHECK(dy.SameShape(x_)) << "dice backward: dy shape differs from the forward input";
+    const int n = dy.rows();
+    // Batch means of h and h * xhat: only for dx, and only through batch statistics.
+    const bool through_stats = dx != nullptr && used_batch_stats_;
+    if (through_stats) {
+      mean_h_.ResizeUninitialized(1, dim_);
+      mean_hx_.ResizeUninitialized(1, dim_);
+    }
+    T* mean_h = through_stats ? mean_h_.data() : nullptr;
+    T* mean_hx = through_stats ? mean_hx_.data() : nullptr;
+    if (dx != nullptr) PrepareOutput(dx, n, dim_);
+    if (dy.size() == 0) return;
+    DiceBackwardColumnsKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
+        dy.data(), x_.data(), p_.data(), xhat_.data(), alpha_.value.data(), n, dim_,
+        alpha_.grad.data(), mean_h, mean_hx);
+    CHOIR_CUDA_CHECK_LAUNCH();
+    if (dx == nullptr) return;
+    DiceInputGradKernel<<<Blocks(dy.size()), kThreads, 0, Stream()>>>(
+        dy.data(), x_.data(), p_.data(), xhat_.data(), alpha_.value.data(), inv_std_.data(), mean_h,
+        mean_hx, n, dim_, dx->data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+  }
+
+  std::vector<Param<T>*> Params() override { return {&alpha_}; }
+  std::vector<Tensor<T>*> Buffers() override { return {&running_mean_, &running_var_}; }
+  void SetTraining(bool training) override { training_ = training; }
+
+ private:
+  int dim_;
+  models::DiceOptions options_;
+  bool training_ = true;
+  bool used_batch_stats_ = true;
+  Param<T> alpha_;
+  Tensor<T> running_mean_;
+  Tensor<T> running_var_;
+  // Cached by Forward for Backward.
+  Tensor<T> x_{models::Device::kCuda};
+  Tensor<T> xhat_{models::Device::kCuda};
+  Tensor<T> p_{models::Device::kCuda};
+  Tensor<T> mean_{models::Device::kCuda};
+  Tensor<T> inv_std_{models::Device::kCuda};
+  // Backward scratch.
+  Tensor<T> mean_h_{models::Device::kCuda};
+  Tensor<T> mean_hx_{models::Device::kCuda};
+};
+
+// ---------------------------------------------------------------------------------------------
+// LayerNorm: per row, y = gamma * (x - mean) / sqrt(var + eps) + beta.
+
+// One block per row (grid-stride over rows); blockDim.x == kThreads.
+template <typename T>
+__global__ void LayerNormForwardKernel(const T* x, const T* gamma, const T* beta, int rows, int dim,
+                                       T eps, T* xhat, T* inv_std, T* y) {
+  __shared__ T shared[kThreads];
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t base = static_cast<int64_t>(r) * dim;
+    T sum = 0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) sum += x[base + c];
+    const T mean = BlockSum(sum, shared) / dim;
+    T sq = 0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+      const T d = x[base + c] - mean;
+      sq += d * d;
+    }
+    const T var = BlockSum(sq, shared) / dim;
+    const T inv = T(1) / DeviceSqrt(var + eps);
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+      const T xh = (x[base + c] - mean) * inv;
+      xhat[base + c] = xh;
+      y[base + c] = gamma[c] * xh + beta[c];
+    }
+    if (threadIdx.x == 0) inv_std[r] = inv;
+  }
+}
+
+// dgamma[c] += sum dy * xhat, dbeta[c] += sum dy (one thread per feature, rows in order).
+template <typename T>
+__global__ void LayerNormParamGradKernel(const T* dy, const T* xhat, int rows, int dim, T* dgamma,
+                                         T* dbeta) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    T sum_gamma = dgamma[c];
+    T sum_beta = dbeta[c];
+    for (int r = 0; r < rows; ++r) {
+      const int64_t i = static_cast<int64_t>(r) * dim + c;
+      sum_gamma += dy[i] * xhat[i];
+      sum_beta += dy[i];
+    }
+    dgamma[c] = sum_gamma;
+    dbeta[c] = sum_beta;
+  }
+}
+
+// One block per row: dxhat = dy * gamma, dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+// * inv_std.
+template <typename T>
+__global__ void LayerNormInputGradKernel(const T* dy, const T* xhat, const T* inv_std,
+                                         const T* gamma, int rows, int dim, T* dx) {
+  __shared__ T shared[kThreads];
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t base = static_cast<int64_t>(r) * dim;
+    T sum_d = 0;
+    T sum_dx = 0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+      const T d = dy[base + c] * gamma[c];
+      sum_d += d;
+      sum_dx += d * xhat[base + c];
+    }
+    const T mean_d = BlockSum(sum_d, shared) / dim;
+    const T mean_dx = BlockSum(sum_dx, shared) / dim;
+    const T inv = inv_std[r];
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+      const T d = dy[base + c] * gamma[c];
+      dx[base + c] = (d - mean_d - xhat[base + c] * mean_dx) * inv;
+    }
+  }
+}
+
+template <typename T>
+class CudaLayerNorm : public models::Layer<T> {
+ public:
+  CudaLayerNorm(int dim, double eps) : dim_(dim), eps_(static_cast<T>(eps)) {
+    models::CpuLayerFactory<T> cpu;
+    std::unique_ptr<models::Layer<T>> reference = cpu.MakeLayerNorm(dim, eps);
+    AdoptState<T>(reference.get(), {&gamma_, &beta_}, {});
+  }
+
+  void Forward(const Tensor<T>& x, Tensor<T>* y) override {
+    CheckOnDevice(x, "LayerNorm");
+    CheckCols(x, dim_, "LayerNorm");
+    const int n = x.rows();
+    xhat_.ResizeUninitialized(n, dim_);
+    inv_std_.ResizeUninitialized(n, 1);
+    PrepareOutput(y, n, dim_);
+    if (n == 0) return;
+    LayerNormForwardKernel<<<RowBlocks(n), kThreads, 0, Stream()>>>(
+        x.data(), gamma_.value.data(), beta_.value.data(), n, dim_, eps_, xhat_.data(),
+        inv_std_.data(), y->data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+  }
+
+  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override {
+    CheckOnDevice(dy, "LayerNorm backward");
+    CHECK(dy.SameShape(xhat_)) << "LayerNorm backward: dy shape differs from the forward input";
+    const int n = dy.rows();
+    if (dx != nullptr) PrepareOutput(dx, n, dim_);
+    if (n == 0) return;
+    LayerNormParamGradKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
+        dy.data(), xhat_.data(), n, dim_, gamma_.grad.data(), beta_.grad.data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+    if (dx == nullptr) return;
+    LayerNormInputGradKernel<<<RowBlocks(n), kThreads, 0, Stream()>>>(
+        dy.data(), xhat_.data(), inv_std_.data(), gamma_.value.data(), n, dim_, dx->data());
+    CHOIR_CUDA_CHECK_LAUNCH();
+  }
+
+  std::vector<Param<T>*> Params() override { return {&gamma_, &beta_}; }
+
+ private:
+  int dim_;
+  T eps_;
+  Param<T> gamma_;
+  Param<T> beta_;
+  // Cached by Forward for Backward: the normalised input and 1 / sqrt(var + eps) per row.
+  Tensor<T> xhat_{models::Device::kCuda};
+  Tensor<T> inv_std_{models::Device::kCuda};
+};
+
+}  // namespace
+
+template <typename T>
+std::unique_ptr<models::Layer<T>> CudaLayerFactory<T>::MakeLinear(int in, int out, uint64_t seed) {
+  return std::make_unique<CudaLinear<T>>(in, out, seed);
+}
+
+template <typename T>
+std::unique_ptr<models::Layer<T>> CudaLayerFactory<T>::MakeActivation(
+    models::ActivationKind kind, int dim, const models::DiceOptions& dice) {
+  switch (kind) {
+    case ActivationKind::kPrelu:
+      return std::make_unique<CudaPrelu<T>>(dim);
+    case ActivationKind::kDice:
+      return std::make_unique<CudaDice<T>>(dim, dice);
+    case ActivationKind::kIdentity:
+    case ActivationKind::kRelu:
+    case ActivationKind::kSigmoid:
+    case ActivationKind::kTanh:
+      return std::make_unique<CudaPointwise<T>>(kind, dim);
+  }
+  LOG(FATAL) << "unknown activation kind " << static_cast<int>(kind);
+  return nullptr;
+}
+
+template <typename T>
+std::unique_ptr<models::Layer<T>> CudaLayerFactory<T>::MakeLayerNorm(int dim, double eps) {
+  return std::make_unique<CudaLayerNorm<T>>(dim, eps);
+}
+
+// MakePool and MakeAttention are defined in attention.cu.
+#define CHOIR_INSTANTIATE(T)                                                                      \
+  template std::unique_ptr<models::Layer<T>> CudaLayerFactory<T>::MakeLinear(int, int, uint64_t); \
+  template std::unique_ptr<models::Layer<T>> CudaLayerFactory<T>::MakeActivation(                 \
+      models::ActivationKind, int, const models::DiceOptions&);                                   \
+  template std::unique_ptr<models::Layer<T>> CudaLayerFactory<T>::MakeLayerNorm(int, double);
+CHOIR_INSTANTIATE(float)
+CHOIR_INSTANTIATE(double)
+#undef CHOIR_INSTANTIATE
+
+}  // namespace choir::models::cuda

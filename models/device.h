@@ -1,0 +1,81 @@
+// Where tensors live. Host memory (Device::kCpu) is always there; a backend for another device
+// (the CUDA backend in gpu/) registers itself here, so models/ never depends on CUDA: a Tensor on
+// kCuda allocates, fills and copies through the registered DeviceBackend, and the few free
+// functions of layers.h that models call directly (ConcatCols, SplitCols, AddToCols, CopyCols,
+// BinaryCrossEntropy) and the dense optimizers dispatch to it.
+#ifndef CHOIR_MODELS_DEVICE_H_
+#define CHOIR_MODELS_DEVICE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/types/span.h"
+
+namespace choir::models {
+
+enum class Device { kCpu, kCuda };
+
+const char* DeviceName(Device device);
+
+template <typename T>
+class Tensor;
+
+// One device's memory and the tensor operations that model code calls between layers. Every
+// call is ordered on the backend's stream; only the copies to host (and the functions that
+// return a host value) wait for it.
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+
+  virtual void* Allocate(size_t bytes) = 0;
+  virtual void Free(void* ptr) = 0;
+  virtual void CopyToDevice(void* dst, const void* host_src, size_t bytes) = 0;
+  // Synchronous: the host bytes are valid on return.
+  virtual void CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void CopyOnDevice(void* dst, const void* src, size_t bytes) = 0;
+  // Waits until every queued operation has finished (for timing and before host reads).
+  virtual void Synchronize() = 0;
+
+  virtual void Fill(float* ptr, int64_t n, float value) = 0;
+  virtual void Fill(double* ptr, int64_t n, double value) = 0;
+
+  // The layers.h free functions, with the same contracts, on tensors of this device.
+  virtual void ConcatCols(const std::vector<const Tensor<float>*>& xs, Tensor<float>* y) = 0;
+  virtual void ConcatCols(const std::vector<const Tensor<double>*>& xs, Tensor<double>* y) = 0;
+  virtual void SplitCols(const Tensor<float>& y, const std::vector<int>& widths,
+                         const std::vector<Tensor<float>*>& outs) = 0;
+  virtual void SplitCols(const Tensor<double>& y, const std::vector<int>& widths,
+                         const std::vector<Tensor<double>*>& outs) = 0;
+  // y[:, offset : offset + x.cols()] += x.
+  virtual void AddToCols(const Tensor<float>& x, int offset, Tensor<float>* y) = 0;
+  virtual void AddToCols(const Tensor<double>& x, int offset, Tensor<double>* y) = 0;
+  // dst [B, width] = src[:, offset : offset + width].
+  virtual void CopyCols(const Tensor<float>& src, int offset, int width, Tensor<float>* dst) = 0;
+  virtual void CopyCols(const Tensor<double>& src, int offset, int width, Tensor<double>* dst) = 0;
+  // The dense optimizers' element-wise updates (optimizer.h): w -= lr * g, and Adagrad's
+  // acc += g * g; w -= lr * g / (sqrt(acc) + eps).
+  virtual void SgdUpdate(float* w, const float* g, int64_t n, float lr) = 0;
+  virtual void SgdUpdate(double* w, const double* g, int64_t n, double lr) = 0;
+  virtual void AdagradUpdate(float* w, const float* g, float* acc, int64_t n, float lr,
+                             float eps) = 0;
+  virtual void AdagradUpdate(double* w, const double* g, double* acc, int64_t n, double lr,
+                             double eps) = 0;
+  // labels, weights and per_sample are host memory; logits and dlogits live on this device.
+  virtual float BinaryCrossEntropy(const Tensor<float>& logits, absl::Span<const float> labels,
+                                   absl::Span<const float> weights, Tensor<float>* dlogits,
+                                   std::vector<float>* per_sample) = 0;
+  virtual double BinaryCrossEntropy(const Tensor<double>& logits, absl::Span<const double> labels,
+                                    absl::Span<const double> weights, Tensor<double>* dlogits,
+                                    std::vector<double>* per_sample) = 0;
+};
+
+// Installs the backend of `device` (not kCpu); the backend must outlive every tensor on it.
+void RegisterDeviceBackend(Device device, DeviceBackend* backend);
+// The backend of `device`; CHECK-fails naming the device when none is registered.
+DeviceBackend* GetDeviceBackend(Device device);
+bool HasDeviceBackend(Device device);
+
+}  // namespace choir::models
+
+#endif  // CHOIR_MODELS_DEVICE_H_

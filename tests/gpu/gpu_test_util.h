@@ -1,0 +1,86 @@
+// Shared by the gpu tests: skip without a GPU, fresh random inputs, poisoned outputs, and the
+// relative error against the CPU reference.
+//
+// Tolerances (stated once, used by every gpu test): the relative L2 error
+// ||gpu - cpu|| / ||cpu|| must be at most kTolerance<T>: 1e-5 for float (fp32 arithmetic in a
+// different summation order lands near 1e-7..1e-6) and 1e-12 for double.
+#ifndef CHOIR_TESTS_GPU_GPU_TEST_UTIL_H_
+#define CHOIR_TESTS_GPU_GPU_TEST_UTIL_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <random>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "models/cuda/cuda.h"
+#include "models/tensor.h"
+
+namespace choir::testing {
+
+template <typename T>
+constexpr double kTolerance = 1e-5;
+template <>
+constexpr double kTolerance<double> = 1e-12;
+
+// In a test body: skips (with the reason) when no GPU is usable, else initialises CUDA. With
+// CHOIR_GPU_REQUIRED=1 in the environment (tools/gpu_check.sh sets it) a missing GPU fails the
+// test instead, so a GPU run cannot pass by skipping.
+#define CHOIR_REQUIRE_GPU()                                                          \
+  do {                                                                               \
+    std::string choir_why;                                                           \
+    if (::choir::models::cuda::CudaDeviceCount(&choir_why) == 0) {                   \
+      const char* choir_required = std::getenv("CHOIR_GPU_REQUIRED");                \
+      if (choir_required != nullptr && std::string(choir_required) == "1") {         \
+        FAIL() << "CHOIR_GPU_REQUIRED=1 but no GPU is usable: " << choir_why;        \
+      }                                                                              \
+      GTEST_SKIP() << "no GPU here (" << choir_why << "): gpu test skipped";         \
+    }                                                                                \
+    const absl::Status choir_init = ::choir::models::cuda::InitCuda(0);              \
+    ASSERT_TRUE(choir_init.ok()) << choir_init;                                      \
+  } while (0)
+
+// A fresh seed per run (printed by the caller on failure), so every run draws new inputs.
+inline uint64_t FreshSeed() { return std::random_device{}() * 0x9E3779B97F4A7C15ULL ^ std::random_device{}(); }
+
+// A host tensor of uniform values in [lo, hi).
+template <typename T>
+models::Tensor<T> RandomTensor(int rows, int cols, std::mt19937_64* rng, double lo = -1,
+                               double hi = 1) {
+  models::Tensor<T> t(rows, cols);
+  std::uniform_real_distribution<double> u(lo, hi);
+  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<T>(u(*rng));
+  return t;
+}
+
+// A GPU tensor of the given shape filled with NaN: an element the code under test forgets to
+// write stays NaN and fails the comparison.
+template <typename T>
+models::Tensor<T> PoisonedDeviceTensor(int rows, int cols) {
+  models::Tensor<T> t(models::Device::kCuda);
+  t.Resize(rows, cols, std::numeric_limits<T>::quiet_NaN());
+  return t;
+}
+
+// ||a - b|| / max(||b||, tiny), with `a` on any device and `b` on the host; infinity when shapes
+// differ or any element of `a` is not finite.
+template <typename T>
+double RelativeError(const models::Tensor<T>& a, const models::Tensor<T>& b) {
+  const models::Tensor<T> h = a.To(models::Device::kCpu);
+  if (!h.SameShape(b)) return std::numeric_limits<double>::infinity();
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < h.size(); ++i) {
+    const double x = h.data()[i];
+    if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
+    const double y = b.data()[i];
+    diff += (x - y) * (x - y);
+    norm += y * y;
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+}
+
+}  // namespace choir::testing
+
+#endif  // CHOIR_TESTS_GPU_GPU_TEST_UTIL_H_

@@ -1,0 +1,162 @@
+// The CUDA backend's tensor operations against the host implementations: device tensors
+// (copies, fills), ConcatCols, SplitCols, CopyCols, AddToCols, the binary cross-entropy and the
+// dense optimizers' updates. Fresh random inputs each run; GPU outputs poisoned beforehand.
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "models/cuda/cuda.h"
+#include "models/layers.h"
+#include "models/optimizer.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace choir::models {
+namespace {
+
+using choir::testing::FreshSeed;
+using choir::testing::kTolerance;
+using choir::testing::PoisonedDeviceTensor;
+using choir::testing::RandomTensor;
+using choir::testing::RelativeError;
+
+template <typename T>
+class GpuOpsTest : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(GpuOpsTest, Types);
+
+TYPED_TEST(GpuOpsTest, TensorRoundTripsAndFills) {
+  using T = TypeParam;
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const Tensor<T> host = RandomTensor<T>(37, 13, &rng);
+  Tensor<T> dev = host.To(Device::kCuda);
+  EXPECT_EQ(dev.device(), Device::kCuda);
+  Tensor<T> copy = dev;  // device-to-device deep copy
+  dev.Fill(T(3));        // must not touch the copy
+  EXPECT_EQ(RelativeError(copy, host), 0.0);
+  Tensor<T> filled(37, 13, T(3));
+  EXPECT_EQ(RelativeError(dev, filled), 0.0);
+  // Growing an allocation and resizing with a fill.
+  dev.Resize(300, 70, T(-2));
+  EXPECT_EQ(RelativeError(dev, Tensor<T>(300, 70, T(-2))), 0.0);
+  // Moving keeps the device buffer.
+  Tensor<T> moved = std::move(copy);
+  EXPECT_EQ(RelativeError(moved, host), 0.0);
+}
+
+TYPED_TEST(GpuOpsTest, ColumnBlocksMatchTheHost) {
+  using T = TypeParam;
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  for (int rows : {1, 37, 300}) {
+    const std::vector<Tensor<T>> parts = {RandomTensor<T>(rows, 5, &rng), RandomTensor<T>(rows, 1, &rng),
+                                          RandomTensor<T>(rows, 64, &rng)};
+    std::vector<Tensor<T>> dparts;
+    std::vector<const Tensor<T>*> hp, dp;
+    for (const Tensor<T>& p : parts) dparts.push_back(p.To(Device::kCuda));
+    for (size_t i = 0; i < parts.size(); ++i) {
+      hp.push_back(&parts[i]);
+      dp.push_back(&dparts[i]);
+    }
+    Tensor<T> hcat, dcat = PoisonedDeviceTensor<T>(rows, 70);
+    ConcatCols(hp, &hcat);
+    ConcatCols(dp, &dcat);
+    EXPECT_EQ(dcat.device(), Device::kCuda);
+    EXPECT_EQ(RelativeError(dcat, hcat), 0.0) << "concat, rows " << rows;
+
+    const std::vector<int> widths = {3, 60, 7};
+    Tensor<T> h0, h2, d0 = PoisonedDeviceTensor<T>(rows, 3), d2 = PoisonedDeviceTensor<T>(rows, 7);
+    SplitCols<T>(hcat, widths, {&h0, nullptr, &h2});
+    SplitCols<T>(dcat, widths, {&d0, nullptr, &d2});
+    EXPECT_EQ(RelativeError(d0, h0), 0.0);
+    EXPECT_EQ(RelativeError(d2, h2), 0.0);
+
+    Tensor<T> hblock, dblock = PoisonedDeviceTensor<T>(rows, 9);
+    CopyCols(hcat, 4, 9, &hblock);
+    CopyCols(dcat, 4, 9, &dblock);
+    EXPECT_EQ(RelativeError(dblock, hblock), 0.0);
+
+    const Tensor<T> add = RandomTensor<T>(rows, 9, &rng);
+    const Tensor<T> dadd = add.To(Device::kCuda);
+    AddToCols(add, 61, &hcat);
+    AddToCols(dadd, 61, &dcat);
+    EXPECT_EQ(RelativeError(dcat, hcat), 0.0) << "add at column 61";
+  }
+}
+
+TYPED_TEST(GpuOpsTest, BinaryCrossEntropyMatchesTheHost) {
+  using T = TypeParam;
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  for (int n : {1, 37, 5000}) {
+    const Tensor<T> logits = RandomTensor<T>(n, 1, &rng, -30, 30);  // both tails of the sigmoid
+    std::vector<T> labels(n), weights(n);
+    std::uniform_real_distribution<double> u(0, 1);
+    for (int i = 0; i < n; ++i) {
+      labels[i] = u(rng) < 0.3 ? T(1) : T(0);
+      weights[i] = static_cast<T>(0.2 + 2 * u(rng));
+    }
+    for (bool weighted : {false, true}) {
+      const absl::Span<const T> w = weighted ? absl::Span<const T>(weights) : absl::Span<const T>();
+      Tensor<T> hd, dd = PoisonedDeviceTensor<T>(n, 1);
+      std::vector<T> hps, dps;
+      const T hloss = BinaryCrossEntropy<T>(logits, labels, w, &hd, &hps);
+      const T dloss = BinaryCrossEntropy<T>(logits.To(Device::kCuda), labels, w, &dd, &dps);
+      EXPECT_NEAR(dloss, hloss, kTolerance<T> * std::abs(hloss)) << n;
+      EXPECT_LE(RelativeError(dd, hd), kTolerance<T>) << n;
+      Tensor<T> hv(n, 1), dv(n, 1);
+      std::copy(hps.begin(), hps.end(), hv.data());
+      std::copy(dps.begin(), dps.end(), dv.data());
+      EXPECT_LE(RelativeError(dv, hv), kTolerance<T>) << n;
+    }
+  }
+}
+
+TYPED_TEST(GpuOpsTest, OptimizersMatchTheHost) {
+  using T = TypeParam;
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  Param<T> host_a{"a", RandomTensor<T>(37, 13, &rng), {}}, host_b{"b", RandomTensor<T>(1, 300, &rng), {}};
+  Param<T> dev_a{"a", host_a.value.To(Device::kCuda), {}}, dev_b{"b", host_b.value.To(Device::kCuda), {}};
+  LrSchedule schedule;
+  schedule.lr0 = 0.05;
+  schedule.lr_end = 0.01;
+  schedule.decay_steps = 4;
+  AdagradOptions options;
+  options.schedule = schedule;
+  Adagrad<T> host_adagrad(options), dev_adagrad(options);
+  Sgd<T> host_sgd(schedule), dev_sgd(schedule);
+  for (int step = 0; step < 4; ++step) {
+    for (auto* pair : {&host_a, &host_b}) pair->grad = RandomTensor<T>(pair->value.rows(), pair->value.cols(), &rng);
+    dev_a.grad = host_a.grad.To(Device::kCuda);
+    dev_b.grad = host_b.grad.To(Device::kCuda);
+    host_adagrad.Step({&host_a, &host_b});
+    dev_adagrad.Step({&dev_a, &dev_b});
+    host_sgd.Step({&host_a});
+    dev_sgd.Step({&dev_a});
+  }
+  EXPECT_LE(RelativeError(dev_a.value, host_a.value), kTolerance<T>);
+  EXPECT_LE(RelativeError(dev_b.value, host_b.value), kTolerance<T>);
+  EXPECT_LE(RelativeError(dev_adagrad.accumulators()[1], host_adagrad.accumulators()[1]), kTolerance<T>);
+  // Flattening device parameters (for allreduce and checkpoints) reads them back.
+  std::vector<T> flat(ParamCount<T>({&dev_a, &dev_b}));
+  CopyValuesTo<T>({&dev_a, &dev_b}, flat.data());
+  std::vector<T> expect(flat.size());
+  CopyValuesTo<T>({&host_a, &host_b}, expect.data());
+  for (size_t i = 0; i < flat.size(); ++i) {
+    ASSERT_NEAR(flat[i], expect[i], 1e-4 * (1 + std::abs(expect[i]))) << i;
+  }
+}
+
+}  // namespace
+}  // namespace choir::models

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The GPU check (needs an NVIDIA GPU): builds Choir with CUDA, runs the gpu tests (they fail
+# rather than skip here), the GPU benchmark (dense-tower samples/s of dnn and ChoirRec at batch
+# 1024/4096/16384, achieved matrix-product TFLOP/s against the card's measured cuBLAS peak) and
+# end-to-end training samples/s on the GPU against the CPU with the local embedding store, then
+# prints a table. Under 8 minutes on one H100 with a prebuilt bundle.
+#
+#   tools/gpu_check.sh [--prebuilt DIR|BUNDLE.tar.xz] [--out DIR] [--groups groups.tsv --priors DIR]
+#
+# --prebuilt: binaries from tools/gpu_bundle.sh instead of a build (a GPU machine without
+#   Choir's build dependencies); without it, builds into build-gpu/ (run tools/setup.sh once).
+# --groups/--priors: the semantic groups of the 100,000-user, seed-1 dataset (what
+#   launch/quickstart.sh builds into runs/quickstart/groups) for the ChoirRec end-to-end row;
+#   without them that row is skipped.
+# Logs and JSON lines go to --out (default /tmp/choir-gpu-check). Exit status 1 if any test fails.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PREBUILT="" OUT="/tmp/choir-gpu-check" GROUPS_TSV="" PRIORS=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --prebuilt) PREBUILT="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --groups) GROUPS_TSV="$(realpath "$2")"; shift 2 ;;
+    --priors) PRIORS="$(realpath "$2")"; shift 2 ;;
+    *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-gpu-check.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+START=$SECONDS
+say() { printf '[gpu_check %3ds] %s\n' $((SECONDS - START)) "$*"; }
+
+if ! nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1; then
+  echo "gpu_check: nvidia-smi failed: no usable NVIDIA GPU here" >&2
+  cat "$OUT/nvidia-smi.txt" >&2
+  exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.csv"
+
+# Binaries.
+if [[ -n "$PREBUILT" ]]; then
+  if [[ -f "$PREBUILT" ]]; then
+    mkdir -p "$WORK/bundle" && tar -C "$WORK/bundle" -xJf "$PREBUILT" || exit 1
+    PREBUILT="$WORK/bundle"
+  fi
+  BIN="$PREBUILT/bin" TESTS="$PREBUILT/bin"
+  # cuBLAS and NCCL come from the machine: the CUDA toolkit, or the Python wheels beside PyTorch.
+  extra=""
+  for lib in libcublas.so.13 libnccl.so.2; do
+    dir="$( (ls -d /usr/local/cuda/lib64/$lib /usr/lib/x86_64-linux-gnu/$lib 2>/dev/null;
+             find / -xdev -name "$lib" -path '*nvidia*' 2>/dev/null) | head -1 | xargs -r dirname)"
+    [[ -n "$dir" ]] && extra="$extra:$dir"
+  done
+  export LD_LIBRARY_PATH="$PREBUILT/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  say "prebuilt binaries ($(cat "$PREBUILT/COMMIT" 2>/dev/null || echo 'unknown commit')); LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+else
+  say "building with CUDA into $ROOT/build-gpu"
+  cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$OUT/build.log" 2>&1 &&
+    cmake --build "$ROOT/build-gpu" -j "$(nproc)" --target choir choir_bench_gpu choir_bench_train \
+      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test nccl_gpu_test >>"$OUT/build.log" 2>&1 ||
+    { tail -30 "$OUT/build.log"; echo "gpu_check: build failed (did tools/setup.sh run?)" >&2; exit 1; }
+  BIN="$ROOT/build-gpu/bin" TESTS="$ROOT/build-gpu/tests/gpu"
+fi
+
+# Tests: every gpu test binary, with skipping turned into failure.
+FAILED=0
+: >"$OUT/tests.tsv"
+for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test nccl_gpu_test; do
+  if [[ ! -x "$TESTS/$t" ]]; then
+    say "$t: missing"; printf '%s\tmissing\t0\t0\n' "$t" >>"$OUT/tests.tsv"; FAILED=1; continue
+  fi
+  CHOIR_GPU_REQUIRED=1 timeout 300 "$TESTS/$t" >"$OUT/$t.log" 2>&1
+  rc=$?
+  passed=$(grep -oE '\[  PASSED  \] [0-9]+' "$OUT/$t.log" | grep -oE '[0-9]+' || echo 0)
+  failed=$(grep -oE '[0-9]+ FAILED TEST' "$OUT/$t.log" | grep -oE '^[0-9]+' || echo 0)
+  status=pass
+  [[ $rc -ne 0 ]] && { status="FAIL(rc=$rc)"; FAILED=1; tail -40 "$OUT/$t.log"; }
+  printf '%s\t%s\t%s\t%s\n' "$t" "$status" "${passed:-0}" "${failed:-0}" >>"$OUT/tests.tsv"
+  say "$t: $status"
+done
+
+# Benchmarks.
+say "benchmark: dense towers (fp32)"
+timeout 240 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 1024,4096,16384 >"$OUT/bench_gpu.jsonl" 2>"$OUT/bench_gpu.err" ||
+  { say "choir_bench_gpu failed"; tail -20 "$OUT/bench_gpu.err"; FAILED=1; }
+say "benchmark: dense towers (tf32, batch 16384)"
+timeout 120 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 16384 --tf32 --cpu_steps 0 >>"$OUT/bench_gpu.jsonl" 2>>"$OUT/bench_gpu.err" ||
+  { say "choir_bench_gpu --tf32 failed"; FAILED=1; }
+
+say "end-to-end: data (100,000 users, seed 1)"
+: >"$OUT/bench_train.jsonl"
+if timeout 180 "$BIN/choir" data gen --out "$WORK/data" --users 100000 --seed 1 --quiet >"$OUT/datagen.log" 2>&1; then
+  for model in dnn choirrec; do
+    set_groups=""
+    if [[ $model == choirrec ]]; then
+      [[ -n "$GROUPS_TSV" && -n "$PRIORS" ]] || { say "choirrec end-to-end skipped (no --groups/--priors)"; continue; }
+      set_groups="model.groups.table=$GROUPS_TSV;model.groups.priors=$PRIORS;"
+    fi
+    for device in cpu cuda; do
+      say "end-to-end: $model on $device"
+      timeout 150 "$BIN/choir_bench_train" --data "$WORK/data" --model "$model" --threads "$(nproc)" \
+        --config "$ROOT/configs/quickstart.pbtxt" --steps 100 --batch 4096 \
+        --set "${set_groups}trainer.device=$device" >>"$OUT/bench_train.jsonl" 2>"$OUT/train_${model}_$device.err" ||
+        { say "end-to-end $model/$device failed"; tail -20 "$OUT/train_${model}_$device.err"; FAILED=1; }
+    done
+  done
+else
+  say "data gen failed"; tail -20 "$OUT/datagen.log"; FAILED=1
+fi
+
+python3 - "$OUT" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+rows = [json.loads(l) for f in ("bench_gpu.jsonl", "bench_train.jsonl")
+        if os.path.exists(os.path.join(out, f)) for l in open(os.path.join(out, f)) if l.strip().startswith("{")]
+print("\n== GPU check ==")
+for line in open(os.path.join(out, "tests.tsv")):
+    name, status, passed, failed = line.rstrip("\n").split("\t")
+    print(f"test  {name:22s} {status:10s} passed {passed:>3s}  failed {failed}")
+gpu = [r for r in rows if r.get("bench") == "gpu"]
+if gpu:
+    print(f"device: {gpu[0]['device']}")
+    for r in gpu:
+        if r["metric"] == "sgemm_peak":
+            print(f"cuBLAS SGEMM 8192^3 peak ({r['precision']}): {r['value']:.1f} TFLOP/s")
+    print(f"{'model':9s} {'prec':5s} {'batch':>6s} {'tower samples/s':>16s} {'matmul TFLOP/s':>15s} {'of peak':>8s} {'step+copies/s':>14s} {'GPU MB':>8s}")
+    keyed = {}
+    for r in gpu:
+        if "batch" in r and r["metric"].startswith(("tower", "step")):
+            keyed.setdefault((r["model"], r["precision"], r["batch"]), {})[r["metric"]] = r
+    for (m, p, b), v in keyed.items():
+        t = v.get("tower_samples_per_s", {}); f = v.get("tower_matmul_tflops", {}); s = v.get("tower_share_of_sgemm_peak", {})
+        st = v.get("step_with_transfers_samples_per_s", {})
+        print(f"{m:9s} {p:5s} {b:6d} {t.get('value', 0):16,.0f} {f.get('value', 0):15.3f} {100 * s.get('value', 0):7.2f}% {st.get('value', 0):14,.0f} {t.get('gpu_mem_used_mb', 0):8.0f}")
+    for r in gpu:
+        if r["metric"] == "cpu_step_samples_per_s":
+            print(f"cpu reference: {r['model']} batch {r['batch']}: {r['value']:,.0f} samples/s ({r['cpu']})")
+train = [r for r in rows if r.get("bench") == "train" and r["metric"] == "samples_per_s"]
+if train:
+    print(f"{'end-to-end':12s} {'device':6s} {'batch':>6s} {'samples/s':>12s} {'peak RSS MB':>12s}")
+    for r in train:
+        print(f"{r['model']:12s} {r['device']:6s} {r['batch']:6d} {r['value']:12,.0f} {r['peak_rss_mb']:12.0f}")
+PY
+say "done (logs in $OUT)"
+exit $FAILED
