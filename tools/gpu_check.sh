@@ -59,7 +59,7 @@ else
   say "building with CUDA into $ROOT/build-gpu"
   cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$OUT/build.log" 2>&1 &&
     cmake --build "$ROOT/build-gpu" -j "$(nproc)" --target choir choir_bench_gpu choir_bench_train \
-      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test nccl_gpu_test >>"$OUT/build.log" 2>&1 ||
+      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test >>"$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/build.log"; echo "gpu_check: build failed (did tools/setup.sh run?)" >&2; exit 1; }
   BIN="$ROOT/build-gpu/bin" TESTS="$ROOT/build-gpu/tests/gpu"
 fi
@@ -67,7 +67,7 @@ fi
 # Tests: every gpu test binary, with skipping turned into failure.
 FAILED=0
 : >"$OUT/tests.tsv"
-for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test nccl_gpu_test; do
+for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test; do
   if [[ ! -x "$TESTS/$t" ]]; then
     say "$t: missing"; printf '%s\tmissing\t0\t0\n' "$t" >>"$OUT/tests.tsv"; FAILED=1; continue
   fi

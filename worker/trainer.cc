@@ -105,8 +105,9 @@ class SparseBridge {
     return absl::OkStatus();
   }
 
-  // Pushes the gradients of the last Gather's inputs.
-  absl::Status Scatter(const Batch& batch, const models::ModelGrads& grads) {
+  // Pushes the gradients of the last Gather's inputs, multiplied by `scale` (this worker's share
+  // of the global batch).
+  absl::Status Scatter(const Batch& batch, const models::ModelGrads& grads, float scale = 1) {
     const int d = shape_.embedding_dim;
     grads_.resize(rows_.size());
     std::copy(grads.slots.data(), grads.slots.data() + grads.slots.size(), grads_.begin());
@@ -122,6 +123,9 @@ class SparseBridge {
     CHECK_EQ(offset, grads_.size());
     unique_grads_.assign(unique_.size() * d, 0.0f);
     RETURN_IF_ERROR(SumDuplicateGrads(index_, d, grads_, absl::MakeSpan(unique_grads_)));
+    if (scale != 1) {
+      for (float& g : unique_grads_) g *= scale;
+    }
     return store_->Push(unique_, unique_grads_);
   }
 
@@ -409,23 +413,38 @@ absl::StatusOr<std::unique_ptr<models::LayerFactory<float>>> MakeLayerFactory(co
 #endif
 }
 
-}  // namespace
+// Everything training needs that follows from the job file and the data: the feature layout,
+// the model and its shape, the semantic groups, the activity index and the sparse table.
+struct JobSetup {
+  data::DatasetManifest manifest;
+  data::SplitInfo train_split;
+  std::vector<std::string> train_files;
+  FeatureLayout layout;
+  models::ModelShape shape;
+  std::unique_ptr<GroupFeatures> groups;
+  GroupSources sources;
+  std::unique_ptr<data::ActivityIndex> activity;
+  std::unique_ptr<models::Model> model;
+  TableOptions table;  // what the embedding store (or every parameter server) holds
+};
 
-absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job) {
+absl::StatusOr<JobSetup> Setup(FileSystem* fs, const JobConfig& job, models::LayerFactory<float>* factory) {
   const std::string& dir = job.data().dir();
   const TrainerConfig& tc = job.trainer();
   if (dir.empty()) return absl::InvalidArgumentError("data.dir is empty: which dataset to train on?");
-  if (tc.out_dir().empty()) return absl::InvalidArgumentError("trainer.out_dir is empty: where to write eval.json?");
   RETURN_IF_ERROR(ValidateConfig(job));
-  ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadManifest(fs, dir));
-  ASSIGN_OR_RETURN(data::SplitInfo train_split, data::FindSplit(manifest, "train"));
-  const std::vector<std::string> train_files = data::SplitPaths(dir, train_split);
+  JobSetup setup;
+  ASSIGN_OR_RETURN(setup.manifest, data::ReadManifest(fs, dir));
+  ASSIGN_OR_RETURN(setup.train_split, data::FindSplit(setup.manifest, "train"));
+  setup.train_files = data::SplitPaths(dir, setup.train_split);
+  const std::vector<std::string>& train_files = setup.train_files;
   if (train_files.empty()) return absl::FailedPreconditionError(absl::StrCat(dir, ": train split has no files"));
   ASSIGN_OR_RETURN(std::unique_ptr<data::ShardReader> first, data::ShardReader::Open(fs, train_files.front()));
-  ASSIGN_OR_RETURN(FeatureLayout layout, BuildFeatureLayout(first->schema(), job.model(), job.task()));
+  ASSIGN_OR_RETURN(setup.layout, BuildFeatureLayout(first->schema(), job.model(), job.task()));
   first.reset();
+  FeatureLayout& layout = setup.layout;
 
-  models::ModelShape shape;
+  models::ModelShape& shape = setup.shape;
   shape.num_slots = layout.num_slots();
   shape.embedding_dim = job.model().embedding_dim();
   shape.num_dense = layout.dense.size();
@@ -436,42 +455,38 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   // choirrec's gates and KD gate).
   const std::string& type = job.model().type();
   const bool choirrec = type == "choirrec";
-  std::unique_ptr<GroupFeatures> groups;
-  GroupSources sources;
+  GroupSources& sources = setup.sources;
   if (choirrec || type == "dnn+groupid") {
     absl::flat_hash_map<int64_t, OwnCounts> own;
     if (choirrec) {
       ASSIGN_OR_RETURN(own, CountOwnRows(fs, train_files, layout, job));
     }
-    ASSIGN_OR_RETURN(groups, LoadGroups(fs, job.model(), &own));
-    shape.group_levels = groups->levels();
-    sources.groups = groups.get();
-    if (choirrec) RETURN_IF_ERROR(AddGroupChannel(job.model(), layout, *groups, &shape, &sources));
+    ASSIGN_OR_RETURN(setup.groups, LoadGroups(fs, job.model(), &own));
+    shape.group_levels = setup.groups->levels();
+    sources.groups = setup.groups.get();
+    if (choirrec) RETURN_IF_ERROR(AddGroupChannel(job.model(), layout, *setup.groups, &shape, &sources));
   }
-  std::unique_ptr<data::ActivityIndex> activity;
   {
     ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
     ASSIGN_OR_RETURN(data::ActivityIndex index,
-                     data::BuildActivityIndex(fs, dir, manifest, job.data().buckets(), &errors));
-    activity = std::make_unique<data::ActivityIndex>(std::move(index));
+                     data::BuildActivityIndex(fs, dir, setup.manifest, job.data().buckets(), &errors));
+    setup.activity = std::make_unique<data::ActivityIndex>(std::move(index));
   }
-  if (choirrec) sources.activity = activity.get();
+  if (choirrec) sources.activity = setup.activity.get();
 
-  ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
-  std::unique_ptr<models::Model> model;
   if (choirrec) {
-    ASSIGN_OR_RETURN(model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), factory.get()));
+    ASSIGN_OR_RETURN(setup.model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), factory));
   } else {
-    ASSIGN_OR_RETURN(model, models::RankingModel::Create(job.model(), shape, tc.seed(), factory.get()));
+    ASSIGN_OR_RETURN(setup.model, models::RankingModel::Create(job.model(), shape, tc.seed(), factory));
   }
   // The model's own shape: what its type and ablation switches read.
-  shape = model->shape();
+  shape = setup.model->shape();
   if (shape.sequence_targets.empty()) layout.sequences.clear();  // do not read sequences at all
   // Slots after the schema's (0..num_slots-1): group ids, then attribute completion.
   sources.first_group_slot = shape.num_slots;
   sources.first_attribute_slot = shape.num_slots + shape.group_levels;
 
-  TableOptions table;
+  TableOptions& table = setup.table;
   table.seed = tc.seed();
   const int total_slots = shape.num_slots + shape.group_levels + shape.group_attribute_slots;
   for (int s = 0; s < total_slots; ++s) {
@@ -482,8 +497,75 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     slot.adagrad_initial_accumulator = tc.sparse_initial_accumulator();
     table.slots[s] = slot;
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingStore> store, NewLocalEmbeddingStore(table));
-  SparseBridge bridge(shape, store.get(), sources);
+  return setup;
+}
+
+// Samples [begin, end) of `batch` (whose rows have num_cat categorical keys and num_dense
+// dense values each): one worker's slice of the global batch.
+Batch SliceBatch(const Batch& batch, int begin, int end, int num_cat, int num_dense) {
+  Batch out;
+  out.size = end - begin;
+  out.labels.assign(batch.labels.begin() + begin, batch.labels.begin() + end);
+  out.user_ids.assign(batch.user_ids.begin() + begin, batch.user_ids.begin() + end);
+  out.cat_keys.assign(batch.cat_keys.begin() + static_cast<size_t>(begin) * num_cat,
+                      batch.cat_keys.begin() + static_cast<size_t>(end) * num_cat);
+  out.dense.assign(batch.dense.begin() + static_cast<size_t>(begin) * num_dense,
+                   batch.dense.begin() + static_cast<size_t>(end) * num_dense);
+  out.seq_keys.resize(batch.seq_keys.size());
+  out.seq_lengths.resize(batch.seq_lengths.size());
+  for (size_t q = 0; q < batch.seq_keys.size(); ++q) {
+    size_t first = 0;
+    for (int b = 0; b < begin; ++b) first += batch.seq_lengths[q][b];
+    size_t last = first;
+    for (int b = begin; b < end; ++b) last += batch.seq_lengths[q][b];
+    out.seq_keys[q].assign(batch.seq_keys[q].begin() + first, batch.seq_keys[q].begin() + last);
+    out.seq_lengths[q].assign(batch.seq_lengths[q].begin() + begin, batch.seq_lengths[q].begin() + end);
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<TableOptions> SparseTableFor(FileSystem* fs, const JobConfig& job) {
+  models::CpuLayerFactory<float> factory;
+  ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, &factory));
+  return setup.table;
+}
+
+absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job, const WorkerRuntime* runtime) {
+  const std::string& dir = job.data().dir();
+  const TrainerConfig& tc = job.trainer();
+  const bool evaluates = runtime == nullptr || runtime->worker_index == 0;
+  if (evaluates && tc.out_dir().empty()) {
+    return absl::InvalidArgumentError("trainer.out_dir is empty: where to write eval.json?");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
+  ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, factory.get()));
+  const data::DatasetManifest& manifest = setup.manifest;
+  const data::SplitInfo& train_split = setup.train_split;
+  const std::vector<std::string>& train_files = setup.train_files;
+  const FeatureLayout& layout = setup.layout;
+  const models::ModelShape& shape = setup.shape;
+  const std::unique_ptr<data::ActivityIndex>& activity = setup.activity;
+  const std::unique_ptr<models::Model>& model = setup.model;
+  const bool choirrec = job.model().type() == "choirrec";
+
+  // Sparse parameters: the parameter servers in a cluster, an in-process table otherwise.
+  std::unique_ptr<EmbeddingStore> local_store;
+  EmbeddingStore* store = runtime != nullptr ? runtime->store : nullptr;
+  if (store == nullptr) {
+    ASSIGN_OR_RETURN(local_store, NewLocalEmbeddingStore(setup.table));
+    store = local_store.get();
+  }
+  SparseBridge bridge(shape, store, setup.sources);
+  // In a cluster each step reads one global batch of num_workers * batch_size samples, of which
+  // worker w trains on the w-th slice; gradients are scaled by each slice's share, summed
+  // (dense: allreduce; sparse: on the servers) and applied once: the same update as one worker
+  // with the global batch (up to the order of float additions; Dice's batch statistics are the
+  // exception: they are per slice).
+  const int num_workers = runtime != nullptr ? runtime->num_workers : 1;
+  const int worker_index = runtime != nullptr ? runtime->worker_index : 0;
+  const int global_batch = tc.batch_size() * num_workers;
 
   // Samples per epoch, for the learning-rate schedule and the ETA: all rows for CTR and
   // CTCVR; for CVR the clicked rows, from the generator's counter or by counting.
@@ -496,7 +578,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       ASSIGN_OR_RETURN(per_epoch, CountClicks(fs, train_files, layout, job));
     }
   }
-  int64_t planned_steps = per_epoch > 0 ? (per_epoch * tc.epochs() + tc.batch_size() - 1) / tc.batch_size() : 0;
+  int64_t planned_steps = per_epoch > 0 ? (per_epoch * tc.epochs() + global_batch - 1) / global_batch : 0;
   if (tc.max_steps() > 0) planned_steps = planned_steps > 0 ? std::min(planned_steps, tc.max_steps()) : tc.max_steps();
   models::AdagradOptions adagrad;
   adagrad.schedule.lr0 = tc.learning_rate();
@@ -506,7 +588,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   models::Adagrad<float> optimizer(adagrad);
 
   BatchReaderOptions ro;
-  ro.batch_size = tc.batch_size();
+  ro.batch_size = global_batch;
   ro.shuffle_buffer = tc.shuffle_buffer();
   ro.seed = tc.seed();
   ro.epochs = tc.epochs();
@@ -535,6 +617,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
                    scheduler::SampleReweighter::Create(reweighting_options));
   const bool reweighting = reweighting_options.policy != scheduler::ReweightingPolicy::kNone;
   scheduler::BucketStats bucket_stats;  // since the last update
+  scheduler::BucketWeights current_weights = reweighter.weights();
   std::vector<float> sample_weights;
   std::vector<float> per_sample_bce;
   std::vector<int> sample_buckets;
@@ -544,6 +627,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
               << reweighting_options.every_steps << " steps";
   }
 
+  if (runtime != nullptr && tc.eval_every_steps() > 0) {
+    LOG(WARNING) << "trainer.eval_every_steps is ignored in a cluster: worker 0 evaluates once, after training";
+  }
   TrainResult result;
   Batch batch;
   models::ModelInputs in;
@@ -556,41 +642,88 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   double eval_seconds = 0;  // periodic evaluation, not counted as training time
   {
     int64_t planned_samples = per_epoch * tc.epochs();
-    if (tc.max_steps() > 0) planned_samples = std::min<int64_t>(planned_samples, tc.max_steps() * tc.batch_size());
+    if (tc.max_steps() > 0) planned_samples = std::min<int64_t>(planned_samples, tc.max_steps() * global_batch);
     Progress progress("training samples", planned_samples);
     const std::vector<models::Param<float>*> params = model->Params();
+    // Dense gradients (and the step's loss) travel between workers as one flat buffer.
+    std::vector<float> flat(num_workers > 1 || runtime != nullptr ? models::ParamCount(params) + 1 : 0);
+    if (runtime != nullptr && runtime->collective != nullptr) {
+      // Every worker starts from worker 0's parameters.
+      flat.resize(models::ParamCount(params) + 1);
+      models::CopyValuesTo(params, flat.data());
+      RETURN_IF_ERROR(runtime->collective->Broadcast(flat.data(), (flat.size() - 1) * sizeof(float), 0));
+      models::CopyValuesFrom(params, flat.data());
+    }
+    Batch global;
     while (tc.max_steps() == 0 || result.steps < tc.max_steps()) {
-      ASSIGN_OR_RETURN(bool more, reader->Next(&batch));
+      if (runtime != nullptr && runtime->job_status) RETURN_IF_ERROR(runtime->job_status());
+      ASSIGN_OR_RETURN(bool more, reader->Next(&global));
       if (!more) break;
-      RETURN_IF_ERROR(bridge.Gather(batch, &in));
-      model->Forward(in, &logits);
+      // This worker's slice of the global batch; the last global batch may leave some workers
+      // few or no samples (they still join the step's exchanges, with zero gradients).
+      const int begin = std::min(global.size, worker_index * tc.batch_size());
+      const int end = std::min(global.size, begin + tc.batch_size());
+      if (num_workers == 1) {
+        std::swap(batch, global);
+      } else {
+        batch = SliceBatch(global, begin, end, static_cast<int>(layout.categorical.size()),
+                           static_cast<int>(layout.dense.size()));
+      }
+      const int global_size = num_workers == 1 ? batch.size : global.size;
+      const float share = static_cast<float>(batch.size) / global_size;
       models::ZeroGrads(params);
-      if (reweighting) {
-        sample_buckets.resize(batch.size);
-        sample_weights.resize(batch.size);
-        for (int b = 0; b < batch.size; ++b) {
-          sample_buckets[b] = static_cast<int>(activity->Of(batch.user_ids[b]));
-          sample_weights[b] = static_cast<float>(reweighter.weights()[sample_buckets[b]]);
+      models::LossStats stats;
+      if (batch.size > 0) {
+        RETURN_IF_ERROR(bridge.Gather(batch, &in));
+        model->Forward(in, &logits);
+        if (reweighting) {
+          sample_buckets.resize(batch.size);
+          sample_weights.resize(batch.size);
+          for (int b = 0; b < batch.size; ++b) {
+            sample_buckets[b] = static_cast<int>(activity->Of(batch.user_ids[b]));
+            sample_weights[b] = static_cast<float>(current_weights[sample_buckets[b]]);
+          }
         }
-      }
-      const models::LossStats stats =
-          reweighting ? model->TrainBackward(batch.labels, sample_weights, &grads, &per_sample_bce)
-                      : model->TrainBackward(batch.labels, {}, &grads, nullptr);
-      if (reweighting) {
-        for (int b = 0; b < batch.size; ++b) {
-          ++bucket_stats.count[sample_buckets[b]];
-          bucket_stats.loss_sum[sample_buckets[b]] += per_sample_bce[b];
+        stats = reweighting ? model->TrainBackward(batch.labels, sample_weights, &grads, &per_sample_bce)
+                            : model->TrainBackward(batch.labels, {}, &grads, nullptr);
+        if (reweighting) {
+          for (int b = 0; b < batch.size; ++b) {
+            ++bucket_stats.count[sample_buckets[b]];
+            bucket_stats.loss_sum[sample_buckets[b]] += per_sample_bce[b];
+          }
         }
+        RETURN_IF_ERROR(bridge.Scatter(batch, grads, share));
+      } else {
+        RETURN_IF_ERROR(store->Push({}, {}));  // a synchronous step needs every worker's push
       }
-      const double loss = stats.loss;  // the training objective: weighted when reweighting
+      double loss = stats.loss;  // the training objective: weighted when reweighting
+      if (!flat.empty()) {
+        // Sum of the slices' gradients, each scaled by its share: the global batch's gradient.
+        models::CopyGradsTo(params, flat.data());
+        if (share != 1) {
+          for (float& g : flat) g *= share;
+        }
+        flat.back() = static_cast<float>(loss * share);
+        if (runtime != nullptr && runtime->collective != nullptr) {
+          RETURN_IF_ERROR(runtime->collective->AllReduceSum(flat.data(), static_cast<int64_t>(flat.size())));
+        }
+        models::CopyGradsFrom(params, flat.data());
+        loss = flat.back();
+      }
       fuse_sum += stats.mean_a_fuse * batch.size;
       kd_active += stats.kd_active;
-      RETURN_IF_ERROR(bridge.Scatter(batch, grads));
       optimizer.Step(params);
       ++result.steps;
-      result.samples += batch.size;
+      result.samples += global_size;
       if (reweighting && result.steps % reweighting_options.every_steps == 0) {
-        ASSIGN_OR_RETURN(const scheduler::BucketWeights weights, reweighter.Update(bucket_stats));
+        // In a cluster the scheduler sums every worker's statistics and answers with the weights.
+        scheduler::BucketWeights weights;
+        if (runtime != nullptr && runtime->report) {
+          ASSIGN_OR_RETURN(weights, runtime->report(bucket_stats));
+        } else {
+          ASSIGN_OR_RETURN(weights, reweighter.Update(bucket_stats));
+        }
+        current_weights = weights;
         bucket_stats = scheduler::BucketStats();
         LOG(INFO) << "reweighting step " << result.steps << ": weights " << scheduler::FormatBucketWeights(weights)
                   << " (policy " << scheduler::ReweightingPolicyName(reweighting_options.policy) << ")";
@@ -602,8 +735,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         recent_losses.pop_front();
       }
       progress.SetDetail(absl::StrFormat("loss %.4f", recent_sum / recent_losses.size()));
-      progress.Add(batch.size);
-      if (tc.eval_every_steps() > 0 && result.steps % tc.eval_every_steps() == 0 && !test_files.empty()) {
+      progress.Add(global_size);
+      if (tc.eval_every_steps() > 0 && result.steps % tc.eval_every_steps() == 0 && !test_files.empty() &&
+          runtime == nullptr) {
         const auto eval_start = std::chrono::steady_clock::now();
         ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
                          Predict(fs, test_files, layout, job, model.get(), &bridge, *activity));
@@ -621,6 +755,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
                   << (choirrec ? absl::StrFormat(", mean a_fuse %.3f, KD gate open for %.1f%% of samples",
                                                  fuse_sum / (200.0 * tc.batch_size()),
                                                  100.0 * kd_active / (200.0 * tc.batch_size()))
+                               : std::string())
+                  << (num_workers > 1 ? absl::StrFormat(" [worker %d of %d]", worker_index, num_workers)
                                : std::string());
         fuse_sum = kd_active = 0;
       }
@@ -636,9 +772,10 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
                                result.steps, result.samples, result.seconds, result.samples / result.seconds,
                                result.last_loss);
 
-  // Evaluation on the test split, with buckets from the training period.
-  RETURN_IF_ERROR(fs->CreateDirs(tc.out_dir()));
-  if (!test_files.empty()) {
+  // Evaluation on the test split, with buckets from the training period (worker 0 in a
+  // cluster).
+  if (evaluates) RETURN_IF_ERROR(fs->CreateDirs(tc.out_dir()));
+  if (evaluates && !test_files.empty()) {
     ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
                      Predict(fs, test_files, layout, job, model.get(), &bridge, *activity));
     result.test_samples = preds.size();

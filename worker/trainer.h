@@ -1,16 +1,22 @@
-// Single-process training (local mode): the input pipeline, the in-process embedding store,
-// a dnn/din model on CPU, dense Adagrad with learning-rate decay, and evaluation on the test
-// split with AUC/GAUC per activity bucket. The distributed issue replaces the embedding store
-// by parameter servers without touching the model.
+// The training loop of one worker: the input pipeline, the embedding store (in-process, or the
+// parameter servers in a cluster), a dnn/din/dnn+groupid/choirrec model on CPU or GPU, dense
+// Adagrad with learning-rate decay, sample reweighting, and evaluation on the test split with
+// AUC/GAUC per activity bucket. Alone (runtime == nullptr) it is the single-process trainer;
+// worker/cluster.h runs it as the workers of a cluster.
 #ifndef CHOIR_WORKER_TRAINER_H_
 #define CHOIR_WORKER_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "core/fs.h"
+#include "core/collective.h"
 #include "core/proto/job.pb.h"
+#include "ps/sparse_table.h"
+#include "scheduler/reweighting.h"
+#include "worker/embedding_store.h"
 #include "tools/eval/metrics.h"
 
 namespace choir::worker {
@@ -27,11 +33,39 @@ struct TrainResult {
   int num_slots = 0, num_dense = 0, num_sequences = 0;
 };
 
+// What a worker of a cluster brings to the training loop (worker/cluster.h fills it in).
+struct WorkerRuntime {
+  int worker_index = 0;  // in [0, num_workers)
+  int num_workers = 1;
+  // The parameter servers (a synchronous remote store: a step's pushes are summed over the
+  // workers and applied once). Not owned.
+  EmbeddingStore* store = nullptr;
+  // The workers' group: dense gradients are allreduced through it every step, and worker 0's
+  // initial parameters broadcast. Not owned.
+  Collective* collective = nullptr;
+  // A reweighting round: this worker's per-bucket statistics since the last round in, the
+  // job's new weights out (the scheduler's report RPC). Null: the worker updates its own.
+  std::function<absl::StatusOr<scheduler::BucketWeights>(const scheduler::BucketStats&)> report;
+  // OK while the job runs, the reason it stopped otherwise (a dead peer); checked every step.
+  std::function<absl::Status()> job_status;
+};
+
 // Trains `job.model` on DIR/train of `job.data.dir`, evaluates on DIR/test, and writes
 // eval.json, preds.tsv (user_id, label, score, bucket) and report.md into job.trainer.out_dir.
 // A dataset without a test split is trained but not evaluated (a warning; nothing written).
 // A bad field of the job file is INVALID_ARGUMENT naming it.
-absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job);
+//
+// With a runtime, this is worker runtime->worker_index of a cluster: each step it trains on its
+// slice of a global batch of num_workers * batch_size samples (every worker reads the whole
+// stream in the same order and keeps its slice), scales its gradients by the slice's share,
+// pushes sparse gradients to the servers and allreduces the dense ones. Worker 0 alone
+// evaluates and writes the outputs; steps and samples count the global batches.
+absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job,
+                                             const WorkerRuntime* runtime = nullptr);
+
+// The sparse table of `job` (slots, dims, optimizers, seed): what every parameter server holds.
+// Reads what TrainAndEvaluate reads to build the model's shape.
+absl::StatusOr<TableOptions> SparseTableFor(FileSystem* fs, const JobConfig& job);
 
 }  // namespace choir::worker
 
