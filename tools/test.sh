@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the tests; exits non-zero on any failure.
 #
-#   tools/test.sh          the fast set (ctest label "fast"): what CI runs
+#   tools/test.sh          the fast and mpi sets (ctest labels "fast", "mpi"): what CI runs
 #   tools/test.sh --all    also the slow, mpi and gpu sets, and the AddressSanitizer and
 #                          ThreadSanitizer builds of the fast set
 # gpu tests skip with a message where no GPU is present.
@@ -16,7 +16,7 @@ JOBS="$(nproc)"
 
 cd "$ROOT/build"
 if [[ $ALL -eq 0 ]]; then
-  ctest --output-on-failure -j "$JOBS" -L fast
+  ctest --output-on-failure -j "$JOBS" -L "fast|mpi"
   exit 0
 fi
 
