@@ -41,7 +41,13 @@ class CudaBackend : public models::DeviceBackend {
     CHOIR_CUDA_CHECK(cudaMallocAsync(&ptr, std::max<size_t>(bytes, 1), Stream()));
     return ptr;
   }
-  void Free(void* ptr) override { CHOIR_CUDA_CHECK(cudaFreeAsync(ptr, Stream())); }
+  void Free(void* ptr) override {
+    const cudaError_t err = cudaFreeAsync(ptr, Stream());
+    // A tensor destroyed during process exit, after the runtime has unloaded: the memory is gone
+    // with the context anyway.
+    if (err == cudaErrorCudartUnloading || err == cudaErrorContextIsDestroyed) return;
+    CHOIR_CUDA_CHECK(err);
+  }
   void CopyToDevice(void* dst, const void* host_src, size_t bytes) override {
     CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, Stream()));
   }
@@ -122,13 +128,29 @@ void CountMatmulFlops(int64_t m, int64_t n, int64_t k) {
   g_matmul_flops.fetch_add(2 * m * n * k, std::memory_order_relaxed);
 }
 
+namespace {
+// The current device is per host thread, while the stream, the cuBLAS handle and the memory pool
+// belong to the device InitCuda chose: a thread other than InitCuda's (one that frees a tensor,
+// or runs a model) must select that device first, or its launches on the stream fail.
+void BindThreadToDevice() {
+  thread_local int bound = -1;
+  const int device = Ctx().device;
+  if (device >= 0 && bound != device) {
+    CHOIR_CUDA_CHECK(cudaSetDevice(device));
+    bound = device;
+  }
+}
+}  // namespace
+
 cudaStream_t Stream() {
   CHECK(Ctx().stream != nullptr) << "CUDA used before InitCuda()";
+  BindThreadToDevice();
   return Ctx().stream;
 }
 
 cublasHandle_t Blas() {
   CHECK(Ctx().blas != nullptr) << "CUDA used before InitCuda()";
+  BindThreadToDevice();
   return Ctx().blas;
 }
 

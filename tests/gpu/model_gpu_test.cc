@@ -3,9 +3,17 @@
 // loss, every input gradient and every parameter gradient must agree, and so must the
 // parameters after several Adagrad steps. ChoirRec also runs in double, where the agreement is
 // to 1e-12.
+//
+// Gradients of ReLU and PReLU jump at 0: a pre-activation within float rounding (~1e-7) of 0 gets
+// slope 1 on one backend and 0 on the other, and that one element moves a layer's gradient by
+// ~1 / sqrt(batch * width), far beyond the float tolerance. Over the ~10^6 activations of these
+// float comparisons that happens in several percent of runs, so the large float batches use
+// smooth activations (tanh, sigmoid, Dice); ReLU runs in double (rounding ~1e-16) and PReLU at
+// batch 1. The gate MLP's small ReLU layer (8 units on 4 inputs) stays; its odds are ~1e-3.
 #include <cmath>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -179,7 +187,7 @@ TEST(GpuModelTest, ChoirRecDoubleMatchesTheCpu) {
 
 TEST(GpuModelTest, ChoirRecFloatMatchesTheCpu) {
   CHOIR_REQUIRE_GPU();
-  CompareChoirRec<float>("relu", 1000);
+  CompareChoirRec<float>("tanh", 1000);
   CompareChoirRec<float>("prelu", 1);
 }
 
@@ -195,7 +203,9 @@ TEST(GpuModelTest, DnnAndDinMatchTheCpu) {
     c.set_embedding_dim(kDim);
     c.add_hidden(64);
     c.add_hidden(32);
-    c.set_activation(std::string(type) == "din" ? "dice" : "relu");
+    // Smooth activations (see the top of the file): ReLU's kink makes float gradients flaky.
+    const std::string t(type);
+    c.set_activation(t == "din" ? "dice" : t == "dnn" ? "tanh" : "sigmoid");
     CpuLayerFactory<float> cpu_factory;
     cuda::CudaLayerFactory<float> gpu_factory;
     auto cpu = RankingModel::Create(c, Shape(10), 9, &cpu_factory);

@@ -14,13 +14,17 @@
 #include "models/layers.h"
 #include "models/tensor.h"
 
-// CHECK-fails with the CUDA error string when `expr` is not cudaSuccess.
+// CHECK-fails with the CUDA error string when `expr` is not cudaSuccess. A fault inside a kernel
+// (an illegal address, say) is asynchronous: it fails whichever call comes next, so the message
+// says how to find the kernel.
 #define CHOIR_CUDA_CHECK(expr)                                                              \
   do {                                                                                      \
     const cudaError_t choir_cuda_err = (expr);                                              \
     CHECK(choir_cuda_err == cudaSuccess)                                                    \
         << #expr << ": " << cudaGetErrorName(choir_cuda_err) << ": "                      \
-        << cudaGetErrorString(choir_cuda_err);                                              \
+        << cudaGetErrorString(choir_cuda_err)                                               \
+        << " (an error from an earlier kernel surfaces at a later call: rerun with "        \
+           "CUDA_LAUNCH_BLOCKING=1 or under compute-sanitizer to find it)";                 \
   } while (0)
 
 #define CHOIR_CUBLAS_CHECK(expr)                                                            \
