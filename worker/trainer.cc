@@ -242,8 +242,8 @@ absl::StatusOr<std::vector<eval::Prediction>> Predict(FileSystem* fs, const std:
   return out;
 }
 
-// The policy options of trainer.reweighting; INVALID_ARGUMENT naming the field
-// ("trainer.reweighting.beta must be ...") when the policy or an option is bad.
+}  // namespace
+
 absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const ReweightingConfig& rc) {
   auto named = [](const absl::Status& st) {
     return absl::InvalidArgumentError(absl::StrCat("trainer.reweighting.", st.message()));
@@ -261,6 +261,8 @@ absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const Reweigh
   if (absl::Status st = scheduler::ValidateReweightingOptions(o); !st.ok()) return named(st);
   return o;
 }
+
+namespace {
 
 // Each field's own message, so a user knows which line of the job file to change.
 absl::Status ValidateConfig(const JobConfig& job) {
@@ -551,12 +553,13 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   const bool choirrec = job.model().type() == "choirrec";
 
   // Sparse parameters: the parameter servers in a cluster, an in-process table otherwise.
-  std::unique_ptr<EmbeddingStore> local_store;
-  EmbeddingStore* store = runtime != nullptr ? runtime->store : nullptr;
-  if (store == nullptr) {
-    ASSIGN_OR_RETURN(local_store, NewLocalEmbeddingStore(setup.table));
-    store = local_store.get();
+  std::unique_ptr<EmbeddingStore> owned_store;
+  if (runtime != nullptr && runtime->make_store) {
+    ASSIGN_OR_RETURN(owned_store, runtime->make_store(setup.table));
+  } else {
+    ASSIGN_OR_RETURN(owned_store, NewLocalEmbeddingStore(setup.table));
   }
+  EmbeddingStore* store = owned_store.get();
   SparseBridge bridge(shape, store, setup.sources);
   // In a cluster each step reads one global batch of num_workers * batch_size samples, of which
   // worker w trains on the w-th slice; gradients are scaled by each slice's share, summed

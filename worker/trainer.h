@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -37,9 +38,10 @@ struct TrainResult {
 struct WorkerRuntime {
   int worker_index = 0;  // in [0, num_workers)
   int num_workers = 1;
-  // The parameter servers (a synchronous remote store: a step's pushes are summed over the
-  // workers and applied once). Not owned.
-  EmbeddingStore* store = nullptr;
+  // Connects to the parameter servers holding `table` (a synchronous remote store: a step's
+  // pushes are summed over the workers and applied once). Called once, after the job's model
+  // and table are known.
+  std::function<absl::StatusOr<std::unique_ptr<EmbeddingStore>>(const TableOptions& table)> make_store;
   // The workers' group: dense gradients are allreduced through it every step, and worker 0's
   // initial parameters broadcast. Not owned.
   Collective* collective = nullptr;
@@ -62,6 +64,10 @@ struct WorkerRuntime {
 // evaluates and writes the outputs; steps and samples count the global batches.
 absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job,
                                              const WorkerRuntime* runtime = nullptr);
+
+// The policy options of trainer.reweighting; INVALID_ARGUMENT naming the field
+// ("trainer.reweighting.beta must be ...") when the policy or an option is bad.
+absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const ReweightingConfig& rc);
 
 // The sparse table of `job` (slots, dims, optimizers, seed): what every parameter server holds.
 // Reads what TrainAndEvaluate reads to build the model's shape.
