@@ -6,7 +6,8 @@
 //
 //   pull  request:  frame 0 uint64 keys
 //         response: frame 0 float32 rows, the concatenation of each key's Dim(key) floats
-//   push  request:  frame 0 uint64 keys, frame 1 float32 gradients laid out as pull's rows
+//   push  request:  frame 0 uint64 keys, frame 1 float32 gradients laid out as pull's rows,
+//                   synchronous mode only: frame 2 int64 {worker index, step}
 //         response: no frames; the slots' optimizers have been applied
 //
 // Every request is checked before the table is touched (frame count, element types, gradient
@@ -14,16 +15,44 @@
 // a bad one is answered with INVALID_ARGUMENT naming the problem (the first key of an unknown
 // slot) and changes nothing. Nothing from a peer is CHECKed.
 //
+// Synchronous mode (sync_workers = W > 0): every worker w in [0, W) pushes every step t =
+// 0, 1, 2, ... exactly once (an empty push when it has no keys for this server). The server
+// holds the pushes of the current step t until all W have arrived, sums the gradients per key
+// in worker-index order (w = 0, 1, ..., W-1: bit-identical from run to run), applies each
+// key's optimizer once with the sum (one SparseTable::Push, so one table step), and only then
+// answers the W requests. Pulls are served at any time. Errors, all naming worker and step:
+//   - a push for a step already applied (but a copy as below), or for a later step than the
+//     current one: FAILED_PRECONDITION (nothing counted);
+//   - a second push of worker w for a step: a copy of the same request (same peer and request
+//     id, e.g. duplicated by the network) is not counted again and gets the step's result (it
+//     waits for it if the step is still being collected; it gets OK at once if the step was
+//     the last one applied); another request is INVALID_ARGUMENT (two workers with one
+//     index?);
+//   - a worker that never pushes: each waiting push gives up at its caller's deadline, when the
+//     caller has already seen DEADLINE_EXCEEDED. The first to give up abandons the step: its
+//     gradients are discarded, every push waiting on it is answered DEADLINE_EXCEEDED naming the
+//     missing workers, and every later push is FAILED_PRECONDITION. The step is lost and the
+//     job must stop (the scheduler stops it; restart from a checkpoint).
+// If the summed gradient overflows to infinity the step is rejected (INVALID_ARGUMENT, no row
+// changes) and abandoned likewise.
+//
 // Thread map: ParamServer runs no threads of its own. Its RpcServer's receive thread reads the
-// endpoint; its `rpc.worker_threads` handler threads run Pull/Push on the table, which is
-// thread-safe (a lock per table shard). Start, AddPeer and Shutdown run on the caller's
-// thread. The server holds no lock of its own.
+// endpoint; its handler threads run Pull/Push on the table, which is thread-safe (a lock per
+// table shard). In synchronous mode a push waits in its handler thread until its step is
+// applied, so the server runs at least 2W + 1 handler threads (W - 1 waiting pushes, a
+// duplicated copy of each, and one more for pulls and the step's last push); the last push's
+// thread sums and applies the step under the steps' lock, then wakes the others. Start, AddPeer,
+// AwaitSync and Shutdown run on the caller's thread; Shutdown first wakes waiting pushes
+// (UNAVAILABLE), then stops the RpcServer.
 #ifndef CHOIR_PS_SERVER_H_
 #define CHOIR_PS_SERVER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/transport.h"
@@ -34,13 +63,31 @@ namespace choir {
 // The methods a parameter server serves.
 inline constexpr char kPsPullMethod[] = "pull";
 inline constexpr char kPsPushMethod[] = "push";
+// The most workers a synchronous server aggregates.
+inline constexpr int kMaxSyncWorkers = 4096;
 
 struct ParamServerOptions {
   // The shard's table: the same options (seed, slots) as every other server and as the local
   // store, so that a row's initial values and updates do not depend on where it lives.
   TableOptions table;
   // Handler threads. Default 1: one peer's requests are applied in the order they arrive.
+  // Synchronous mode raises worker_threads to at least 2 * sync_workers + 1.
   transport::RpcServerOptions rpc;
+  // 0 (default): every push is applied when it arrives (asynchronous: W workers' pushes hit
+  // the optimizer separately). W > 0: synchronous aggregation over W workers (see the top of
+  // this file): W workers then train like one worker with W times the batch. Must be in
+  // [0, kMaxSyncWorkers]; every worker's store must use the same W (RemoteEmbeddingStoreOptions).
+  int sync_workers = 0;
+};
+
+// Synchronous-mode counters (ParamServer::sync_stats).
+struct SyncStats {
+  int64_t step = 0;              // the step being collected: steps applied so far
+  int pushes_received = 0;       // distinct workers' pushes of `step` buffered now
+  int waiting = 0;               // push requests of `step` waiting now (duplicated copies too)
+  uint64_t duplicates = 0;       // copies of a buffered or just applied push, not counted again
+  uint64_t rejected = 0;         // pushes answered with an error without being buffered
+  bool abandoned = false;        // a step was abandoned: every later push fails
 };
 
 class ParamServer {
@@ -68,8 +115,27 @@ class ParamServer {
   // The shard's rows (rows created, memory). Thread-safe.
   const SparseTable& table() const { return *table_; }
 
+  // Synchronous mode's state now (zeros in asynchronous mode). Thread-safe.
+  SyncStats sync_stats() const;
+  // Blocks until `until(sync_stats())` holds (true) or `deadline` passes (false); `until` runs
+  // on the caller's thread, without the server's lock, after every change of the state. For
+  // tests and diagnostics: lets a caller order its pushes after others are known to wait,
+  // without sleeping. Asynchronous mode: `until` is evaluated once, on zeros.
+  bool AwaitSync(absl::FunctionRef<bool(const SyncStats&)> until, absl::Time deadline) const;
+
  private:
-  ParamServer(std::unique_ptr<SparseTable> table, std::string id, std::string address);
+  // The synchronous mode's steps: buffered pushes, their waiting handlers, the sum (server.cc).
+  class SyncSteps;
+  // A push request's contents, checked.
+  struct PushRequest {
+    int worker = 0;    // synchronous mode
+    int64_t step = 0;  // synchronous mode
+    std::vector<uint64_t> keys;
+    std::vector<float> grads;
+  };
+
+  ParamServer(std::unique_ptr<SparseTable> table, std::string id, std::string address,
+              int sync_workers);
 
   absl::StatusOr<std::vector<transport::Frame>> HandlePull(transport::RpcRequest& request);
   absl::StatusOr<std::vector<transport::Frame>> HandlePush(transport::RpcRequest& request);
@@ -77,10 +143,15 @@ class ParamServer {
   // slot is configured; `total_dim` receives the sum of their dims.
   absl::StatusOr<std::vector<uint64_t>> ReadKeys(const transport::RpcRequest& request,
                                                  size_t* total_dim) const;
+  // Checks a push request's frames (synchronous mode: the worker and step frame, and finite
+  // gradients) and fills `push`; INVALID_ARGUMENT naming the problem.
+  absl::Status ReadPush(const transport::RpcRequest& request, PushRequest* push) const;
 
   const std::unique_ptr<SparseTable> table_;
   const std::string id_;
   const std::string address_;
+  const int sync_workers_;
+  const std::unique_ptr<SyncSteps> sync_;      // synchronous mode only
   std::unique_ptr<transport::RpcServer> rpc_;  // set once in Start, before serving
 };
 

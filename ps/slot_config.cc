@@ -76,6 +76,11 @@ absl::Status ValidateSlotConfig(const SlotConfig& c) {
       return bad("adam_epsilon", c.adam_epsilon, "finite and > 0");
     }
   }
+  if (c.admit_min_count < 0 || c.admit_min_count > 65535) {
+    return bad("admit_min_count", c.admit_min_count, "0..65535");
+  }
+  if (c.ttl_steps < 0) return bad("ttl_steps", static_cast<double>(c.ttl_steps), ">= 0");
+  if (c.capacity < 0) return bad("capacity", static_cast<double>(c.capacity), ">= 0");
   return absl::OkStatus();
 }
 

@@ -3,6 +3,7 @@
 #ifndef CHOIR_PS_SLOT_CONFIG_H_
 #define CHOIR_PS_SLOT_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -48,6 +49,27 @@ struct SlotConfig {
   float adam_beta1 = 0.9f;
   float adam_beta2 = 0.999f;
   float adam_epsilon = 1e-8f;
+
+  // Feature admission and eviction (ps/README.md, "Admission and eviction").
+  //
+  // A key of this slot gets a row only once it has been pushed in this many Push calls; until
+  // then the table keeps a 16-byte counter for it (not a row), pulls of it return zeros and
+  // its gradients are dropped, including those of the admitting push (the worker computed
+  // them against the zeros it pulled). The row is then created with its deterministic initial
+  // values. 0 (default): admit at once, a row is created on the first Pull or Push. Must be
+  // in [0, 65535]. Raising it saves the memory of rare keys at the cost of their first pushes.
+  int admit_min_count = 0;
+  // A row not touched (pulled or pushed) during this many table steps is evicted; a table
+  // step is one Push call on the SparseTable (one synchronous step on a parameter server in
+  // sync mode; ps/sparse_table.h). Counters of unadmitted keys expire alike. 0 (default):
+  // never. Must be >= 0. Evicted rows are gone: a later pull recreates them with their
+  // initial values (or, with admit_min_count, counts them again).
+  int64_t ttl_steps = 0;
+  // At most this many rows of the slot in one table, split evenly over its shards (a shard
+  // holds capacity / num_shards rows, the first capacity % num_shards shards one more); a new
+  // row in a full shard first evicts that shard's least recently touched row of the slot.
+  // 0 (default): unlimited. Must be 0 or >= the table's num_shards.
+  int64_t capacity = 0;
 };
 
 // OK when every field is in its documented range; INVALID_ARGUMENT naming the field otherwise.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -23,25 +24,38 @@ namespace {
 constexpr uint32_t kBlockRowsLog2 = 10;
 constexpr uint32_t kBlockRows = 1u << kBlockRowsLog2;
 constexpr uint32_t kMinBlockRows = 8;
+constexpr uint32_t kNil = UINT32_MAX;
 
 constexpr uint64_t kShardSalt = 0xd1b54a32d192ed03ULL;
 
+// An admission counter: pushes seen (low 16 bits) and the step of the last one (high 48 bits).
+constexpr uint64_t kCountBits = 16;
+constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1;
+// Admission counters of a shard are swept for expiry when their number reaches this floor or
+// twice the number left by the last sweep (amortised O(1) per counter).
+constexpr size_t kMinCounterSweep = 1024;
+
 // Rows of one slot in one shard: values + optimizer state (`stride` floats per row), the key
-// and the push count of every row. Row r lives in blocks[r / kBlockRows] at r % kBlockRows.
+// and the push count of every row and, when the slot evicts (ttl_steps or capacity), a
+// doubly linked recency list through the rows with each row's last touched step. Row r lives
+// in blocks[r / kBlockRows] at r % kBlockRows; rows are dense (0..rows-1): removing a row
+// moves the last row into its place. Every block but the last is full.
 class Arena {
  public:
-  explicit Arena(int stride) : stride_(stride) {}
+  Arena(int stride, bool tracked) : stride_(stride), tracked_(tracked) {}
 
   uint32_t rows() const { return rows_; }
+  bool tracked() const { return tracked_; }
 
   float* Row(uint32_t r) {
     return blocks_[r >> kBlockRowsLog2].values.data() +
            static_cast<size_t>(r & (kBlockRows - 1)) * stride_;
   }
   uint32_t& Pushes(uint32_t r) { return blocks_[r >> kBlockRowsLog2].pushes[r & (kBlockRows - 1)]; }
+  uint64_t Key(uint32_t r) const { return blocks_[r >> kBlockRowsLog2].keys[r & (kBlockRows - 1)]; }
 
-  // Appends an uninitialised row for `key`; returns its index.
-  uint32_t Append(uint64_t key) {
+  // Appends an uninitialised row for `key`, most recently touched at `step`; returns its index.
+  uint32_t Append(uint64_t key, uint64_t step) {
     if (blocks_.empty() || blocks_.back().keys.size() == kBlockRows) blocks_.emplace_back();
     Block& b = blocks_.back();
     const size_t n = b.keys.size();
@@ -50,30 +64,101 @@ class Arena {
       b.keys.reserve(cap);
       b.pushes.reserve(cap);
       b.values.reserve(cap * stride_);
+      if (tracked_) b.lru.reserve(cap);
     }
     b.keys.push_back(key);
     b.pushes.push_back(0);
     b.values.resize(b.values.size() + stride_);
-    return rows_++;
+    const uint32_t r = rows_++;
+    if (tracked_) {
+      b.lru.push_back(Lru{step, kNil, kNil});
+      LinkFront(r);
+    }
+    return r;
+  }
+
+  // Recency list (tracked arenas only). Touch makes r the most recent, touched at `step`.
+  void Touch(uint32_t r, uint64_t step) {
+    if (!tracked_) return;
+    Node(r).touch = step;
+    if (head_ == r) return;
+    Unlink(r);
+    LinkFront(r);
+  }
+  uint32_t Oldest() const { return tail_; }  // kNil when empty
+  uint64_t TouchedAt(uint32_t r) { return Node(r).touch; }
+
+  // Removes row r by moving the last row into its place. Returns the key of the moved row
+  // (whose index is now r), or nullopt when r was the last row.
+  std::optional<uint64_t> Remove(uint32_t r) {
+    const uint32_t last = rows_ - 1;
+    if (tracked_) Unlink(r);
+    std::optional<uint64_t> moved;
+    if (r != last) {
+      std::memcpy(Row(r), Row(last), static_cast<size_t>(stride_) * sizeof(float));
+      Pushes(r) = Pushes(last);
+      blocks_[r >> kBlockRowsLog2].keys[r & (kBlockRows - 1)] = Key(last);
+      moved = Key(last);
+      if (tracked_) {
+        Lru& node = Node(r);
+        node = Node(last);
+        if (node.prev == kNil) head_ = r; else Node(node.prev).next = r;
+        if (node.next == kNil) tail_ = r; else Node(node.next).prev = r;
+      }
+    }
+    Block& b = blocks_.back();
+    b.keys.pop_back();
+    b.pushes.pop_back();
+    b.values.resize(b.values.size() - stride_);
+    if (tracked_) b.lru.pop_back();
+    if (b.keys.empty()) blocks_.pop_back();
+    --rows_;
+    return moved;
   }
 
   size_t MemoryBytes() const {
     size_t bytes = blocks_.capacity() * sizeof(Block);
     for (const Block& b : blocks_) {
       bytes += b.values.capacity() * sizeof(float) + b.keys.capacity() * sizeof(uint64_t) +
-               b.pushes.capacity() * sizeof(uint32_t);
+               b.pushes.capacity() * sizeof(uint32_t) + b.lru.capacity() * sizeof(Lru);
     }
     return bytes;
   }
 
  private:
+  struct Lru {
+    uint64_t touch;  // the step of the last Pull or Push of the row
+    uint32_t prev;   // more recently touched row, kNil at the head
+    uint32_t next;   // less recently touched row, kNil at the tail
+  };
   struct Block {
     std::vector<float> values;
     std::vector<uint64_t> keys;  // for eviction (swap-remove) and checkpoints
     std::vector<uint32_t> pushes;
+    std::vector<Lru> lru;  // tracked arenas only
   };
+
+  Lru& Node(uint32_t r) { return blocks_[r >> kBlockRowsLog2].lru[r & (kBlockRows - 1)]; }
+  void Unlink(uint32_t r) {
+    Lru& node = Node(r);
+    if (node.prev == kNil) head_ = node.next; else Node(node.prev).next = node.next;
+    if (node.next == kNil) tail_ = node.prev; else Node(node.next).prev = node.prev;
+    node.prev = node.next = kNil;
+  }
+  void LinkFront(uint32_t r) {
+    Lru& node = Node(r);
+    node.prev = kNil;
+    node.next = head_;
+    if (head_ != kNil) Node(head_).prev = r;
+    head_ = r;
+    if (tail_ == kNil) tail_ = r;
+  }
+
   const int stride_;
+  const bool tracked_;
   uint32_t rows_ = 0;
+  uint32_t head_ = kNil;  // most recently touched row
+  uint32_t tail_ = kNil;  // least recently touched row
   std::vector<Block> blocks_;
 };
 
@@ -81,36 +166,108 @@ class Arena {
 
 struct SparseTable::SlotInfo {
   SlotConfig config;
-  int stride = 0;  // floats per row
+  int stride = 0;        // floats per row
+  bool tracked = false;  // ttl_steps or capacity: rows keep a recency list
 };
 
-// One independently locked part of the table: key -> row index in the arena of the key's slot.
+// One independently locked part of the table: key -> row index in the arena of the key's
+// slot, admission counters of keys not admitted yet, and per-slot counters.
 class SparseTable::Shard {
  public:
-  explicit Shard(const std::vector<SlotInfo>& slot_infos) {
+  // `capacity[si]`: this shard's share of slot si's capacity (0: unlimited).
+  Shard(const std::vector<SlotInfo>& slot_infos, const std::vector<int16_t>& slot_index,
+        std::vector<uint64_t> capacity)
+      : slot_infos_(slot_infos),
+        slot_index_(slot_index),
+        capacity_(std::move(capacity)),
+        counters_(slot_infos.size()) {
     arenas_.reserve(slot_infos.size());
-    for (const SlotInfo& info : slot_infos) arenas_.emplace_back(info.stride);
+    for (const SlotInfo& info : slot_infos) arenas_.emplace_back(info.stride, info.tracked);
   }
 
-  // The row of `key` (slot index `si`), created with its initial values when unseen.
-  float* FindOrCreate(uint64_t key, int si, const SlotInfo& info, uint64_t seed_mix,
-                      uint32_t** pushes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // The row of `key` (slot index `si`) touched at `step`, or nullptr when it has none.
+  float* Find(uint64_t key, int si, uint64_t step, uint32_t** pushes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
     Arena& arena = arenas_[si];
-    auto [it, inserted] = index_.try_emplace(key, arena.rows());
-    if (inserted) {
-      CHECK_LT(arena.rows(), UINT32_MAX) << "too many rows in one shard";
-      const uint32_t r = arena.Append(key);
-      ps_internal::InitRow(info.config, key, seed_mix, arena.Row(r));
-    }
+    arena.Touch(it->second, step);
     if (pushes != nullptr) *pushes = &arena.Pushes(it->second);
     return arena.Row(it->second);
+  }
+
+  // Creates the row of unseen `key` with its initial values, touched at `step`, first
+  // evicting the slot's least recently touched row when the shard's share of its capacity is
+  // full.
+  float* Create(uint64_t key, int si, uint64_t seed_mix, uint64_t step, uint32_t** pushes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Arena& arena = arenas_[si];
+    if (capacity_[si] != 0 && arena.rows() >= capacity_[si]) {
+      RemoveRow(si, arena.Oldest());
+      ++counters_[si].evicted_capacity;
+    }
+    CHECK_LT(arena.rows(), UINT32_MAX - 1) << "too many rows in one shard";
+    const uint32_t r = arena.Append(key, step);
+    index_.emplace(key, r);
+    ps_internal::InitRow(slot_infos_[si].config, key, seed_mix, arena.Row(r));
+    ++counters_[si].admitted;
+    if (pushes != nullptr) *pushes = &arena.Pushes(r);
+    return arena.Row(r);
+  }
+
+  // Counts a push of unadmitted `key` at `step`; true when that admits it (the counter is
+  // then gone and the caller creates the row).
+  bool CountTowardsAdmission(uint64_t key, int si, uint64_t step)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    const uint64_t need = static_cast<uint64_t>(slot_infos_[si].config.admit_min_count);
+    auto [it, inserted] = pending_.try_emplace(key, 0);
+    if (inserted) ++counters_[si].unadmitted;
+    const uint64_t count = (it->second & kCountMask) + 1;
+    if (count >= need) {
+      pending_.erase(it);
+      --counters_[si].unadmitted;
+      return true;
+    }
+    it->second = (step << kCountBits) | count;
+    if (pending_.size() >= sweep_counters_at_) SweepCounters(step);
+    return false;
+  }
+
+  // Evicts rows untouched for their slot's ttl_steps at step `now`, oldest first.
+  void SweepRows(uint64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (size_t si = 0; si < arenas_.size(); ++si) {
+      const int64_t ttl = slot_infos_[si].config.ttl_steps;
+      if (ttl == 0) continue;
+      Arena& arena = arenas_[si];
+      // `touch + ttl < now`, not `now - touch > ttl`: a concurrent Push may have touched a
+      // row at a later step than `now`.
+      for (uint32_t r = arena.Oldest();
+           r != kNil && arena.TouchedAt(r) + static_cast<uint64_t>(ttl) < now; r = arena.Oldest()) {
+        RemoveRow(static_cast<int>(si), r);
+        ++counters_[si].evicted_ttl;
+      }
+    }
+  }
+
+  void AddStats(std::vector<SlotStats>* stats) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (size_t si = 0; si < arenas_.size(); ++si) {
+      SlotStats& s = (*stats)[si];
+      const SlotStats& c = counters_[si];
+      s.rows += arenas_[si].rows();
+      s.admitted += c.admitted;
+      s.evicted_ttl += c.evicted_ttl;
+      s.evicted_capacity += c.evicted_capacity;
+      s.unadmitted += c.unadmitted;
+      s.unadmitted_expired += c.unadmitted_expired;
+    }
   }
 
   size_t Size() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return index_.size(); }
 
   size_t MemoryBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    // Swiss table: one slot (key, row) plus one control byte per bucket.
+    // Swiss tables: one slot (key, value) plus one control byte per bucket.
     size_t bytes = index_.capacity() * (sizeof(std::pair<const uint64_t, uint32_t>) + 1);
+    bytes += pending_.capacity() * (sizeof(std::pair<const uint64_t, uint64_t>) + 1);
     bytes += arenas_.capacity() * sizeof(Arena);
     for (const Arena& a : arenas_) bytes += a.MemoryBytes();
     return bytes;
@@ -119,8 +276,37 @@ class SparseTable::Shard {
   mutable absl::Mutex mu;
 
  private:
+  void RemoveRow(int si, uint32_t r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Arena& arena = arenas_[si];
+    index_.erase(arena.Key(r));
+    if (std::optional<uint64_t> moved = arena.Remove(r)) index_[*moved] = r;
+  }
+
+  // Drops admission counters untouched for their slot's ttl_steps at step `now`.
+  void SweepCounters(uint64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      const int si = slot_index_[SlotOf(it->first)];  // configured: checked before counting
+      const int64_t ttl = slot_infos_[si].config.ttl_steps;
+      if (ttl > 0 && (it->second >> kCountBits) + static_cast<uint64_t>(ttl) < now) {
+        --counters_[si].unadmitted;
+        ++counters_[si].unadmitted_expired;
+        pending_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    sweep_counters_at_ = std::max(kMinCounterSweep, 2 * pending_.size());
+  }
+
+  const std::vector<SlotInfo>& slot_infos_;   // the table's, immutable
+  const std::vector<int16_t>& slot_index_;    // the table's, immutable
+  const std::vector<uint64_t> capacity_;  // per slot index; 0: unlimited
   absl::flat_hash_map<uint64_t, uint32_t> index_ ABSL_GUARDED_BY(mu);
   std::vector<Arena> arenas_ ABSL_GUARDED_BY(mu);  // one per configured slot
+  // Keys of admitting slots not admitted yet -> (step of last push << 16 | pushes seen).
+  absl::flat_hash_map<uint64_t, uint64_t> pending_ ABSL_GUARDED_BY(mu);
+  size_t sweep_counters_at_ ABSL_GUARDED_BY(mu) = kMinCounterSweep;
+  std::vector<SlotStats> counters_ ABSL_GUARDED_BY(mu);  // per slot index; rows unused
 };
 
 absl::Status ValidateTableOptions(const TableOptions& options) {
@@ -139,6 +325,11 @@ absl::Status ValidateTableOptions(const TableOptions& options) {
     absl::Status s = ValidateSlotConfig(config);
     if (!s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("slot ", slot, ": ", s.message()));
+    }
+    if (config.capacity != 0 && config.capacity < options.num_shards) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("slot ", slot, ": capacity ", config.capacity, " is split over ",
+                       options.num_shards, " shards; want 0 (unlimited) or >= num_shards"));
     }
   }
   return absl::OkStatus();
@@ -164,11 +355,19 @@ SparseTable::SparseTable(TableOptions options)
       slot_index_(kMaxSlots, -1) {
   for (const auto& [slot, config] : options_.slots) {
     slot_index_[slot] = static_cast<int16_t>(slot_infos_.size());
-    slot_infos_.push_back(SlotInfo{config, ps_internal::Stride(config)});
+    slot_infos_.push_back(SlotInfo{config, ps_internal::Stride(config),
+                                   config.ttl_steps > 0 || config.capacity > 0});
+    any_ttl_ = any_ttl_ || config.ttl_steps > 0;
   }
+  const uint64_t n = static_cast<uint64_t>(options_.num_shards);
   shards_.reserve(options_.num_shards);
-  for (int i = 0; i < options_.num_shards; ++i) {
-    shards_.push_back(std::make_unique<Shard>(slot_infos_));
+  for (uint64_t i = 0; i < n; ++i) {
+    std::vector<uint64_t> capacity;
+    for (const SlotInfo& info : slot_infos_) {
+      const uint64_t c = static_cast<uint64_t>(info.config.capacity);
+      capacity.push_back(c == 0 ? 0 : c / n + (i < c % n ? 1 : 0));
+    }
+    shards_.push_back(std::make_unique<Shard>(slot_infos_, slot_index_, std::move(capacity)));
   }
 }
 
@@ -220,11 +419,22 @@ absl::Status SparseTable::Pull(absl::Span<const uint64_t> keys, absl::Span<float
     if (begin == end) continue;
     Shard& shard = *shards_[s];
     ps_internal::TsanMutexLock lock(&shard.mu);
+    // Read under the shard lock: touches of one shard never go back in time.
+    const uint64_t step = step_.load(std::memory_order_acquire);
     for (uint32_t k = begin; k < end; ++k) {
       const uint32_t i = batch.order[k];
-      const SlotInfo& info = slot_infos_[batch.slot_of[i]];
-      const float* row = shard.FindOrCreate(keys[i], batch.slot_of[i], info, seed_mix_, nullptr);
-      std::memcpy(out.data() + batch.offset_of[i], row, info.config.dim * sizeof(float));
+      const int si = batch.slot_of[i];
+      const SlotInfo& info = slot_infos_[si];
+      float* dst = out.data() + batch.offset_of[i];
+      const float* row = shard.Find(keys[i], si, step, nullptr);
+      if (row == nullptr) {
+        if (info.config.admit_min_count > 0) {
+          std::fill(dst, dst + info.config.dim, 0.0f);  // not admitted: zeros, nothing stored
+          continue;
+        }
+        row = shard.Create(keys[i], si, seed_mix_, step, nullptr);
+      }
+      std::memcpy(dst, row, info.config.dim * sizeof(float));
     }
   }
   return absl::OkStatus();
@@ -249,16 +459,60 @@ absl::Status SparseTable::Push(absl::Span<const uint64_t> keys, absl::Span<const
     if (begin == end) continue;
     Shard& shard = *shards_[s];
     ps_internal::TsanMutexLock lock(&shard.mu);
+    const uint64_t step = step_.load(std::memory_order_acquire);
     for (uint32_t k = begin; k < end; ++k) {
       const uint32_t i = batch.order[k];
-      const SlotInfo& info = slot_infos_[batch.slot_of[i]];
+      const int si = batch.slot_of[i];
+      const SlotInfo& info = slot_infos_[si];
       uint32_t* pushes = nullptr;
-      float* row = shard.FindOrCreate(keys[i], batch.slot_of[i], info, seed_mix_, &pushes);
+      float* row = shard.Find(keys[i], si, step, &pushes);
+      if (row == nullptr) {
+        if (info.config.admit_min_count > 0) {
+          // Not admitted: count the push; the admitting push creates the row, and drops its
+          // gradient like the earlier ones (it was computed against zeros).
+          if (shard.CountTowardsAdmission(keys[i], si, step)) {
+            shard.Create(keys[i], si, seed_mix_, step, nullptr);
+          }
+          continue;
+        }
+        row = shard.Create(keys[i], si, seed_mix_, step, &pushes);
+      }
       if (*pushes < UINT32_MAX) ++*pushes;  // saturates; Adam's bias correction is 1 by then
       ps_internal::ApplyUpdate(info.config, grads.data() + batch.offset_of[i], *pushes, row);
     }
   }
+  const uint64_t now = step_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (any_ttl_) SweepExpired(now);
   return absl::OkStatus();
+}
+
+void SparseTable::SweepExpired(uint64_t now) {
+  for (const auto& shard : shards_) {
+    ps_internal::TsanMutexLock lock(&shard->mu);
+    shard->SweepRows(now);
+  }
+}
+
+TableStats SparseTable::stats() const {
+  std::vector<SlotStats> per_slot(slot_infos_.size());
+  for (const auto& shard : shards_) {
+    ps_internal::TsanMutexLock lock(&shard->mu);
+    shard->AddStats(&per_slot);
+  }
+  TableStats stats;
+  stats.step = step();
+  size_t si = 0;
+  for (const auto& [slot, config] : options_.slots) {
+    const SlotStats& s = per_slot[si++];
+    stats.slots[slot] = s;
+    stats.total.rows += s.rows;
+    stats.total.admitted += s.admitted;
+    stats.total.evicted_ttl += s.evicted_ttl;
+    stats.total.evicted_capacity += s.evicted_capacity;
+    stats.total.unadmitted += s.unadmitted;
+    stats.total.unadmitted_expired += s.unadmitted_expired;
+  }
+  return stats;
 }
 
 size_t SparseTable::size() const {

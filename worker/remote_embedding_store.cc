@@ -1,5 +1,6 @@
 #include "worker/remote_embedding_store.h"
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -41,7 +42,7 @@ class RemoteEmbeddingStore : public EmbeddingStore {
                                                      " floats, out has ", out.size()));
     }
     const absl::Time deadline = absl::Now() + options_.deadline;
-    return ForEachServer(*plan, [&](int s) -> absl::Status {
+    return ForEachServer(*plan, /*all_servers=*/false, [&](int s) -> absl::Status {
       std::vector<Frame> request;
       request.push_back(Frame::FromVector(plan->keys[s]));
       absl::StatusOr<transport::Response> response =
@@ -82,8 +83,11 @@ class RemoteEmbeddingStore : public EmbeddingStore {
             absl::StrCat("push: gradient ", i, " is not finite (", grads[i], ")"));
       }
     }
+    const bool sync = options_.num_workers > 0;
+    const int64_t step = sync ? next_step_.fetch_add(1, std::memory_order_relaxed) : 0;
     const absl::Time deadline = absl::Now() + options_.deadline;
-    return ForEachServer(*plan, [&](int s) -> absl::Status {
+    // Synchronous: every server, even with no keys, so that its step completes.
+    return ForEachServer(*plan, /*all_servers=*/sync, [&](int s) -> absl::Status {
       const std::vector<uint64_t>& server_keys = plan->keys[s];
       std::vector<float> server_grads(plan->floats[s]);
       float* dst = server_grads.data();
@@ -95,9 +99,18 @@ class RemoteEmbeddingStore : public EmbeddingStore {
       std::vector<Frame> request;
       request.push_back(Frame::FromVector(server_keys));
       request.push_back(Frame::FromVector(std::move(server_grads)));
+      if (sync) {
+        request.push_back(Frame::FromVector(
+            std::vector<int64_t>{static_cast<int64_t>(options_.worker_index), step}));
+      }
       absl::StatusOr<transport::Response> response =
           client_.Call(options_.servers[s].id, kPsPushMethod, std::move(request), deadline);
-      if (!response.ok()) return Annotate(response.status(), kPsPushMethod, s);
+      if (!response.ok()) {
+        if (!sync) return Annotate(response.status(), kPsPushMethod, s);
+        return Annotate(response.status(),
+                        absl::StrCat("push of step ", step, " of worker ", options_.worker_index),
+                        s, "to");
+      }
       return absl::OkStatus();
     });
   }
@@ -130,13 +143,13 @@ class RemoteEmbeddingStore : public EmbeddingStore {
     return plan;
   }
 
-  // Runs `call(s)` for every server s with keys in `plan`, concurrently, and returns the
-  // first error in server order.
+  // Runs `call(s)` for every server s with keys in `plan` (every server when `all_servers`),
+  // concurrently, and returns the first error in server order.
   template <typename Fn>
-  absl::Status ForEachServer(const Plan& plan, const Fn& call) {
+  absl::Status ForEachServer(const Plan& plan, bool all_servers, const Fn& call) {
     std::vector<int> servers;
     for (int s = 0; s < static_cast<int>(plan.keys.size()); ++s) {
-      if (!plan.keys[s].empty()) servers.push_back(s);
+      if (all_servers || !plan.keys[s].empty()) servers.push_back(s);
     }
     if (servers.empty()) return absl::OkStatus();
     std::vector<absl::Status> statuses(servers.size());
@@ -153,14 +166,16 @@ class RemoteEmbeddingStore : public EmbeddingStore {
     return absl::OkStatus();
   }
 
-  absl::Status Annotate(const absl::Status& status, absl::string_view method, int s) const {
+  absl::Status Annotate(const absl::Status& status, absl::string_view what, int s,
+                        absl::string_view preposition = "from") const {
     return absl::Status(status.code(),
-                        absl::StrCat(method, " from parameter server ", s, " (",
+                        absl::StrCat(what, " ", preposition, " parameter server ", s, " (",
                                      options_.servers[s].id, "): ", status.message()));
   }
 
   const RemoteEmbeddingStoreOptions options_;
   transport::RpcClient client_;
+  std::atomic<int64_t> next_step_{0};  // synchronous mode: the step of the next Push
 };
 
 }  // namespace
@@ -172,6 +187,14 @@ absl::StatusOr<std::unique_ptr<EmbeddingStore>> NewRemoteEmbeddingStore(
   if (options.slots.empty()) return absl::InvalidArgumentError("remote store: no slots");
   if (options.deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("remote store: deadline must be positive");
+  }
+  if (options.num_workers < 0 || options.num_workers > kMaxSyncWorkers ||
+      options.worker_index < 0 ||
+      (options.num_workers > 0 && options.worker_index >= options.num_workers)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remote store: worker_index ", options.worker_index, " and num_workers ",
+                     options.num_workers, ": want 0 <= worker_index < num_workers <= ",
+                     kMaxSyncWorkers, ", or num_workers 0 (asynchronous)"));
   }
   for (const auto& [slot, config] : options.slots) {
     if (slot >= kMaxSlots) {

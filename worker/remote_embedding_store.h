@@ -7,6 +7,14 @@
 // the results are bit-identical to NewLocalEmbeddingStore's: each row lives on exactly one
 // server, which applies the same initialisation and optimizer to it.
 //
+// Synchronous mode (num_workers = W > 0, matching the servers' ParamServerOptions::
+// sync_workers): every Push is one step of this worker, numbered by the store from 0; it goes
+// to every server, with an empty push to the servers that hold none of its keys, so that each
+// server gets exactly one push per step from every worker and can sum the W workers' gradients
+// before applying them once. A Push returns when every server has applied the step. Pushes that
+// fail the checks below are not sent and take no step number. Push calls must not overlap on
+// one store (one step at a time); Pull may run at any time.
+//
 // Errors name the server: "pull from parameter server 2 (ps2): ...". DEADLINE_EXCEEDED and
 // UNAVAILABLE from the transport, and the server's own codes (INVALID_ARGUMENT), keep their
 // code; a response with the wrong frames is DATA_LOSS. Keys of unconfigured slots, wrong
@@ -15,10 +23,11 @@
 // server down) may have been applied on the others, and on the failing one too when only its
 // response was lost: the caller treats it as a failed step.
 //
-// Thread map: Pull and Push run on any number of caller threads; a call to S > 1 servers runs
-// S - 1 of its RPCs on short-lived threads and one on the caller's, and joins them before
-// returning. The RpcClient's receive thread hands responses to the waiting calls. The store
-// holds no lock of its own (its state is immutable after construction).
+// Thread map: Pull and Push run on any number of caller threads (synchronous Push: one at a
+// time); a call to S > 1 servers runs S - 1 of its RPCs on short-lived threads and one on the
+// caller's, and joins them before returning. The RpcClient's receive thread hands responses to
+// the waiting calls. The store holds no lock of its own: its state is immutable after
+// construction but for the atomic step counter of synchronous mode.
 #ifndef CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
 #define CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
 
@@ -54,6 +63,11 @@ struct RemoteEmbeddingStoreOptions {
   // Key-to-server policy; its num_servers() must equal servers.size(). Default (null):
   // NewConsistentHashSharding(servers.size()).
   std::shared_ptr<const ShardingPolicy> sharding;
+  // Synchronous mode: this worker's index in [0, num_workers) and the number of workers, the
+  // same on every worker and equal to the servers' sync_workers. num_workers 0 (default):
+  // asynchronous, each push is applied on arrival (the servers must have sync_workers 0).
+  int worker_index = 0;
+  int num_workers = 0;
 };
 
 // A store that reaches the servers through `endpoint` (this worker's own endpoint; the store

@@ -1,5 +1,8 @@
-// Parameter-server pull and push throughput over ZeroMQ on loopback: one server, W workers
-// (each its own endpoint, RemoteEmbeddingStore and thread), distinct keys per request.
+// Parameter-server benchmarks; one JSON object per line.
+//
+// --mode throughput (default): pull and push throughput over ZeroMQ on loopback: one server,
+// W workers (each its own endpoint, RemoteEmbeddingStore and thread), distinct keys per
+// request.
 //
 //   choir_bench_ps [--dim 16] [--keys 16384] [--workers 1] [--requests 200] [--rows 1000000]
 //
@@ -7,6 +10,18 @@
 // initialisation); each request then pulls (or pushes) --keys keys drawn from them. Prints one
 // JSON object per operation: keys/s and MB/s of row payload (keys * dim * 4 bytes), summed
 // over workers, wall time, peak RSS of the process (server and workers together) and the CPU.
+//
+// --mode memory: the real heap bytes per row of a SparseTable (16 shards) holding --rows rows,
+// for dim 8, 16, 64 with Adagrad and SGD (and dim 16 Adagrad with TTL eviction on, which adds
+// a recency list per row): glibc's mallinfo2() uordblks + hblkhd (arena chunks and mmapped
+// blocks) after creating the rows minus before, divided by the rows, against the theoretical
+// size of a row (its dim values, the optimizer state and the 8-byte key), and the table's own
+// MemoryBytes() estimate.
+//
+//   choir_bench_ps --mode memory [--rows 1000000]
+#include <malloc.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -22,6 +37,7 @@
 #include "nlohmann/json.hpp"
 #include "ps/feature_key.h"
 #include "ps/server.h"
+#include "ps/sparse_table.h"
 #include "worker/remote_embedding_store.h"
 
 DEFINE_int32(dim, 16, "embedding width");
@@ -29,6 +45,7 @@ DEFINE_int32(keys, 16384, "keys per request");
 DEFINE_int32(workers, 1, "worker threads, each with its own endpoint");
 DEFINE_int32(requests, 200, "requests per worker and operation");
 DEFINE_int64(rows, 1000000, "rows in the server's table (keys are drawn from them)");
+DEFINE_string(mode, "throughput", "throughput (pull/push over ZeroMQ) or memory (bytes per row)");
 
 namespace {
 
@@ -37,10 +54,80 @@ namespace {
   std::exit(1);
 }
 
+// Heap bytes in use (glibc): the main arena's allocated chunks plus mmapped ones (large
+// blocks). The table is built on the main thread, so other arenas do not change.
+size_t HeapBytes() {
+  const struct mallinfo2 info = mallinfo2();
+  return info.uordblks + info.hblkhd;
+}
+
+void RunMemory() {
+  struct Case {
+    int dim;
+    choir::OptimizerKind optimizer;
+    bool ttl;
+  };
+  using choir::OptimizerKind;
+  const Case cases[] = {{8, OptimizerKind::kAdagrad, false},  {8, OptimizerKind::kSgd, false},
+                        {16, OptimizerKind::kAdagrad, false}, {16, OptimizerKind::kSgd, false},
+                        {64, OptimizerKind::kAdagrad, false}, {64, OptimizerKind::kSgd, false},
+                        {16, OptimizerKind::kAdagrad, true}};
+  constexpr int64_t kChunk = 65536;
+  for (const Case& c : cases) {
+    choir::TableOptions options;
+    choir::SlotConfig slot;
+    slot.dim = c.dim;
+    slot.optimizer = c.optimizer;
+    if (c.ttl) slot.ttl_steps = 1000000;
+    options.slots[0] = slot;
+    std::vector<uint64_t> keys(kChunk);
+    std::vector<float> out(static_cast<size_t>(kChunk) * c.dim);
+    malloc_trim(0);
+    const size_t before = HeapBytes();
+    auto table = choir::SparseTable::Create(options);
+    if (!table.ok()) Die(table.status());
+    for (int64_t lo = 0; lo < FLAGS_rows; lo += kChunk) {
+      const int64_t n = std::min<int64_t>(kChunk, FLAGS_rows - lo);
+      for (int64_t k = 0; k < n; ++k) keys[k] = choir::FeatureKey(0, lo + k);
+      absl::Status s = (*table)->Pull(absl::MakeConstSpan(keys.data(), n),
+                                      absl::MakeSpan(out.data(), static_cast<size_t>(n) * c.dim));
+      if (!s.ok()) Die(s);
+    }
+    const size_t after = HeapBytes();
+    const double rows = static_cast<double>((*table)->size());
+    const double theoretical =
+        c.dim * 4.0 * (1 + choir::StateFloatsPerDim(c.optimizer)) + sizeof(uint64_t);
+    const double real = static_cast<double>(after - before) / rows;
+    nlohmann::ordered_json j;
+    j["bench"] = "ps";
+    j["mode"] = "memory";
+    j["dim"] = c.dim;
+    j["optimizer"] = choir::OptimizerKindName(c.optimizer);
+    j["eviction"] = c.ttl ? "ttl" : "none";
+    j["rows"] = rows;
+    j["shards"] = options.num_shards;
+    j["theoretical_bytes_per_row"] = theoretical;
+    j["heap_bytes_per_row"] = real;
+    j["table_estimate_bytes_per_row"] = static_cast<double>((*table)->MemoryBytes()) / rows;
+    j["ratio"] = real / theoretical;
+    j["cpu"] = choir::CpuModel();
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   gflags::ParseCommandLineFlags(&argc, &argv, true);
+  if (FLAGS_mode == "memory") {
+    RunMemory();
+    return 0;
+  }
+  if (FLAGS_mode != "throughput") {
+    std::fprintf(stderr, "--mode must be throughput or memory, got %s\n", FLAGS_mode.c_str());
+    return 2;
+  }
   using choir::transport::EndpointOptions;
   choir::TableOptions table;
   choir::SlotConfig slot;

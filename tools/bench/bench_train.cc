@@ -22,6 +22,7 @@
 #include "gflags/gflags.h"
 #include "glog/logging.h"
 #include "nlohmann/json.hpp"
+#include "worker/cluster.h"
 #include "worker/trainer.h"
 
 DEFINE_string(data, "", "dataset folder (choir data gen)");
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
   char tmpl[] = "/tmp/choir-bench-train.XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return 1;
   job.mutable_trainer()->set_out_dir(tmpl);
-  absl::StatusOr<choir::worker::TrainResult> r = choir::worker::TrainAndEvaluate(fs, job);
+  absl::StatusOr<choir::worker::TrainResult> r = choir::worker::RunTrainJob(fs, job);
   fs->DeleteRecursively(tmpl).IgnoreError();
   if (!r.ok()) {
     std::fprintf(stderr, "%s\n", r.status().ToString().c_str());

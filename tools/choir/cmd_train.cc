@@ -1,4 +1,4 @@
-// choir train (local mode) and choir report.
+// choir train (single process, local cluster or an mpirun rank) and choir report.
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +8,8 @@
 #include "gflags/gflags.h"
 #include "tools/choir/commands.h"
 #include "tools/eval/report.h"
+#include "core/mpi_collective.h"
+#include "worker/cluster.h"
 #include "worker/trainer.h"
 
 DEFINE_string(data, "", "train, groups profile: dataset folder (for train: overrides data.dir).");
@@ -23,6 +25,8 @@ DECLARE_string(groups);
 
 namespace choir::cli {
 
+absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r);
+
 absl::Status RunTrain(const Args& args) {
   if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...] [--data DIR --out DIR --model TYPE --groups groups.tsv --priors DIR]");
   FileSystem* fs = PosixFileSystem();
@@ -32,7 +36,22 @@ absl::Status RunTrain(const Args& args) {
   if (!FLAGS_model.empty()) job.mutable_model()->set_type(FLAGS_model);
   if (!FLAGS_groups.empty()) job.mutable_model()->mutable_groups()->set_table(FLAGS_groups);
   if (!FLAGS_priors.empty()) job.mutable_model()->mutable_groups()->set_priors(FLAGS_priors);
-  ASSIGN_OR_RETURN(worker::TrainResult r, worker::TrainAndEvaluate(fs, job));
+  if (LaunchedByMpirun()) {
+    // Under mpirun every rank runs this; MPI carries the bootstrap and the workers' allreduce.
+    RETURN_IF_ERROR(MpiInit(nullptr, nullptr));
+    absl::StatusOr<worker::TrainResult> r = worker::RunMpiRank(fs, job);
+    const absl::Status finalized = MpiFinalize();
+    if (!r.ok()) return r.status();
+    RETURN_IF_ERROR(finalized);
+    if (r->steps == 0) return absl::OkStatus();  // not worker 0: nothing to print
+    job.mutable_cluster()->set_servers(0);        // print as below
+    return PrintTrainResult(job, *r);
+  }
+  ASSIGN_OR_RETURN(worker::TrainResult r, worker::RunTrainJob(fs, job));
+  return PrintTrainResult(job, r);
+}
+
+absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r) {
   std::printf("%s: %ld steps, %ld samples in %.1f s (%.0f samples/s), final loss %.5f, peak RSS %.0f MB\n",
               job.model().type().c_str(), static_cast<long>(r.steps), static_cast<long>(r.samples), r.seconds,
               r.samples / r.seconds, r.last_loss, r.peak_rss_mb);

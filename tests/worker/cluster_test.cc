@@ -1,0 +1,212 @@
+// The cluster (worker/cluster.h) in local mode: scheduler, parameter servers and workers as
+// threads over the in-process transport and ZeroMQ loopback. Synchronous training with one
+// worker equals the single-process trainer step for step (byte-identical predictions); W
+// workers equal one process with W times the batch (to float tolerance); a sweep over servers
+// and workers; a crashed server is named and stops the job; a dropped request fails with the
+// server named; duplicated requests change nothing.
+#include "worker/cluster.h"
+
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/fs.h"
+#include "core/transport.h"
+#include "gtest/gtest.h"
+#include "tests/worker/worker_test_util.h"
+#include "worker/trainer.h"
+
+namespace choir::worker {
+namespace {
+
+using testing::Generate;
+using testing::SmallJob;
+
+constexpr int64_t kUsers = 6000;
+
+// The scores of preds.tsv (user_id, label, score, bucket), in file order.
+std::vector<double> Scores(FileSystem* fs, const std::string& path) {
+  absl::StatusOr<std::string> text = fs->ReadFileToString(path);
+  EXPECT_TRUE(text.ok()) << text.status();
+  std::vector<double> scores;
+  if (!text.ok()) return scores;
+  bool header = true;
+  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipEmpty())) {
+    if (header) {
+      header = false;
+      continue;
+    }
+    std::vector<absl::string_view> cols = absl::StrSplit(line, '\t');
+    double s = 0;
+    EXPECT_TRUE(cols.size() >= 3 && absl::SimpleAtod(cols[2], &s)) << line;
+    scores.push_back(s);
+  }
+  return scores;
+}
+
+JobConfig ClusterJob(const std::string& out, int servers, int workers, const std::string& transport) {
+  JobConfig job = SmallJob("/ds", out, 3);
+  job.mutable_trainer()->set_max_steps(8);
+  ClusterConfig* c = job.mutable_cluster();
+  c->set_servers(servers);
+  c->set_workers(workers);
+  c->set_transport(transport);
+  c->set_heartbeat_ms(20);
+  c->set_peer_timeout_ms(1000);
+  c->set_rpc_deadline_ms(5000);
+  return job;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    fs_ = new MemFileSystem();
+    Generate(fs_, "/ds", kUsers, /*seed=*/5);
+  }
+  static void TearDownTestSuite() { delete fs_; }
+  static MemFileSystem* fs_;
+};
+MemFileSystem* ClusterTest::fs_ = nullptr;
+
+TEST_F(ClusterTest, OneWorkerTrainsExactlyLikeTheSingleProcessTrainer) {
+  JobConfig local = ClusterJob("/local1", 0, 1, "inproc");
+  local.clear_cluster();
+  absl::StatusOr<TrainResult> expected = TrainAndEvaluate(fs_, local);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const std::vector<double> want = Scores(fs_, "/local1/preds.tsv");
+  ASSERT_FALSE(want.empty());
+  for (const char* transport : {"inproc", "zmq"}) {
+    for (int servers : {1, 3}) {
+      SCOPED_TRACE(absl::StrCat(transport, ", ", servers, " servers"));
+      const std::string out = absl::StrCat("/one_", transport, servers);
+      absl::StatusOr<TrainResult> got = RunLocalCluster(fs_, ClusterJob(out, servers, 1, transport));
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->steps, expected->steps);
+      EXPECT_EQ(got->samples, expected->samples);
+      EXPECT_EQ(got->last_loss, expected->last_loss);
+      EXPECT_EQ(Scores(fs_, out + "/preds.tsv"), want) << "predictions differ from the single-process run";
+    }
+  }
+}
+
+TEST_F(ClusterTest, WWorkersTrainLikeOneProcessWithWTimesTheBatch) {
+  for (int workers : {2, 3}) {
+    SCOPED_TRACE(absl::StrCat(workers, " workers"));
+    JobConfig local = ClusterJob(absl::StrCat("/global", workers), 0, 1, "inproc");
+    local.clear_cluster();
+    local.mutable_trainer()->set_batch_size(256 * workers);
+    local.mutable_trainer()->set_max_steps(6);
+    absl::StatusOr<TrainResult> expected = TrainAndEvaluate(fs_, local);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    JobConfig job = ClusterJob(absl::StrCat("/sliced", workers), 2, workers, "inproc");
+    job.mutable_trainer()->set_max_steps(6);
+    absl::StatusOr<TrainResult> got = RunLocalCluster(fs_, job);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->steps, expected->steps);
+    EXPECT_EQ(got->samples, expected->samples);
+    EXPECT_NEAR(got->last_loss, expected->last_loss, 1e-5);
+    const std::vector<double> want = Scores(fs_, absl::StrCat("/global", workers, "/preds.tsv"));
+    const std::vector<double> have = Scores(fs_, absl::StrCat("/sliced", workers, "/preds.tsv"));
+    ASSERT_EQ(have.size(), want.size());
+    ASSERT_FALSE(want.empty());
+    double worst = 0;
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(have[i] - want[i]));
+    // Float sums in another order (per-slice means scaled and added, sparse gradients summed
+    // per worker first) move scores by far less than this; a wrong slice or scale moves them
+    // by 1e-2 and more.
+    EXPECT_LT(worst, 1e-4) << "largest score difference";
+  }
+}
+
+TEST_F(ClusterTest, EveryShapeOfClusterTrainsOverBothTransports) {
+  for (const char* transport : {"inproc", "zmq"}) {
+    for (int servers = 1; servers <= 4; ++servers) {
+      for (int workers = 1; workers <= 3; ++workers) {
+        SCOPED_TRACE(absl::StrCat(transport, ": ", servers, " servers, ", workers, " workers"));
+        const std::string out = absl::StrCat("/sweep_", transport, servers, workers);
+        JobConfig job = ClusterJob(out, servers, workers, transport);
+        job.mutable_trainer()->set_max_steps(3);
+        absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job);
+        ASSERT_TRUE(r.ok()) << r.status();
+        EXPECT_EQ(r->steps, 3);
+        EXPECT_EQ(r->samples, 3 * 256 * workers);
+        EXPECT_TRUE(std::isfinite(r->last_loss));
+        EXPECT_TRUE(fs_->Exists(out + "/eval.json"));
+      }
+    }
+  }
+}
+
+TEST_F(ClusterTest, ACrashedServerIsNamedAndStopsTheJobWithoutHanging) {
+  JobConfig job = ClusterJob("/crash", 2, 2, "inproc");
+  job.mutable_trainer()->set_max_steps(1000000);
+  job.mutable_trainer()->set_epochs(100);
+  job.mutable_cluster()->set_rpc_deadline_ms(3000);
+  LocalClusterHooks hooks;
+  hooks.kill_server = 1;
+  hooks.kill_at_step = 3;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job, hooks);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("server 1"), std::string::npos) << r.status();
+  EXPECT_LT(seconds, 30) << "the job took too long to stop";
+}
+
+TEST_F(ClusterTest, ADroppedRequestFailsTheStepWithADeadlineNamingAServer) {
+  JobConfig job = ClusterJob("/dropped", 2, 2, "inproc");
+  job.mutable_cluster()->set_rpc_deadline_ms(1000);
+  auto faults = std::make_shared<transport::FaultInjector>();
+  faults->DropNext("ps1", transport::KIND_REQUEST, 1);
+  LocalClusterHooks hooks;
+  hooks.wrap_endpoint = [faults](const std::string& role, int index, std::unique_ptr<transport::Endpoint> ep) {
+    if (role == "worker" && index == 1) return transport::NewFaultInjectingEndpoint(std::move(ep), faults);
+    return ep;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job, hooks);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_FALSE(r.ok());
+  // Worker 1's pull from ps1 times out; worker 0's push of the same step, waiting on the
+  // server for worker 1's, times out at about the same moment: either names its server.
+  EXPECT_TRUE(absl::IsDeadlineExceeded(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("parameter server"), std::string::npos) << r.status();
+  EXPECT_EQ(faults->stats().dropped, 1u);
+  EXPECT_LT(seconds, 20) << "the job took too long to stop";
+}
+
+TEST_F(ClusterTest, DuplicatedRequestsChangeNothing) {
+  JobConfig clean = ClusterJob("/clean", 2, 2, "inproc");
+  ASSERT_TRUE(RunLocalCluster(fs_, clean).ok());
+  JobConfig job = ClusterJob("/duplicated", 2, 2, "inproc");
+  auto faults = std::make_shared<transport::FaultInjector>();
+  for (const char* server : {"ps0", "ps1"}) faults->DuplicateNext(server, transport::KIND_REQUEST, 1000);
+  LocalClusterHooks hooks;
+  hooks.wrap_endpoint = [faults](const std::string& role, int index, std::unique_ptr<transport::Endpoint> ep) {
+    if (role == "worker" && index == 0) return transport::NewFaultInjectingEndpoint(std::move(ep), faults);
+    return ep;
+  };
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job, hooks);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_GT(faults->stats().duplicated, 10u);
+  EXPECT_EQ(Scores(fs_, "/duplicated/preds.tsv"), Scores(fs_, "/clean/preds.tsv"));
+}
+
+TEST_F(ClusterTest, BadClusterFieldsAreNamed) {
+  JobConfig job = ClusterJob("/bad", 1, 1, "carrier-pigeon");
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cluster.transport"), std::string::npos) << r.status();
+  job = ClusterJob("/bad", 1, 0, "inproc");
+  r = RunLocalCluster(fs_, job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cluster.workers"), std::string::npos) << r.status();
+}
+
+}  // namespace
+}  // namespace choir::worker
