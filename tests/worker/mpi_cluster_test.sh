@@ -11,6 +11,8 @@ trap 'rm -rf "$WORK"' EXIT
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 [[ $(id -u) -eq 0 ]] && MPIRUN+=(--allow-run-as-root)
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# Four ranks share the cores: one BLAS thread each.
+export OPENBLAS_NUM_THREADS=1
 
 "$CHOIR" data gen --out "$WORK/data" --users 3000 --seed 2 --quiet
 cat >"$WORK/job.pbtxt" <<JOB
@@ -19,7 +21,7 @@ task: TASK_CVR
 data { dir: "$WORK/data" }
 model { type: "dnn" embedding_dim: 8 hidden: [32, 16] }
 trainer { batch_size: 128 max_steps: 10 seed: 3 out_dir: "$WORK/mpi" }
-cluster { servers: 1 heartbeat_ms: 50 peer_timeout_ms: 5000 advertise_host: "127.0.0.1" }
+cluster { servers: 1 heartbeat_ms: 100 peer_timeout_ms: 20000 advertise_host: "127.0.0.1" }
 JOB
 
 timeout 300 "${MPIRUN[@]}" -np 4 "$CHOIR" train --config "$WORK/job.pbtxt" >"$WORK/mpi.log" 2>&1 ||
