@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <future>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -272,6 +273,7 @@ absl::Status ValidateConfig(const JobConfig& job) {
     return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want));
   };
   if (tc.batch_size() < 1) return bad("trainer.batch_size", ">= 1");
+  if (tc.sparse_staleness() < 0 || tc.sparse_staleness() > 1) return bad("trainer.sparse_staleness", "0 or 1");
   if (tc.epochs() < 1) return bad("trainer.epochs", ">= 1");
   if (tc.max_steps() < 0) return bad("trainer.max_steps", ">= 0");
   if (tc.eval_every_steps() < 0) return bad("trainer.eval_every_steps", ">= 0");
@@ -561,6 +563,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   }
   EmbeddingStore* store = owned_store.get();
   SparseBridge bridge(shape, store, setup.sources);
+  SparseBridge eval_bridge(shape, store, setup.sources);  // evaluation's own buffers
   // In a cluster each step reads one global batch of num_workers * batch_size samples, of which
   // worker w trains on the w-th slice; gradients are scaled by each slice's share, summed
   // (dense: allreduce; sparse: on the servers) and applied once: the same update as one worker
@@ -634,8 +637,6 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     LOG(WARNING) << "trainer.eval_every_steps is ignored in a cluster: worker 0 evaluates once, after training";
   }
   TrainResult result;
-  Batch batch;
-  models::ModelInputs in;
   models::ModelGrads grads;
   Tensor<float> logits;
   double fuse_sum = 0, kd_active = 0;  // choirrec gate statistics since the last log line
@@ -657,27 +658,67 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       RETURN_IF_ERROR(runtime->collective->Broadcast(flat.data(), (flat.size() - 1) * sizeof(float), 0));
       models::CopyValuesFrom(params, flat.data());
     }
+    // One step: this worker's slice of a global batch; the last global batch may leave some
+    // workers few or no samples (they still join the step's exchanges, with zero gradients).
+    struct Step {
+      Batch batch;
+      int global_size = 0;
+    };
     Batch global;
-    while (tc.max_steps() == 0 || result.steps < tc.max_steps()) {
-      if (runtime != nullptr && runtime->job_status) RETURN_IF_ERROR(runtime->job_status());
+    auto read_step = [&](Step* step) -> absl::StatusOr<bool> {
       ASSIGN_OR_RETURN(bool more, reader->Next(&global));
-      if (!more) break;
-      // This worker's slice of the global batch; the last global batch may leave some workers
-      // few or no samples (they still join the step's exchanges, with zero gradients).
+      if (!more) return false;
       const int begin = std::min(global.size, worker_index * tc.batch_size());
       const int end = std::min(global.size, begin + tc.batch_size());
       if (num_workers == 1) {
-        std::swap(batch, global);
+        std::swap(step->batch, global);
       } else {
-        batch = SliceBatch(global, begin, end, static_cast<int>(layout.categorical.size()),
-                           static_cast<int>(layout.dense.size()));
+        step->batch = SliceBatch(global, begin, end, static_cast<int>(layout.categorical.size()),
+                                 static_cast<int>(layout.dense.size()));
       }
-      const int global_size = num_workers == 1 ? batch.size : global.size;
+      step->global_size = num_workers == 1 ? step->batch.size : global.size;
+      return true;
+    };
+    // trainer.sparse_staleness 1: the next step's rows are pulled on another thread while this
+    // step computes and pushes, so they may miss this step's update (reads at most one step
+    // stale). Steps alternate between two bridges and two input buffers.
+    const bool prefetch = tc.sparse_staleness() > 0;
+    SparseBridge second_bridge(shape, store, setup.sources);
+    SparseBridge* bridges[2] = {&bridge, &second_bridge};
+    models::ModelInputs inputs[2];
+    Step steps[2];
+    bool next_read = false;  // steps[1 - cur] holds the next step, already read
+    int cur = 0;
+    // Declared last: destroyed (and so waited for) before what its thread uses.
+    std::future<absl::Status> prefetched;
+    while (tc.max_steps() == 0 || result.steps < tc.max_steps()) {
+      if (runtime != nullptr && runtime->job_status) RETURN_IF_ERROR(runtime->job_status());
+      if (!next_read) {
+        ASSIGN_OR_RETURN(bool more, read_step(&steps[cur]));
+        if (!more) break;
+      }
+      const Batch& batch = steps[cur].batch;
+      const int global_size = steps[cur].global_size;
+      models::ModelInputs& in = inputs[cur];
+      bool gathered = false;
+      if (prefetched.valid()) {  // this step's rows, pulled during the previous step
+        RETURN_IF_ERROR(prefetched.get());
+        gathered = true;
+      }
+      next_read = false;
+      if (prefetch && (tc.max_steps() == 0 || result.steps + 1 < tc.max_steps())) {
+        const int n = 1 - cur;
+        ASSIGN_OR_RETURN(next_read, read_step(&steps[n]));
+        if (next_read && steps[n].batch.size > 0) {
+          prefetched = std::async(std::launch::async,
+                                  [&bridges, &steps, &inputs, n] { return bridges[n]->Gather(steps[n].batch, &inputs[n]); });
+        }
+      }
       const float share = static_cast<float>(batch.size) / global_size;
       models::ZeroGrads(params);
       models::LossStats stats;
       if (batch.size > 0) {
-        RETURN_IF_ERROR(bridge.Gather(batch, &in));
+        if (!gathered) RETURN_IF_ERROR(bridges[cur]->Gather(batch, &in));
         model->Forward(in, &logits);
         if (reweighting) {
           sample_buckets.resize(batch.size);
@@ -695,7 +736,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
             bucket_stats.loss_sum[sample_buckets[b]] += per_sample_bce[b];
           }
         }
-        RETURN_IF_ERROR(bridge.Scatter(batch, grads, share));
+        RETURN_IF_ERROR(bridges[cur]->Scatter(batch, grads, share));
       } else {
         RETURN_IF_ERROR(store->Push({}, {}));  // a synchronous step needs every worker's push
       }
@@ -743,7 +784,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
           runtime == nullptr) {
         const auto eval_start = std::chrono::steady_clock::now();
         ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
-                         Predict(fs, test_files, layout, job, model.get(), &bridge, *activity));
+                         Predict(fs, test_files, layout, job, model.get(), &eval_bridge, *activity));
         ASSIGN_OR_RETURN(eval::EvalReport report, eval::Evaluate(preds));
         LOG(INFO) << absl::StrFormat("step %d: test AUC %.4f, GAUC %.4f (low %.4f, high %.4f), logloss %.4f",
                                      result.steps, report.overall.auc, report.overall.gauc,
@@ -763,6 +804,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
                                : std::string());
         fuse_sum = kd_active = 0;
       }
+      if (prefetch) cur = 1 - cur;
     }
   }
   result.seconds =
@@ -780,7 +822,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (evaluates) RETURN_IF_ERROR(fs->CreateDirs(tc.out_dir()));
   if (evaluates && !test_files.empty()) {
     ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
-                     Predict(fs, test_files, layout, job, model.get(), &bridge, *activity));
+                     Predict(fs, test_files, layout, job, model.get(), &eval_bridge, *activity));
     result.test_samples = preds.size();
     ASSIGN_OR_RETURN(result.test, eval::Evaluate(preds));
     RETURN_IF_ERROR(eval::WriteEvalJson(fs, JoinPath(tc.out_dir(), "eval.json"), result.test));

@@ -197,6 +197,36 @@ TEST_F(ClusterTest, DuplicatedRequestsChangeNothing) {
   EXPECT_EQ(Scores(fs_, "/duplicated/preds.tsv"), Scores(fs_, "/clean/preds.tsv"));
 }
 
+// trainer.sparse_staleness 1: the next step's rows are pulled while this step computes. Reads
+// may then miss one step's update, so results differ slightly from synchronous reads, but the
+// model trains the same way (single process and cluster), and the steps are the same.
+TEST_F(ClusterTest, OneStepStaleReadsTrainAsWell) {
+  JobConfig sync_job = ClusterJob("/stale0", 0, 1, "inproc");
+  sync_job.clear_cluster();
+  sync_job.mutable_trainer()->set_max_steps(20);
+  absl::StatusOr<TrainResult> sync = TrainAndEvaluate(fs_, sync_job);
+  ASSERT_TRUE(sync.ok()) << sync.status();
+  for (int servers : {0, 2}) {
+    SCOPED_TRACE(absl::StrCat(servers, " servers"));
+    const std::string out = absl::StrCat("/stale1_", servers);
+    JobConfig job = ClusterJob(out, servers, servers > 0 ? 2 : 1, "zmq");
+    job.mutable_trainer()->set_max_steps(20);
+    job.mutable_trainer()->set_sparse_staleness(1);
+    if (servers > 0) job.mutable_trainer()->set_batch_size(128);  // the same global batch
+    absl::StatusOr<TrainResult> stale = servers > 0 ? RunLocalCluster(fs_, job) : TrainAndEvaluate(fs_, job);
+    ASSERT_TRUE(stale.ok()) << stale.status();
+    EXPECT_EQ(stale->steps, sync->steps);
+    EXPECT_EQ(stale->samples, sync->samples);
+    EXPECT_NEAR(stale->last_loss, sync->last_loss, 0.01);
+    EXPECT_NEAR(stale->test.overall.auc, sync->test.overall.auc, 0.02);
+  }
+  JobConfig bad = ClusterJob("/stale2", 0, 1, "inproc");
+  bad.mutable_trainer()->set_sparse_staleness(2);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("trainer.sparse_staleness"), std::string::npos) << r.status();
+}
+
 TEST_F(ClusterTest, BadClusterFieldsAreNamed) {
   JobConfig job = ClusterJob("/bad", 1, 1, "carrier-pigeon");
   absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job);
