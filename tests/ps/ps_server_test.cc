@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "core/transport.h"
 #include "gtest/gtest.h"
+#include "tests/ps/ps_test_util.h"
 #include "ps/feature_key.h"
 #include "ps/server.h"
 #include "ps/sharding.h"
@@ -93,30 +94,11 @@ TEST(ShardingTest, AddingAServerMovesAboutOneOverSPlusOneOfTheKeysAllToTheNewSer
 // ---------------------------------------------------------------------------------------------
 // Cluster fixture
 
-constexpr uint32_t kAdagradSlot = 0;
-constexpr uint32_t kAdamSlot = 1;
-constexpr uint32_t kSgdSlot = 7;
-
-TableOptions TestTableOptions() {
-  TableOptions options;
-  options.seed = 42;
-  options.num_shards = 4;
-  SlotConfig adagrad;
-  adagrad.dim = 8;
-  adagrad.learning_rate = 0.05f;
-  SlotConfig adam;
-  adam.dim = 4;
-  adam.optimizer = OptimizerKind::kAdam;
-  adam.learning_rate = 0.01f;
-  SlotConfig sgd;
-  sgd.dim = 3;
-  sgd.optimizer = OptimizerKind::kSgd;
-  sgd.learning_rate = 0.1f;
-  options.slots = {{kAdagradSlot, adagrad}, {kAdamSlot, adam}, {kSgdSlot, sgd}};
-  return options;
-}
-
-enum class Kind { kInProcess, kZmq };
+using testing::kAdagradSlot;
+using testing::kAdamSlot;
+using testing::kSgdSlot;
+using testing::Kind;
+using testing::TestTableOptions;
 
 struct ClusterParam {
   int servers;
