@@ -111,11 +111,7 @@ class SyncCluster {
 
  private:
   std::unique_ptr<transport::Endpoint> MakeEndpoint(transport::EndpointOptions options) {
-    absl::StatusOr<std::unique_ptr<transport::Endpoint>> endpoint =
-        kind_ == Kind::kInProcess ? network_.NewEndpoint(std::move(options))
-                                  : transport::NewZmqEndpoint(std::move(options));
-    EXPECT_TRUE(endpoint.ok()) << endpoint.status();
-    return *std::move(endpoint);
+    return testing::MakeTestEndpoint(kind_, &network_, std::move(options));
   }
 
   const Kind kind_;

@@ -4,7 +4,12 @@
 #define CHOIR_TESTS_PS_PS_TEST_UTIL_H_
 
 #include <cstdint>
+#include <memory>
+#include <utility>
 
+#include "absl/status/statusor.h"
+#include "core/transport.h"
+#include "gtest/gtest.h"
 #include "ps/slot_config.h"
 #include "ps/sparse_table.h"
 
@@ -35,6 +40,16 @@ inline TableOptions TestTableOptions() {
 }
 
 enum class Kind { kInProcess, kZmq };
+
+// An endpoint of `kind` (in-process endpoints join `network`); a failure fails the test.
+inline std::unique_ptr<transport::Endpoint> MakeTestEndpoint(Kind kind, transport::InProcessNetwork* network,
+                                                             transport::EndpointOptions options) {
+  absl::StatusOr<std::unique_ptr<transport::Endpoint>> endpoint =
+      kind == Kind::kInProcess ? network->NewEndpoint(std::move(options))
+                               : transport::NewZmqEndpoint(std::move(options));
+  EXPECT_TRUE(endpoint.ok()) << endpoint.status();
+  return endpoint.ok() ? *std::move(endpoint) : nullptr;
+}
 
 }  // namespace choir::testing
 
