@@ -43,24 +43,61 @@ RpcClient::~RpcClient() { Shutdown(); }
 
 absl::StatusOr<Response> RpcClient::Call(const std::string& peer, const std::string& method,
                                          std::vector<Frame> frames, absl::Time deadline) {
-  auto call = std::make_shared<PendingCall>();
-  call->peer = peer;
-  call->method = method;
-  uint64_t id;
+  absl::StatusOr<Started> started = Start(peer, method, std::move(frames), deadline);
+  if (!started.ok()) return started.status();
+  return Await(*started, deadline);
+}
+
+absl::Status RpcClient::CallAll(
+    std::vector<Request> requests, absl::Time deadline,
+    absl::FunctionRef<absl::Status(size_t, absl::StatusOr<Response>)> on_response) {
+  std::vector<Started> started;
+  started.reserve(requests.size());
+  absl::Status status;
+  for (Request& request : requests) {
+    absl::StatusOr<Started> call =
+        Start(request.peer, request.method, std::move(request.frames), deadline);
+    if (!call.ok()) {
+      status = on_response(started.size(), call.status());
+      if (status.ok()) status = call.status();
+      break;
+    }
+    started.push_back(*std::move(call));
+  }
+  size_t next = 0;
+  for (; status.ok() && next < started.size(); ++next) {
+    status = on_response(next, Await(started[next], deadline));
+  }
+  // After a failure: forget the calls still in flight; their responses are dropped.
+  if (next < started.size()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = next; i < started.size(); ++i) pending_.erase(started[i].id);
+  }
+  return status;
+}
+
+absl::StatusOr<RpcClient::Started> RpcClient::Start(const std::string& peer,
+                                                    const std::string& method,
+                                                    std::vector<Frame> frames,
+                                                    absl::Time deadline) {
+  Started started;
+  started.call = std::make_shared<PendingCall>();
+  started.call->peer = peer;
+  started.call->method = method;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shut_down_) {
       return absl::UnavailableError(
           absl::StrCat("call ", method, " to peer ", peer, ": client is shut down"));
     }
-    id = next_request_id_++;
-    if (id == 0) id = next_request_id_++;
-    pending_.emplace(id, call);
+    started.id = next_request_id_++;
+    if (started.id == 0) started.id = next_request_id_++;
+    pending_.emplace(started.id, started.call);
     ++stats_.calls;
   }
   Message request;
   request.header.set_kind(KIND_REQUEST);
-  request.header.set_request_id(id);
+  request.header.set_request_id(started.id);
   request.header.set_method(method);
   request.header.set_sender(endpoint_->id());
   if (deadline != absl::InfiniteFuture()) {
@@ -70,26 +107,33 @@ absl::StatusOr<Response> RpcClient::Call(const std::string& peer, const std::str
   FinishHeader(&request);
 
   absl::Status sent = endpoint_->Send(peer, std::move(request));
-  std::unique_lock<std::mutex> lock(mu_);
   if (!sent.ok()) {
-    pending_.erase(id);
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.erase(started.id);
     return Annotate(sent, absl::StrCat("call ", method, " to peer ", peer));
   }
-  auto done = [&call] { return call->done; };
+  return started;
+}
+
+absl::StatusOr<Response> RpcClient::Await(const Started& started, absl::Time deadline) {
+  PendingCall& call = *started.call;
+  std::unique_lock<std::mutex> lock(mu_);
+  auto done = [&call] { return call.done; };
   if (deadline == absl::InfiniteFuture()) {
-    call->cv.wait(lock, done);
+    call.cv.wait(lock, done);
   } else {
     auto until = std::chrono::steady_clock::now() +
                  absl::ToChronoNanoseconds(std::max(deadline - absl::Now(), absl::ZeroDuration()));
-    call->cv.wait_until(lock, until, done);
+    call.cv.wait_until(lock, until, done);
   }
-  if (!call->done) {
-    pending_.erase(id);
+  if (!call.done) {
+    pending_.erase(started.id);
     ++stats_.deadline_exceeded;
-    return absl::DeadlineExceededError(absl::StrCat("call ", method, " to peer ", peer,
-                                                    " (request ", id, ") passed its deadline"));
+    return absl::DeadlineExceededError(absl::StrCat("call ", call.method, " to peer ", call.peer,
+                                                    " (request ", started.id,
+                                                    ") passed its deadline"));
   }
-  return std::move(call->result);
+  return std::move(call.result);
 }
 
 void RpcClient::ReceiveLoop() {

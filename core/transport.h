@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -290,6 +291,23 @@ class RpcClient {
   absl::StatusOr<Response> Call(const std::string& peer, const std::string& method,
                                 std::vector<Frame> frames, absl::Time deadline);
 
+  // One request of CallAll.
+  struct Request {
+    std::string peer;
+    std::string method;
+    std::vector<Frame> frames;
+  };
+  // Sends every request before waiting for any, then hands each outcome (what Call would
+  // return) to on_response(i, outcome) in request order, on this thread, as soon as it has
+  // arrived: the caller works on response i while later ones are still in flight. One
+  // deadline covers the batch. Stops at the first non-OK status on_response returns (it sees
+  // failed outcomes too, and may annotate them) and returns it; calls still in flight are
+  // then forgotten and their responses dropped. A request that cannot be sent is passed to
+  // on_response as its failed outcome, and nothing after it is sent.
+  absl::Status CallAll(
+      std::vector<Request> requests, absl::Time deadline,
+      absl::FunctionRef<absl::Status(size_t, absl::StatusOr<Response>)> on_response);
+
   // Fails pending calls with UNAVAILABLE, closes the endpoint and joins the receive thread.
   // Idempotent; later calls fail with UNAVAILABLE.
   void Shutdown();
@@ -299,6 +317,14 @@ class RpcClient {
 
  private:
   struct PendingCall;
+  // A sent call waiting for its response.
+  struct Started {
+    uint64_t id = 0;
+    std::shared_ptr<PendingCall> call;
+  };
+  absl::StatusOr<Started> Start(const std::string& peer, const std::string& method,
+                                std::vector<Frame> frames, absl::Time deadline);
+  absl::StatusOr<Response> Await(const Started& started, absl::Time deadline);
   void ReceiveLoop();
   void Deliver(Message message);
   void FailAllPending(const absl::Status& status);

@@ -130,6 +130,7 @@ absl::StatusOr<std::unique_ptr<ParamServer>> ParamServer::Start(
                                                    options.sync_workers, ", want 0..",
                                                    kMaxSyncWorkers));
   }
+  options.rpc.worker_threads = std::max(options.rpc.worker_threads, kMinPsHandlerThreads);
   if (options.sync_workers > 0) {
     options.rpc.worker_threads =
         std::max(options.rpc.worker_threads, 2 * options.sync_workers + 1);
@@ -217,11 +218,14 @@ absl::StatusOr<std::vector<Frame>> ParamServer::HandlePull(RpcRequest& request) 
   size_t total_dim = 0;
   absl::StatusOr<std::vector<uint64_t>> keys = ReadKeys(request, &total_dim);
   if (!keys.ok()) return keys.status();
-  std::vector<float> rows(total_dim);
-  absl::Status status = table_->Pull(*keys, absl::MakeSpan(rows));
+  // Not zero-filled: Pull writes every float.
+  std::shared_ptr<float[]> rows(new float[total_dim]);
+  absl::Status status = table_->Pull(*keys, absl::MakeSpan(rows.get(), total_dim));
   if (!status.ok()) return status;
+  const float* data = rows.get();
   std::vector<Frame> response;
-  response.push_back(Frame::FromVector(std::move(rows)));
+  response.emplace_back(std::move(rows), data, total_dim * sizeof(float),
+                        transport::ELEMENT_FLOAT32);
   return response;
 }
 

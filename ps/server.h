@@ -63,6 +63,8 @@ namespace choir {
 // The methods a parameter server serves.
 inline constexpr char kPsPullMethod[] = "pull";
 inline constexpr char kPsPushMethod[] = "push";
+// The fewest handler threads a server runs (ParamServerOptions::rpc).
+inline constexpr int kMinPsHandlerThreads = 4;
 // The most workers a synchronous server aggregates.
 inline constexpr int kMaxSyncWorkers = 4096;
 
@@ -70,8 +72,11 @@ struct ParamServerOptions {
   // The shard's table: the same options (seed, slots) as every other server and as the local
   // store, so that a row's initial values and updates do not depend on where it lives.
   TableOptions table;
-  // Handler threads. Default 1: one peer's requests are applied in the order they arrive.
-  // Synchronous mode raises worker_threads to at least 2 * sync_workers + 1.
+  // Handler threads (rpc.worker_threads): raised to at least kMinPsHandlerThreads, so that
+  // the pieces of a large pull (RemoteEmbeddingStoreOptions::max_keys_per_request) are looked
+  // up in parallel; synchronous mode raises them to at least 2 * sync_workers + 1. Requests
+  // are handled concurrently: the table is atomic per row, and a worker's own pushes are
+  // ordered because it waits for each before sending the next.
   transport::RpcServerOptions rpc;
   // 0 (default): every push is applied when it arrives (asynchronous: W workers' pushes hit
   // the optimizer separately). W > 0: synchronous aggregation over W workers (see the top of

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "glog/logging.h"
 #include "ps/feature_key.h"
+#include "ps/internal/row_index.h"
 #include "ps/internal/sparse_optimizer.h"
 #include "ps/internal/tsan_mutex_lock.h"
 
@@ -25,6 +26,7 @@ constexpr uint32_t kBlockRowsLog2 = 10;
 constexpr uint32_t kBlockRows = 1u << kBlockRowsLog2;
 constexpr uint32_t kMinBlockRows = 8;
 constexpr uint32_t kNil = UINT32_MAX;
+static_assert(kNil == ps_internal::RowIndex::kNone, "a missing row reads as kNil");
 
 constexpr uint64_t kShardSalt = 0xd1b54a32d192ed03ULL;
 
@@ -185,15 +187,57 @@ class SparseTable::Shard {
     for (const SlotInfo& info : slot_infos) arenas_.emplace_back(info.stride, info.tracked);
   }
 
-  // The row of `key` (slot index `si`) touched at `step`, or nullptr when it has none.
-  float* Find(uint64_t key, int si, uint64_t step, uint32_t** pushes)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    auto it = index_.find(key);
-    if (it == index_.end()) return nullptr;
-    Arena& arena = arenas_[si];
-    arena.Touch(it->second, step);
-    if (pushes != nullptr) *pushes = &arena.Pushes(it->second);
-    return arena.Row(it->second);
+  // Calls visit(i, si, row, pushes) for the key positions i = order[begin..end) of this
+  // shard, in that order: `si` is slot_of[i], `row` the key's row touched at `step` (nullptr
+  // when the shard has none) and `pushes` its push count. `visit` may Create rows.
+  //
+  // Software-pipelined, because a large table is far bigger than the caches and each key
+  // costs two dependent misses (its hash-map group, then its row): the group of the key
+  // 2 * kAhead positions ahead and the row of the key kAhead ahead are prefetched, so the
+  // misses of many keys overlap. A key looked up before it was created (a duplicate, or a key
+  // created earlier in the call) is looked up again when visited; after a row is removed
+  // (capacity eviction moves another row's index) every later key is.
+  template <typename Visit>
+  void ForEachRow(absl::Span<const uint64_t> keys, const uint32_t* order, uint32_t begin,
+                  uint32_t end, const int16_t* slot_of, uint64_t step, bool whole_row,
+                  const Visit& visit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    constexpr uint32_t kAhead = 16;
+    uint32_t ring[kAhead];
+    const uint64_t removals = removals_;
+    auto look_up = [&](uint32_t k) {
+      const uint32_t i = order[k];
+      const uint32_t r = index_.Find(keys[i]);
+      if (r != kNil) {
+        const int si = slot_of[i];
+        const char* p = reinterpret_cast<const char*>(arenas_[si].Row(r));
+        const int floats = whole_row ? slot_infos_[si].stride : slot_infos_[si].config.dim;
+        const char* row_end = p + static_cast<size_t>(floats) * sizeof(float);
+        for (; p < row_end; p += 64) __builtin_prefetch(p);
+        if (whole_row) __builtin_prefetch(&arenas_[si].Pushes(r));
+      }
+      ring[k % kAhead] = r;
+    };
+    for (uint32_t k = begin; k < std::min(end, begin + 2 * kAhead); ++k) {
+      index_.Prefetch(keys[order[k]]);
+    }
+    for (uint32_t k = begin; k < std::min(end, begin + kAhead); ++k) look_up(k);
+    for (uint32_t k = begin; k < end; ++k) {
+      const uint32_t i = order[k];
+      const int si = slot_of[i];
+      uint32_t r = ring[k % kAhead];
+      if (r == kNil || removals_ != removals) {
+        r = index_.Find(keys[i]);
+      }
+      if (k + kAhead < end) look_up(k + kAhead);
+      if (k + 2 * kAhead < end) index_.Prefetch(keys[order[k + 2 * kAhead]]);
+      if (r == kNil) {
+        visit(i, si, static_cast<float*>(nullptr), static_cast<uint32_t*>(nullptr));
+        continue;
+      }
+      Arena& arena = arenas_[si];
+      arena.Touch(r, step);
+      visit(i, si, arena.Row(r), &arena.Pushes(r));
+    }
   }
 
   // Creates the row of unseen `key` with its initial values, touched at `step`, first
@@ -208,7 +252,7 @@ class SparseTable::Shard {
     }
     CHECK_LT(arena.rows(), UINT32_MAX - 1) << "too many rows in one shard";
     const uint32_t r = arena.Append(key, step);
-    index_.emplace(key, r);
+    index_.Insert(key, r);
     ps_internal::InitRow(slot_infos_[si].config, key, seed_mix, arena.Row(r));
     ++counters_[si].admitted;
     if (pushes != nullptr) *pushes = &arena.Pushes(r);
@@ -266,7 +310,7 @@ class SparseTable::Shard {
 
   size_t MemoryBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     // Swiss tables: one slot (key, value) plus one control byte per bucket.
-    size_t bytes = index_.capacity() * (sizeof(std::pair<const uint64_t, uint32_t>) + 1);
+    size_t bytes = index_.MemoryBytes();
     bytes += pending_.capacity() * (sizeof(std::pair<const uint64_t, uint64_t>) + 1);
     bytes += arenas_.capacity() * sizeof(Arena);
     for (const Arena& a : arenas_) bytes += a.MemoryBytes();
@@ -277,9 +321,10 @@ class SparseTable::Shard {
 
  private:
   void RemoveRow(int si, uint32_t r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    ++removals_;
     Arena& arena = arenas_[si];
-    index_.erase(arena.Key(r));
-    if (std::optional<uint64_t> moved = arena.Remove(r)) index_[*moved] = r;
+    index_.Erase(arena.Key(r));
+    if (std::optional<uint64_t> moved = arena.Remove(r)) index_.Update(*moved, r);
   }
 
   // Drops admission counters untouched for their slot's ttl_steps at step `now`.
@@ -301,11 +346,12 @@ class SparseTable::Shard {
   const std::vector<SlotInfo>& slot_infos_;   // the table's, immutable
   const std::vector<int16_t>& slot_index_;    // the table's, immutable
   const std::vector<uint64_t> capacity_;  // per slot index; 0: unlimited
-  absl::flat_hash_map<uint64_t, uint32_t> index_ ABSL_GUARDED_BY(mu);
+  ps_internal::RowIndex index_ ABSL_GUARDED_BY(mu);
   std::vector<Arena> arenas_ ABSL_GUARDED_BY(mu);  // one per configured slot
   // Keys of admitting slots not admitted yet -> (step of last push << 16 | pushes seen).
   absl::flat_hash_map<uint64_t, uint64_t> pending_ ABSL_GUARDED_BY(mu);
   size_t sweep_counters_at_ ABSL_GUARDED_BY(mu) = kMinCounterSweep;
+  uint64_t removals_ ABSL_GUARDED_BY(mu) = 0;  // rows removed: their indices were reused
   std::vector<SlotStats> counters_ ABSL_GUARDED_BY(mu);  // per slot index; rows unused
 };
 
@@ -421,21 +467,20 @@ absl::Status SparseTable::Pull(absl::Span<const uint64_t> keys, absl::Span<float
     ps_internal::TsanMutexLock lock(&shard.mu);
     // Read under the shard lock: touches of one shard never go back in time.
     const uint64_t step = step_.load(std::memory_order_acquire);
-    for (uint32_t k = begin; k < end; ++k) {
-      const uint32_t i = batch.order[k];
-      const int si = batch.slot_of[i];
-      const SlotInfo& info = slot_infos_[si];
-      float* dst = out.data() + batch.offset_of[i];
-      const float* row = shard.Find(keys[i], si, step, nullptr);
-      if (row == nullptr) {
-        if (info.config.admit_min_count > 0) {
-          std::fill(dst, dst + info.config.dim, 0.0f);  // not admitted: zeros, nothing stored
-          continue;
-        }
-        row = shard.Create(keys[i], si, seed_mix_, step, nullptr);
-      }
-      std::memcpy(dst, row, info.config.dim * sizeof(float));
-    }
+    shard.ForEachRow(
+        keys, batch.order.data(), begin, end, batch.slot_of.data(), step, /*whole_row=*/false,
+        [&](uint32_t i, int si, const float* row, uint32_t*) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          const SlotInfo& info = slot_infos_[si];
+          float* dst = out.data() + batch.offset_of[i];
+          if (row == nullptr) {
+            if (info.config.admit_min_count > 0) {
+              std::fill(dst, dst + info.config.dim, 0.0f);  // not admitted: zeros, not stored
+              return;
+            }
+            row = shard.Create(keys[i], si, seed_mix_, step, nullptr);
+          }
+          std::memcpy(dst, row, info.config.dim * sizeof(float));
+        });
   }
   return absl::OkStatus();
 }
@@ -460,26 +505,24 @@ absl::Status SparseTable::Push(absl::Span<const uint64_t> keys, absl::Span<const
     Shard& shard = *shards_[s];
     ps_internal::TsanMutexLock lock(&shard.mu);
     const uint64_t step = step_.load(std::memory_order_acquire);
-    for (uint32_t k = begin; k < end; ++k) {
-      const uint32_t i = batch.order[k];
-      const int si = batch.slot_of[i];
-      const SlotInfo& info = slot_infos_[si];
-      uint32_t* pushes = nullptr;
-      float* row = shard.Find(keys[i], si, step, &pushes);
-      if (row == nullptr) {
-        if (info.config.admit_min_count > 0) {
-          // Not admitted: count the push; the admitting push creates the row, and drops its
-          // gradient like the earlier ones (it was computed against zeros).
-          if (shard.CountTowardsAdmission(keys[i], si, step)) {
-            shard.Create(keys[i], si, seed_mix_, step, nullptr);
+    shard.ForEachRow(
+        keys, batch.order.data(), begin, end, batch.slot_of.data(), step, /*whole_row=*/true,
+        [&](uint32_t i, int si, float* row, uint32_t* pushes) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+          const SlotInfo& info = slot_infos_[si];
+          if (row == nullptr) {
+            if (info.config.admit_min_count > 0) {
+              // Not admitted: count the push; the admitting push creates the row, and drops
+              // its gradient like the earlier ones (it was computed against zeros).
+              if (shard.CountTowardsAdmission(keys[i], si, step)) {
+                shard.Create(keys[i], si, seed_mix_, step, nullptr);
+              }
+              return;
+            }
+            row = shard.Create(keys[i], si, seed_mix_, step, &pushes);
           }
-          continue;
-        }
-        row = shard.Create(keys[i], si, seed_mix_, step, &pushes);
-      }
-      if (*pushes < UINT32_MAX) ++*pushes;  // saturates; Adam's bias correction is 1 by then
-      ps_internal::ApplyUpdate(info.config, grads.data() + batch.offset_of[i], *pushes, row);
-    }
+          if (*pushes < UINT32_MAX) ++*pushes;  // saturates; Adam's bias correction is 1 then
+          ps_internal::ApplyUpdate(info.config, grads.data() + batch.offset_of[i], *pushes, row);
+        });
   }
   const uint64_t now = step_.fetch_add(1, std::memory_order_acq_rel) + 1;
   if (any_ttl_) SweepExpired(now);

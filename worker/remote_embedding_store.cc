@@ -1,9 +1,9 @@
 #include "worker/remote_embedding_store.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -31,7 +31,9 @@ class RemoteEmbeddingStore : public EmbeddingStore {
  public:
   RemoteEmbeddingStore(std::unique_ptr<transport::Endpoint> endpoint,
                        RemoteEmbeddingStoreOptions options)
-      : options_(std::move(options)), client_(std::move(endpoint)) {}
+      : options_(std::move(options)), dims_(kMaxSlots, 0), client_(std::move(endpoint)) {
+    for (const auto& [slot, config] : options_.slots) dims_[slot] = config.dim;
+  }
 
   absl::Status Pull(absl::Span<const uint64_t> keys, absl::Span<float> out) override {
     absl::StatusOr<Plan> plan = MakePlan(keys);
@@ -41,31 +43,54 @@ class RemoteEmbeddingStore : public EmbeddingStore {
                                                      plan->total_floats,
                                                      " floats, out has ", out.size()));
     }
-    const absl::Time deadline = absl::Now() + options_.deadline;
-    return ForEachServer(*plan, /*all_servers=*/false, [&](int s) -> absl::Status {
-      std::vector<Frame> request;
-      request.push_back(Frame::FromVector(plan->keys[s]));
-      absl::StatusOr<transport::Response> response =
-          client_.Call(options_.servers[s].id, kPsPullMethod, std::move(request), deadline);
-      if (!response.ok()) return Annotate(response.status(), kPsPullMethod, s);
-      if (response->frames.size() != 1 ||
-          response->frames[0].type() != transport::ELEMENT_FLOAT32 ||
-          response->frames[0].size() != plan->floats[s] * sizeof(float)) {
-        return Annotate(absl::DataLossError(absl::StrCat(
-                            "response must be one float32 frame of ", plan->floats[s],
-                            " values, got ", response->frames.size(), " frames")),
-                        kPsPullMethod, s);
-      }
-      // Frame bytes need not be aligned: copy row by row into the caller's buffer.
-      const char* data = response->frames[0].data();
+    // Each server's keys in requests of at most max_keys_per_request, all in flight at once:
+    // the servers look up the later ones while this thread copies out the earlier ones.
+    struct Piece {
+      int server;
+      size_t begin, end;  // positions in plan->keys[server]
+    };
+    std::vector<Piece> pieces;
+    std::vector<transport::RpcClient::Request> requests;
+    const size_t max_keys = static_cast<size_t>(options_.max_keys_per_request);
+    for (int s = 0; s < static_cast<int>(plan->keys.size()); ++s) {
       const std::vector<uint64_t>& server_keys = plan->keys[s];
-      for (size_t j = 0; j < server_keys.size(); ++j) {
-        const size_t bytes = static_cast<size_t>(Dim(server_keys[j])) * sizeof(float);
-        std::memcpy(out.data() + plan->offsets[s][j], data, bytes);
-        data += bytes;
+      for (size_t begin = 0; begin < server_keys.size(); begin += max_keys) {
+        const size_t end = std::min(server_keys.size(), begin + max_keys);
+        pieces.push_back(Piece{s, begin, end});
+        std::vector<Frame> frames;
+        frames.push_back(Frame::FromVector(std::vector<uint64_t>(
+            server_keys.begin() + static_cast<ptrdiff_t>(begin),
+            server_keys.begin() + static_cast<ptrdiff_t>(end))));
+        requests.push_back({options_.servers[s].id, kPsPullMethod, std::move(frames)});
       }
-      return absl::OkStatus();
-    });
+    }
+    const absl::Time deadline = absl::Now() + options_.deadline;
+    return client_.CallAll(
+        std::move(requests), deadline,
+        [&](size_t i, absl::StatusOr<transport::Response> response) -> absl::Status {
+          const Piece& piece = pieces[i];
+          const std::vector<uint64_t>& server_keys = plan->keys[piece.server];
+          const std::vector<size_t>& offsets = plan->offsets[piece.server];
+          if (!response.ok()) return Annotate(response.status(), kPsPullMethod, piece.server);
+          size_t floats = 0;
+          for (size_t j = piece.begin; j < piece.end; ++j) floats += Dim(server_keys[j]);
+          if (response->frames.size() != 1 ||
+              response->frames[0].type() != transport::ELEMENT_FLOAT32 ||
+              response->frames[0].size() != floats * sizeof(float)) {
+            return Annotate(absl::DataLossError(absl::StrCat(
+                                "response must be one float32 frame of ", floats,
+                                " values, got ", response->frames.size(), " frames")),
+                            kPsPullMethod, piece.server);
+          }
+          // Frame bytes need not be aligned: copy row by row into the caller's buffer.
+          const char* data = response->frames[0].data();
+          for (size_t j = piece.begin; j < piece.end; ++j) {
+            const size_t bytes = static_cast<size_t>(Dim(server_keys[j])) * sizeof(float);
+            std::memcpy(out.data() + offsets[j], data, bytes);
+            data += bytes;
+          }
+          return absl::OkStatus();
+        });
   }
 
   absl::Status Push(absl::Span<const uint64_t> keys, absl::Span<const float> grads) override {
@@ -85,10 +110,13 @@ class RemoteEmbeddingStore : public EmbeddingStore {
     }
     const bool sync = options_.num_workers > 0;
     const int64_t step = sync ? next_step_.fetch_add(1, std::memory_order_relaxed) : 0;
-    const absl::Time deadline = absl::Now() + options_.deadline;
-    // Synchronous: every server, even with no keys, so that its step completes.
-    return ForEachServer(*plan, /*all_servers=*/sync, [&](int s) -> absl::Status {
+    // One request per server (a synchronous server counts one push per worker and step);
+    // synchronous: every server, even with no keys, so that its step completes.
+    std::vector<int> servers;
+    std::vector<transport::RpcClient::Request> requests;
+    for (int s = 0; s < static_cast<int>(plan->keys.size()); ++s) {
       const std::vector<uint64_t>& server_keys = plan->keys[s];
+      if (!sync && server_keys.empty()) continue;
       std::vector<float> server_grads(plan->floats[s]);
       float* dst = server_grads.data();
       for (size_t j = 0; j < server_keys.size(); ++j) {
@@ -96,29 +124,31 @@ class RemoteEmbeddingStore : public EmbeddingStore {
         std::memcpy(dst, grads.data() + plan->offsets[s][j], dim * sizeof(float));
         dst += dim;
       }
-      std::vector<Frame> request;
-      request.push_back(Frame::FromVector(server_keys));
-      request.push_back(Frame::FromVector(std::move(server_grads)));
+      std::vector<Frame> frames;
+      frames.push_back(Frame::FromVector(server_keys));
+      frames.push_back(Frame::FromVector(std::move(server_grads)));
       if (sync) {
-        request.push_back(Frame::FromVector(
+        frames.push_back(Frame::FromVector(
             std::vector<int64_t>{static_cast<int64_t>(options_.worker_index), step}));
       }
-      absl::StatusOr<transport::Response> response =
-          client_.Call(options_.servers[s].id, kPsPushMethod, std::move(request), deadline);
-      if (!response.ok()) {
-        if (!sync) return Annotate(response.status(), kPsPushMethod, s);
-        return Annotate(response.status(),
-                        absl::StrCat("push of step ", step, " of worker ", options_.worker_index),
-                        s, "to");
-      }
-      return absl::OkStatus();
-    });
+      servers.push_back(s);
+      requests.push_back({options_.servers[s].id, kPsPushMethod, std::move(frames)});
+    }
+    const absl::Time deadline = absl::Now() + options_.deadline;
+    return client_.CallAll(
+        std::move(requests), deadline,
+        [&](size_t i, absl::StatusOr<transport::Response> response) -> absl::Status {
+          if (response.ok()) return absl::OkStatus();
+          const int s = servers[i];
+          if (!sync) return Annotate(response.status(), kPsPushMethod, s);
+          return Annotate(response.status(),
+                          absl::StrCat("push of step ", step, " of worker ",
+                                       options_.worker_index),
+                          s, "to");
+        });
   }
 
-  int Dim(uint64_t key) const override {
-    auto it = options_.slots.find(SlotOf(key));
-    return it == options_.slots.end() ? 0 : it->second.dim;
-  }
+  int Dim(uint64_t key) const override { return dims_[SlotOf(key)]; }
 
  private:
   absl::StatusOr<Plan> MakePlan(absl::Span<const uint64_t> keys) const {
@@ -143,29 +173,6 @@ class RemoteEmbeddingStore : public EmbeddingStore {
     return plan;
   }
 
-  // Runs `call(s)` for every server s with keys in `plan` (every server when `all_servers`),
-  // concurrently, and returns the first error in server order.
-  template <typename Fn>
-  absl::Status ForEachServer(const Plan& plan, bool all_servers, const Fn& call) {
-    std::vector<int> servers;
-    for (int s = 0; s < static_cast<int>(plan.keys.size()); ++s) {
-      if (all_servers || !plan.keys[s].empty()) servers.push_back(s);
-    }
-    if (servers.empty()) return absl::OkStatus();
-    std::vector<absl::Status> statuses(servers.size());
-    std::vector<std::thread> threads;
-    threads.reserve(servers.size() - 1);
-    for (size_t i = 1; i < servers.size(); ++i) {
-      threads.emplace_back([&, i] { statuses[i] = call(servers[i]); });
-    }
-    statuses[0] = call(servers[0]);
-    for (std::thread& thread : threads) thread.join();
-    for (const absl::Status& status : statuses) {
-      if (!status.ok()) return status;
-    }
-    return absl::OkStatus();
-  }
-
   absl::Status Annotate(const absl::Status& status, absl::string_view what, int s,
                         absl::string_view preposition = "from") const {
     return absl::Status(status.code(),
@@ -174,6 +181,7 @@ class RemoteEmbeddingStore : public EmbeddingStore {
   }
 
   const RemoteEmbeddingStoreOptions options_;
+  std::vector<int> dims_;  // slot -> row width, 0 when not configured
   transport::RpcClient client_;
   std::atomic<int64_t> next_step_{0};  // synchronous mode: the step of the next Push
 };
@@ -185,6 +193,10 @@ absl::StatusOr<std::unique_ptr<EmbeddingStore>> NewRemoteEmbeddingStore(
   if (endpoint == nullptr) return absl::InvalidArgumentError("remote store: no endpoint");
   if (options.servers.empty()) return absl::InvalidArgumentError("remote store: no servers");
   if (options.slots.empty()) return absl::InvalidArgumentError("remote store: no slots");
+  if (options.max_keys_per_request <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "remote store: max_keys_per_request must be positive, got ", options.max_keys_per_request));
+  }
   if (options.deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("remote store: deadline must be positive");
   }

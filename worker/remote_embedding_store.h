@@ -1,9 +1,12 @@
 // The EmbeddingStore of a worker in a cluster: a client of the parameter servers (ps/server.h,
 // docs/ps.md).
 //
-// Pull and Push split the caller's keys by server with the sharding policy (ps/sharding.h),
-// send one RPC per server that holds any of them (all servers' calls in flight at once), and
-// reassemble pulled rows in the caller's key order. With the same TableOptions on every server
+// Pull and Push split the caller's keys by server with the sharding policy (ps/sharding.h) and
+// reassemble pulled rows in the caller's key order. A Push sends one RPC per server that holds
+// any of its keys; a Pull sends each server's keys in RPCs of at most max_keys_per_request
+// keys. All of a call's RPCs are in flight at once, and pulled rows are copied out as each
+// response arrives, so the servers look up later pieces while earlier ones travel and are
+// copied. With the same TableOptions on every server
 // the results are bit-identical to NewLocalEmbeddingStore's: each row lives on exactly one
 // server, which applies the same initialisation and optimizer to it.
 //
@@ -24,9 +27,8 @@
 // response was lost: the caller treats it as a failed step.
 //
 // Thread map: Pull and Push run on any number of caller threads (synchronous Push: one at a
-// time); a call to S > 1 servers runs S - 1 of its RPCs on short-lived threads and one on the
-// caller's, and joins them before returning. The RpcClient's receive thread hands responses to
-// the waiting calls. The store holds no lock of its own: its state is immutable after
+// time), each sending its RPCs and handling their responses on its own thread
+// (RpcClient::CallAll). The RpcClient's receive thread hands responses to the waiting calls. The store holds no lock of its own: its state is immutable after
 // construction but for the atomic step counter of synchronous mode.
 #ifndef CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
 #define CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
@@ -68,6 +70,11 @@ struct RemoteEmbeddingStoreOptions {
   // asynchronous, each push is applied on arrival (the servers must have sync_workers 0).
   int worker_index = 0;
   int num_workers = 0;
+  // Largest number of keys in one pull RPC; a server's share of a larger Pull is split. Must
+  // be positive. Default 2048: the best of 1024-16384 for pulls of 4k-64k keys over loopback
+  // (choir_bench_ps, docs/ps.md): a server looks up later pieces on its other handler
+  // threads while earlier ones travel and are copied out.
+  int max_keys_per_request = 2048;
 };
 
 // A store that reaches the servers through `endpoint` (this worker's own endpoint; the store

@@ -285,6 +285,100 @@ TEST_P(TransportTest, DelayedRequestStillArrivesWithinItsDeadline) {
   EXPECT_EQ(faults->stats().delayed, 1u);
 }
 
+TEST_P(TransportTest, CallAllHandsResponsesOverInRequestOrder) {
+  StartServerAndClient(/*worker_threads=*/3);
+  std::vector<RpcClient::Request> requests;
+  for (uint64_t i = 0; i < 40; ++i) {
+    requests.push_back({"server", "echo", {Frame::FromVector(std::vector<uint64_t>{i, ~i})}});
+  }
+  std::vector<size_t> seen;
+  absl::Status status = client_->CallAll(
+      std::move(requests), In(absl::Seconds(20)),
+      [&](size_t i, absl::StatusOr<Response> response) -> absl::Status {
+        if (!response.ok()) return response.status();
+        auto echoed = response->frames[0].ToVector<uint64_t>();
+        EXPECT_TRUE(echoed.ok() && *echoed == (std::vector<uint64_t>{i, ~i})) << "call " << i;
+        seen.push_back(i);
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(status.ok()) << status;
+  std::vector<size_t> expected(40);
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] = i;
+  EXPECT_EQ(seen, expected);
+  EXPECT_EQ(handled_.value(), 40);
+  EXPECT_EQ(client_->stats().pending, 0u);
+}
+
+TEST_P(TransportTest, CallAllStopsAtTheFirstFailureAndForgetsTheRest) {
+  StartServerAndClient(/*worker_threads=*/1);
+  std::vector<RpcClient::Request> requests = {{"server", "echo", {Frame("a")}},
+                                              {"server", "fail", {}},
+                                              {"server", "echo", {Frame("c")}},
+                                              {"server", "echo", {Frame("d")}}};
+  std::vector<size_t> seen;
+  absl::Status status = client_->CallAll(
+      std::move(requests), In(absl::Seconds(20)),
+      [&](size_t i, absl::StatusOr<Response> response) -> absl::Status {
+        seen.push_back(i);
+        if (!response.ok()) {
+          return absl::Status(response.status().code(),
+                              absl::StrCat("piece ", i, ": ", response.status().message()));
+        }
+        return absl::OkStatus();
+      });
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "piece 1")) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "no row for key 7")) << status;
+  EXPECT_EQ(seen, (std::vector<size_t>{0, 1}));
+  EXPECT_EQ(client_->stats().pending, 0u);  // c and d are forgotten
+  // They were sent and are answered (dropped if they arrive after CallAll returned); the
+  // client goes on working.
+  ASSERT_TRUE(client_->Call("server", "echo", {Frame("e")}, In(absl::Seconds(10))).ok());
+  EXPECT_EQ(handled_.value(), 4);  // a, c, d, e
+  EXPECT_LE(client_->stats().dropped_responses, 2u);
+  EXPECT_EQ(client_->stats().pending, 0u);
+}
+
+TEST_P(TransportTest, CallAllSharesOneDeadline) {
+  StartServerAndClient(/*worker_threads=*/2);
+  std::vector<RpcClient::Request> requests = {{"server", "echo", {Frame("a")}},
+                                              {"server", "block", {}}};
+  absl::Time start = absl::Now();
+  int calls = 0;
+  absl::Status status = client_->CallAll(
+      std::move(requests), In(absl::Milliseconds(150)),
+      [&](size_t i, absl::StatusOr<Response> response) {
+        ++calls;
+        return response.status();
+      });
+  EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "block")) << status;
+  EXPECT_EQ(calls, 2);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  EXPECT_EQ(client_->stats().pending, 0u);
+}
+
+TEST_P(TransportTest, CallAllToAnUnknownPeerFailsWithoutSendingTheRest) {
+  StartServerAndClient();
+  std::vector<RpcClient::Request> requests = {{"server", "echo", {Frame("a")}},
+                                              {"nobody", "echo", {}},
+                                              {"server", "echo", {Frame("c")}}};
+  std::vector<size_t> seen;
+  absl::Status status = client_->CallAll(
+      std::move(requests), In(absl::Seconds(10)),
+      [&](size_t i, absl::StatusOr<Response> response) {
+        seen.push_back(i);
+        return response.status();
+      });
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "nobody")) << status;
+  EXPECT_EQ(seen, (std::vector<size_t>{1}));  // the failed send; "a" was then forgotten
+  EXPECT_EQ(client_->stats().pending, 0u);
+  // Only "a" was sent.
+  ASSERT_TRUE(client_->Call("server", "echo", {Frame("x")}, In(absl::Seconds(10))).ok());
+  EXPECT_EQ(handled_.value(), 2);
+}
+
 // A raw request from `from`, as RpcClient would build it.
 Message RawRequest(const std::string& from, uint64_t id) {
   Message message;

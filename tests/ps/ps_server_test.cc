@@ -103,6 +103,7 @@ using testing::TestTableOptions;
 struct ClusterParam {
   int servers;
   Kind kind;
+  int max_keys_per_request = RemoteEmbeddingStoreOptions().max_keys_per_request;
 };
 
 std::string ServerId(int s) { return absl::StrCat("ps", s); }
@@ -112,9 +113,11 @@ std::string ServerId(int s) { return absl::StrCat("ps", s); }
 class Cluster {
  public:
   Cluster(int num_servers, Kind kind, absl::Duration deadline = absl::Seconds(30),
-          std::shared_ptr<transport::FaultInjector> worker_faults = nullptr)
+          std::shared_ptr<transport::FaultInjector> worker_faults = nullptr,
+          int max_keys_per_request = RemoteEmbeddingStoreOptions().max_keys_per_request)
       : kind_(kind) {
     RemoteEmbeddingStoreOptions store_options;
+    store_options.max_keys_per_request = max_keys_per_request;
     store_options.slots = TestTableOptions().slots;
     store_options.deadline = deadline;
     for (int s = 0; s < num_servers; ++s) {
@@ -202,7 +205,8 @@ std::vector<float> StepGrads(int step, size_t n) {
 class ClusterTest : public ::testing::TestWithParam<ClusterParam> {};
 
 TEST_P(ClusterTest, PullPushSequenceIsBitIdenticalToTheLocalStore) {
-  Cluster cluster(GetParam().servers, GetParam().kind);
+  Cluster cluster(GetParam().servers, GetParam().kind, absl::Seconds(30), nullptr,
+                  GetParam().max_keys_per_request);
   absl::StatusOr<std::unique_ptr<EmbeddingStore>> local =
       NewLocalEmbeddingStore(TestTableOptions());
   ASSERT_TRUE(local.ok()) << local.status();
@@ -279,11 +283,17 @@ INSTANTIATE_TEST_SUITE_P(Clusters, ClusterTest,
                                            ClusterParam{2, Kind::kInProcess},
                                            ClusterParam{3, Kind::kInProcess},
                                            ClusterParam{4, Kind::kInProcess},
-                                           ClusterParam{3, Kind::kZmq}),
+                                           ClusterParam{3, Kind::kZmq},
+                                           // Pulls split into many pieces per server.
+                                           ClusterParam{3, Kind::kInProcess, 5},
+                                           ClusterParam{2, Kind::kZmq, 3}),
                          [](const ::testing::TestParamInfo<ClusterParam>& info) {
                            return absl::StrCat(
                                info.param.kind == Kind::kInProcess ? "InProcess" : "Zmq",
-                               info.param.servers, "Servers");
+                               info.param.servers, "Servers",
+                               info.param.max_keys_per_request < 100
+                                   ? absl::StrCat("Pieces", info.param.max_keys_per_request)
+                                   : "");
                          });
 
 // ---------------------------------------------------------------------------------------------
@@ -446,6 +456,11 @@ TEST(RemoteStoreOptionsTest, InvalidOptionsAreRejected) {
   RemoteEmbeddingStoreOptions no_deadline = good;
   no_deadline.deadline = absl::ZeroDuration();
   EXPECT_EQ(make(no_deadline).code(), absl::StatusCode::kInvalidArgument);
+  RemoteEmbeddingStoreOptions no_pieces = good;
+  no_pieces.max_keys_per_request = 0;
+  absl::Status status = make(no_pieces);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(status.message(), "max_keys_per_request")) << status;
 }
 
 }  // namespace

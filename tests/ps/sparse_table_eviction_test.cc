@@ -229,6 +229,51 @@ TEST(CapacityTest, TheLeastRecentlyTouchedRowIsEvictedFirst) {
   EXPECT_EQ(Pull(*table, {b, d, c}), (std::vector<float>{0.0f, -4.0f, 0.0f}));
 }
 
+// One call that evicts rows while reading others: Pull and Push look rows up ahead of use, and
+// an eviction moves the table's last row into the evicted one's place. Keys looked up before
+// the eviction must still read their own rows.
+TEST(CapacityTest, EvictionInsideACallDoesNotMixUpTheRowsLookedUpAhead) {
+  SlotConfig config;
+  config.dim = 1;
+  config.optimizer = OptimizerKind::kSgd;
+  config.learning_rate = 1.0f;
+  config.init_scale = 0;
+  config.capacity = 8;
+  auto table = MakeTable(config, 1);
+  std::vector<uint64_t> old_keys;
+  std::vector<float> grads;
+  for (int i = 0; i < 8; ++i) {
+    old_keys.push_back(FeatureKey(kSlot, 100 + i));
+    grads.push_back(static_cast<float>(i + 1));
+  }
+  ASSERT_TRUE(table->Push(old_keys, grads).ok());  // rows -1..-8, recency 100..107
+  // New keys first: each creation evicts the oldest row (100, 101, ...) and moves the last row
+  // (107, 106, ...) into its index, after 105..107 were looked up.
+  const uint64_t n0 = FeatureKey(kSlot, 1), n1 = FeatureKey(kSlot, 2);
+  EXPECT_EQ(Pull(*table, {n0, n1, old_keys[5], old_keys[6], old_keys[7]}),
+            (std::vector<float>{0.0f, 0.0f, -6.0f, -7.0f, -8.0f}));
+  EXPECT_EQ(table->stats().total.evicted_capacity, 2u);
+  // The same through Push: the updates land on the right rows.
+  const uint64_t n2 = FeatureKey(kSlot, 3);
+  ASSERT_TRUE(table->Push({n2, old_keys[7], old_keys[6]}, {0.5f, 10.0f, 20.0f}).ok());
+  EXPECT_EQ(Pull(*table, {old_keys[6], old_keys[7], n2}),
+            (std::vector<float>{-27.0f, -18.0f, -0.5f}));
+  EXPECT_EQ(table->stats().total.evicted_capacity, 3u);
+  EXPECT_EQ(table->size(), 8u);
+}
+
+// The same key twice in one call: the second occurrence reads the row the first created.
+TEST(CapacityTest, ADuplicatedNewKeyInOneCallReadsOneRow) {
+  SlotConfig config;
+  config.dim = 2;
+  auto table = MakeTable(config, 1);
+  const uint64_t k = FeatureKey(kSlot, 9);
+  const std::vector<float> out = Pull(*table, {k, k, k});
+  EXPECT_EQ(std::vector<float>(out.begin(), out.begin() + 2), InitRow(k, config));
+  EXPECT_EQ(std::vector<float>(out.begin() + 2, out.begin() + 4), InitRow(k, config));
+  EXPECT_EQ(table->size(), 1u);
+}
+
 TEST(CapacityTest, CapacityIsSplitOverShardsAndNeverExceeded) {
   SlotConfig config;
   config.dim = 4;

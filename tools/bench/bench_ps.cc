@@ -5,6 +5,7 @@
 // request.
 //
 //   choir_bench_ps [--dim 16] [--keys 16384] [--workers 1] [--requests 200] [--rows 1000000]
+//                  [--ops pull,push] [--max_keys_per_request 8192]
 //
 // The server's table is warmed with --rows keys first (so pulls read existing rows, not lazy
 // initialisation); each request then pulls (or pushes) --keys keys drawn from them. Prints one
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "core/sysinfo.h"
 #include "core/transport.h"
 #include "gflags/gflags.h"
@@ -46,6 +48,9 @@ DEFINE_int32(workers, 1, "worker threads, each with its own endpoint");
 DEFINE_int32(requests, 200, "requests per worker and operation");
 DEFINE_int64(rows, 1000000, "rows in the server's table (keys are drawn from them)");
 DEFINE_string(mode, "throughput", "throughput (pull/push over ZeroMQ) or memory (bytes per row)");
+DEFINE_int32(max_keys_per_request, choir::RemoteEmbeddingStoreOptions().max_keys_per_request,
+             "the worker store's split of a large pull");
+DEFINE_string(ops, "pull,push", "throughput mode: the operations to time, in order");
 
 namespace {
 
@@ -156,6 +161,7 @@ int main(int argc, char** argv) {
     choir::RemoteEmbeddingStoreOptions options;
     options.servers.push_back({(*server)->id(), (*server)->address()});
     options.slots = table.slots;
+    options.max_keys_per_request = FLAGS_max_keys_per_request;
     auto store = choir::NewRemoteEmbeddingStore(*std::move(worker), options);
     if (!store.ok()) Die(store.status());
     stores.push_back(*std::move(store));
@@ -173,8 +179,12 @@ int main(int argc, char** argv) {
     }
   }
 
-  for (const char* op : {"pull", "push"}) {
-    const bool pull = std::string(op) == "pull";
+  for (const std::string& op : absl::StrSplit(FLAGS_ops, ',', absl::SkipEmpty()).operator std::vector<std::string>()) {
+    if (op != "pull" && op != "push") {
+      std::fprintf(stderr, "--ops takes pull and push, got %s\n", op.c_str());
+      return 2;
+    }
+    const bool pull = op == "pull";
     const auto start = std::chrono::steady_clock::now();
     std::vector<std::thread> threads;
     std::vector<absl::Status> errors(FLAGS_workers);
@@ -209,6 +219,8 @@ int main(int argc, char** argv) {
     j["workers"] = FLAGS_workers;
     j["dim"] = FLAGS_dim;
     j["keys_per_request"] = FLAGS_keys;
+    j["max_keys_per_request"] = FLAGS_max_keys_per_request;
+    j["rows"] = FLAGS_rows;
     j["requests"] = FLAGS_requests * FLAGS_workers;
     j["seconds"] = seconds;
     j["keys_per_s"] = keys_total / seconds;
