@@ -5,12 +5,13 @@
 // request.
 //
 //   choir_bench_ps [--dim 16] [--keys 16384] [--workers 1] [--requests 200] [--rows 1000000]
-//                  [--ops pull,push] [--max_keys_per_request 8192]
+//                  [--ops pull,push] [--max_keys_per_request 2048] [--repeat 1]
 //
 // The server's table is warmed with --rows keys first (so pulls read existing rows, not lazy
 // initialisation); each request then pulls (or pushes) --keys keys drawn from them. Prints one
 // JSON object per operation: keys/s and MB/s of row payload (keys * dim * 4 bytes), summed
-// over workers, wall time, peak RSS of the process (server and workers together) and the CPU.
+// over workers, of the median of --repeat timed runs (every run's keys/s listed too), wall
+// time, peak RSS of the process (server and workers together) and the CPU.
 //
 // --mode memory: the real heap bytes per row of a SparseTable (16 shards) holding --rows rows,
 // for dim 8, 16, 64 with Adagrad and SGD (and dim 16 Adagrad with TTL eviction on, which adds
@@ -50,6 +51,7 @@ DEFINE_int64(rows, 1000000, "rows in the server's table (keys are drawn from the
 DEFINE_string(mode, "throughput", "throughput (pull/push over ZeroMQ) or memory (bytes per row)");
 DEFINE_int32(max_keys_per_request, choir::RemoteEmbeddingStoreOptions().max_keys_per_request,
              "the worker store's split of a large pull");
+DEFINE_int32(repeat, 1, "timed runs per operation; the median is reported, every run listed");
 DEFINE_string(ops, "pull,push", "throughput mode: the operations to time, in order");
 
 namespace {
@@ -179,38 +181,58 @@ int main(int argc, char** argv) {
     }
   }
 
-  for (const std::string& op : absl::StrSplit(FLAGS_ops, ',', absl::SkipEmpty()).operator std::vector<std::string>()) {
+  const std::vector<std::string> ops = absl::StrSplit(FLAGS_ops, ',', absl::SkipEmpty());
+  for (const std::string& op : ops) {
     if (op != "pull" && op != "push") {
       std::fprintf(stderr, "--ops takes pull and push, got %s\n", op.c_str());
       return 2;
     }
+  }
+  if (FLAGS_repeat < 1) {
+    std::fprintf(stderr, "--repeat must be at least 1\n");
+    return 2;
+  }
+  for (const std::string& op : ops) {
     const bool pull = op == "pull";
-    const auto start = std::chrono::steady_clock::now();
-    std::vector<std::thread> threads;
-    std::vector<absl::Status> errors(FLAGS_workers);
-    for (int w = 0; w < FLAGS_workers; ++w) {
-      threads.emplace_back([&, w] {
-        std::mt19937_64 rng(1000 + w);
-        std::vector<uint64_t> keys(FLAGS_keys);
-        std::vector<float> rows(static_cast<size_t>(FLAGS_keys) * FLAGS_dim, 1e-3f);
-        for (int r = 0; r < FLAGS_requests; ++r) {
-          // Distinct keys: a random start and a stride coprime to nothing in particular.
-          const int64_t base = static_cast<int64_t>(rng() % FLAGS_rows);
-          for (int i = 0; i < FLAGS_keys; ++i) keys[i] = choir::FeatureKey(0, (base + 7919LL * i) % FLAGS_rows);
-          absl::Status s = pull ? stores[w]->Pull(keys, absl::MakeSpan(rows)) : stores[w]->Push(keys, rows);
-          if (!s.ok()) {
-            errors[w] = s;
-            return;
+    std::vector<double> seconds_runs;
+    for (int run = 0; run < FLAGS_repeat; ++run) {
+      const auto start = std::chrono::steady_clock::now();
+      std::vector<std::thread> threads;
+      std::vector<absl::Status> errors(FLAGS_workers);
+      for (int w = 0; w < FLAGS_workers; ++w) {
+        threads.emplace_back([&, w] {
+          std::mt19937_64 rng(1000 + 100 * run + w);
+          std::vector<uint64_t> keys(FLAGS_keys);
+          std::vector<float> rows(static_cast<size_t>(FLAGS_keys) * FLAGS_dim, 1e-3f);
+          for (int r = 0; r < FLAGS_requests; ++r) {
+            // Distinct keys: a random start and a stride coprime to nothing in particular.
+            const int64_t base = static_cast<int64_t>(rng() % FLAGS_rows);
+            for (int i = 0; i < FLAGS_keys; ++i) {
+              keys[i] = choir::FeatureKey(0, (base + 7919LL * i) % FLAGS_rows);
+            }
+            absl::Status s = pull ? stores[w]->Pull(keys, absl::MakeSpan(rows))
+                                  : stores[w]->Push(keys, rows);
+            if (!s.ok()) {
+              errors[w] = s;
+              return;
+            }
           }
-        }
-      });
+        });
+      }
+      for (std::thread& t : threads) t.join();
+      for (const absl::Status& s : errors) {
+        if (!s.ok()) Die(s);
+      }
+      seconds_runs.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     }
-    for (std::thread& t : threads) t.join();
-    for (const absl::Status& s : errors) {
-      if (!s.ok()) Die(s);
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // The median run: the machine is shared, and single runs vary by tens of percent.
+    std::vector<double> sorted = seconds_runs;
+    std::sort(sorted.begin(), sorted.end());
+    const double seconds = sorted[sorted.size() / 2];
     const double keys_total = static_cast<double>(FLAGS_keys) * FLAGS_requests * FLAGS_workers;
+    std::vector<double> keys_per_s_runs;
+    for (double s : seconds_runs) keys_per_s_runs.push_back(keys_total / s);
     nlohmann::ordered_json j;
     j["bench"] = "ps";
     j["op"] = op;
@@ -222,12 +244,15 @@ int main(int argc, char** argv) {
     j["max_keys_per_request"] = FLAGS_max_keys_per_request;
     j["rows"] = FLAGS_rows;
     j["requests"] = FLAGS_requests * FLAGS_workers;
+    j["runs"] = FLAGS_repeat;
     j["seconds"] = seconds;
     j["keys_per_s"] = keys_total / seconds;
+    j["keys_per_s_runs"] = keys_per_s_runs;
     j["mb_per_s"] = keys_total * FLAGS_dim * 4 / seconds / (1 << 20);
     j["peak_rss_mb"] = choir::PeakRssMb();
     j["cpu"] = choir::CpuModel();
     std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
   }
   stores.clear();
   (*server)->Shutdown();

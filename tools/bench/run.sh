@@ -6,7 +6,8 @@
 #   needs python3-torch and transformers) on the same 1000 profile texts, batch 64, 1 and 2
 #   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N);
 # ps: parameter-server pull/push keys/s over ZeroMQ loopback, 1 server, 1-2 workers, dims 8/16/64,
-#   4k and 64k keys per request.
+#   4k/16k/64k keys per request from a 10^6-row table (and dim 16 from a 65,536-row one), the
+#   median of 3 runs each.
 # Each case runs in its own process so its peak memory is its own. Builds first when needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -64,11 +65,16 @@ for name in "${NAMES[@]}"; do
     ps)
       for workers in 1 2; do
         for dim in 8 16 64; do
-          for keys in 4096 65536; do
+          for keys in 4096 16384 65536; do
             "$BIN/choir_bench_ps" --workers "$workers" --dim "$dim" --keys "$keys" \
-              --requests $(( keys == 4096 ? 400 : 40 )) --rows 1000000 2>/dev/null
+              --requests $(( 1638400 / keys )) --rows 1000000 --repeat 3 2>/dev/null
           done
         done
+      done
+      # A table small enough for the caches (65,536 rows): lookups without DRAM misses.
+      for keys in 4096 65536; do
+        "$BIN/choir_bench_ps" --workers 1 --dim 16 --keys "$keys" --requests $(( 1638400 / keys )) \
+          --rows 65536 --repeat 3 2>/dev/null
       done
       ;;
     *) echo "bench: unknown benchmark '$name' (known: data, train, encoder, groups, ps)" >&2; exit 2 ;;
