@@ -308,6 +308,40 @@ class SparseTable::Shard {
 
   size_t Size() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return index_.size(); }
 
+  // Every stored row: visit(key, slot index, row, pushes); stops at the first error.
+  template <typename Visit>
+  absl::Status ForEachStored(const Visit& visit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    for (size_t si = 0; si < arenas_.size(); ++si) {
+      Arena& arena = arenas_[si];
+      for (uint32_t r = 0; r < arena.rows(); ++r) {
+        absl::Status status = visit(arena.Key(r), static_cast<int>(si), arena.Row(r),
+                                    arena.Pushes(r));
+        if (!status.ok()) return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The row of `key` touched at `step`, created (uninitialised values) when missing.
+  float* FindOrAppend(uint64_t key, int si, uint64_t step, uint32_t** pushes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Arena& arena = arenas_[si];
+    uint32_t r = index_.Find(key);
+    if (r == kNil) {
+      if (capacity_[si] != 0 && arena.rows() >= capacity_[si]) {
+        RemoveRow(si, arena.Oldest());
+        ++counters_[si].evicted_capacity;
+      }
+      r = arena.Append(key, step);
+      index_.Insert(key, r);
+      ++counters_[si].admitted;
+    } else {
+      arena.Touch(r, step);
+    }
+    *pushes = &arena.Pushes(r);
+    return arena.Row(r);
+  }
+
   size_t MemoryBytes() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     // Swiss tables: one slot (key, value) plus one control byte per bucket.
     size_t bytes = index_.MemoryBytes();
@@ -534,6 +568,53 @@ void SparseTable::SweepExpired(uint64_t now) {
     ps_internal::TsanMutexLock lock(&shard->mu);
     shard->SweepRows(now);
   }
+}
+
+int SparseTable::StoredFloats(uint64_t key) const {
+  const int si = slot_index_[SlotOf(key)];
+  return si < 0 ? 0 : slot_infos_[si].stride;
+}
+
+absl::Status SparseTable::ForEachStoredRow(
+    absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> row, uint32_t pushes)>
+        visit) const {
+  for (const auto& shard : shards_) {
+    ps_internal::TsanMutexLock lock(&shard->mu);
+    absl::Status status = shard->ForEachStored(
+        [&](uint64_t key, int si, const float* row, uint32_t pushes) {
+          return visit(key,
+                       absl::MakeConstSpan(row, static_cast<size_t>(slot_infos_[si].stride)),
+                       pushes);
+        });
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SparseTable::RestoreRow(uint64_t key, absl::Span<const float> row, uint32_t pushes) {
+  const int si = slot_index_[SlotOf(key)];
+  if (si < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("restore: key ", key, " has slot ", SlotOf(key), ", which is not configured"));
+  }
+  if (row.size() != static_cast<size_t>(slot_infos_[si].stride)) {
+    return absl::InvalidArgumentError(absl::StrCat("restore: key ", key, " of slot ", SlotOf(key),
+                                                   " needs ", slot_infos_[si].stride,
+                                                   " floats, got ", row.size()));
+  }
+  for (float v : row) {
+    if (!std::isfinite(v)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("restore: key ", key, " has a non-finite float (", v, ")"));
+    }
+  }
+  Shard& shard = *shards_[ShardOf(key, options_.num_shards)];
+  ps_internal::TsanMutexLock lock(&shard.mu);
+  uint32_t* stored_pushes = nullptr;
+  float* dst = shard.FindOrAppend(key, si, step_.load(std::memory_order_acquire), &stored_pushes);
+  std::copy(row.begin(), row.end(), dst);
+  *stored_pushes = pushes;
+  return absl::OkStatus();
 }
 
 TableStats SparseTable::stats() const {

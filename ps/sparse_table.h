@@ -28,6 +28,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -122,6 +123,28 @@ class SparseTable {
   size_t MemoryBytes() const;
 
   const TableOptions& options() const { return options_; }
+
+  // --- Checkpoints -------------------------------------------------------------------------
+  // Floats a stored row of key's slot holds: its dim values, then its optimizer state
+  // (StateFloatsPerDim(optimizer) * dim); 0 when the slot is not configured.
+  int StoredFloats(uint64_t key) const;
+
+  // Calls visit(key, row, pushes) for every stored row, shard by shard, with `row` its
+  // StoredFloats(key) floats and `pushes` its push count, under the shard's lock (visit must
+  // not call back into the table). Consistent as a whole only when no Push runs meanwhile
+  // (checkpoints are taken between steps). Stops at, and returns, the first non-OK status.
+  absl::Status ForEachStoredRow(
+      absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> row, uint32_t pushes)>
+          visit) const;
+
+  // Stores `row` (values and optimizer state, as ForEachStoredRow gives them) and `pushes` for
+  // `key`, creating the row or overwriting it, touched at the current step; bypasses
+  // admission. Capacity still applies (a full slot evicts its least recently touched row).
+  // INVALID_ARGUMENT for an unconfigured slot, a wrong row size or a non-finite float.
+  absl::Status RestoreRow(uint64_t key, absl::Span<const float> row, uint32_t pushes);
+
+  // Sets step() (a restored table continues its TTL clock).
+  void set_step(uint64_t step) { step_.store(step, std::memory_order_release); }
 
  private:
   class Shard;

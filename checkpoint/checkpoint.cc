@@ -1,0 +1,256 @@
+#include "checkpoint/checkpoint.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/crc32c.h"
+#include "glog/logging.h"
+
+namespace choir::checkpoint {
+namespace {
+
+constexpr char kDirPrefix[] = "step-";
+constexpr char kFormatName[] = "choir-checkpoint";
+
+// The step of a directory name "step-000000000123", or -1.
+int64_t StepOfName(absl::string_view name) {
+  if (!absl::StartsWith(name, kDirPrefix)) return -1;
+  int64_t step = -1;
+  if (!absl::SimpleAtoi(name.substr(sizeof(kDirPrefix) - 1), &step) || step < 0) return -1;
+  return step;
+}
+
+absl::Status CheckFileName(const std::string& name) {
+  if (name.empty() || name == kManifestName || absl::StrContains(name, '/')) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint file name '", name, "' is empty, reserved or has a '/'"));
+  }
+  return absl::OkStatus();
+}
+
+// Committed and unfinished checkpoint directories under `root`, by step.
+struct Listing {
+  std::vector<std::pair<int64_t, std::string>> committed, unfinished;
+};
+
+absl::StatusOr<Listing> List(FileSystem* fs, const std::string& root) {
+  Listing listing;
+  if (!fs->IsDirectory(root)) return listing;
+  absl::StatusOr<std::vector<std::string>> names = fs->ListDir(root);
+  if (!names.ok()) return names.status();
+  for (const std::string& name : *names) {
+    const int64_t step = StepOfName(name);
+    if (step < 0) continue;
+    const std::string dir = JoinPath(root, name);
+    if (!fs->IsDirectory(dir)) continue;
+    absl::StatusOr<Reader> reader = Reader::Open(fs, dir);
+    if (reader.ok() && reader->step() == step) {
+      listing.committed.emplace_back(step, dir);
+    } else {
+      listing.unfinished.emplace_back(step, dir);
+    }
+  }
+  std::sort(listing.committed.begin(), listing.committed.end());
+  std::sort(listing.unfinished.begin(), listing.unfinished.end());
+  return listing;
+}
+
+}  // namespace
+
+std::string CheckpointDir(const std::string& root, int64_t step) {
+  return JoinPath(root, absl::StrFormat("%s%012d", kDirPrefix, step));
+}
+
+absl::StatusOr<FileInfo> WriteCheckpointFile(FileSystem* fs, const std::string& dir,
+                                             const std::string& name, absl::string_view bytes) {
+  if (absl::Status s = CheckFileName(name); !s.ok()) return s;
+  const std::string path = JoinPath(dir, name);
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = fs->NewWritableFile(path);
+  if (!file.ok()) return file.status();
+  absl::Status status = (*file)->Append(bytes);
+  if (status.ok()) status = (*file)->Sync();
+  absl::Status closed = (*file)->Close();
+  if (status.ok()) status = closed;
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("writing checkpoint file ", path, ": ", status.message()));
+  }
+  return FileInfo{bytes.size(), crc32c::Value(bytes)};
+}
+
+absl::StatusOr<Writer> Writer::Begin(FileSystem* fs, const std::string& root, int64_t step) {
+  if (step < 0) return absl::InvalidArgumentError(absl::StrCat("checkpoint step ", step, " < 0"));
+  const std::string dir = CheckpointDir(root, step);
+  if (fs->Exists(JoinPath(dir, kManifestName))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("checkpoint ", dir, " is already committed"));
+  }
+  if (fs->IsDirectory(dir)) {
+    LOG(WARNING) << "clearing the unfinished checkpoint " << dir;
+    if (absl::Status s = fs->DeleteRecursively(dir); !s.ok()) return s;
+  }
+  if (absl::Status s = fs->CreateDirs(dir); !s.ok()) return s;
+  return Writer(fs, dir, step);
+}
+
+absl::Status Writer::AddFile(const std::string& name, absl::string_view bytes) {
+  absl::StatusOr<FileInfo> info = WriteCheckpointFile(fs_, dir_, name, bytes);
+  if (!info.ok()) return info.status();
+  files_[name] = *info;
+  return absl::OkStatus();
+}
+
+absl::Status Writer::Commit(const nlohmann::json& meta) {
+  if (!meta.is_object()) return absl::InvalidArgumentError("checkpoint meta must be a JSON object");
+  // The data files reach the disk before the manifest names them.
+  if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) return s;
+  nlohmann::ordered_json manifest;
+  manifest["format"] = kFormatName;
+  manifest["version"] = kFormatVersion;
+  manifest["step"] = step_;
+  nlohmann::ordered_json files = nlohmann::ordered_json::array();
+  for (const auto& [name, info] : files_) {
+    files.push_back({{"name", name}, {"bytes", info.bytes}, {"crc32c", info.crc32c}});
+  }
+  manifest["files"] = std::move(files);
+  manifest["meta"] = meta;
+  return fs_->WriteStringToFileAtomic(JoinPath(dir_, kManifestName), manifest.dump(1) + "\n");
+}
+
+absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir) {
+  const std::string path = JoinPath(dir, kManifestName);
+  if (!fs->Exists(path)) {
+    return absl::NotFoundError(absl::StrCat(
+        dir, " is not a committed checkpoint: no ", kManifestName,
+        " (not a checkpoint, or one cut short while being written)"));
+  }
+  absl::StatusOr<std::string> text = fs->ReadFileToString(path);
+  if (!text.ok()) return text.status();
+  auto bad = [&](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat(path, ": ", why));
+  };
+  nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (manifest.is_discarded() || !manifest.is_object()) return bad("not a JSON object");
+  if (manifest.value("format", "") != kFormatName) return bad("not a Choir checkpoint manifest");
+  if (!manifest.contains("version") || !manifest["version"].is_number_integer()) {
+    return bad("no version");
+  }
+  const int version = manifest["version"].get<int>();
+  if (version != kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": format version ", version,
+                                                      ", this build reads version ",
+                                                      kFormatVersion));
+  }
+  if (!manifest.contains("step") || !manifest["step"].is_number_integer() ||
+      !manifest.contains("files") || !manifest["files"].is_array() ||
+      !manifest.contains("meta") || !manifest["meta"].is_object()) {
+    return bad("missing or mistyped step, files or meta");
+  }
+  Reader reader;
+  reader.fs_ = fs;
+  reader.dir_ = dir;
+  reader.step_ = manifest["step"].get<int64_t>();
+  reader.meta_ = manifest["meta"];
+  for (const nlohmann::json& f : manifest["files"]) {
+    if (!f.is_object() || !f.contains("name") || !f["name"].is_string() ||
+        !f.contains("bytes") || !f["bytes"].is_number_unsigned() || !f.contains("crc32c") ||
+        !f["crc32c"].is_number_unsigned()) {
+      return bad("a file entry without name, bytes or crc32c");
+    }
+    const std::string name = f["name"].get<std::string>();
+    if (!CheckFileName(name).ok()) return bad(absl::StrCat("bad file name '", name, "'"));
+    reader.files_[name] = FileInfo{f["bytes"].get<uint64_t>(), f["crc32c"].get<uint32_t>()};
+  }
+  return reader;
+}
+
+std::vector<std::string> Reader::FileNames() const {
+  std::vector<std::string> names;
+  for (const auto& [name, info] : files_) names.push_back(name);
+  return names;
+}
+
+absl::StatusOr<std::string> Reader::ReadFile(const std::string& name) const {
+  auto it = files_.find(name);
+  if (it == files_.end()) {
+    return absl::NotFoundError(absl::StrCat("checkpoint ", dir_, " has no file ", name));
+  }
+  const std::string path = JoinPath(dir_, name);
+  absl::StatusOr<std::string> bytes = fs_->ReadFileToString(path);
+  if (!bytes.ok()) {
+    return absl::DataLossError(absl::StrCat("checkpoint file ", path, " listed in the manifest "
+                                            "cannot be read: ", bytes.status().message()));
+  }
+  if (bytes->size() != it->second.bytes) {
+    return absl::DataLossError(absl::StrCat("checkpoint file ", path, " has ", bytes->size(),
+                                            " bytes, the manifest says ", it->second.bytes,
+                                            " (truncated or overwritten)"));
+  }
+  const uint32_t crc = crc32c::Value(*bytes);
+  if (crc != it->second.crc32c) {
+    return absl::DataLossError(absl::StrFormat(
+        "checkpoint file %s is corrupt: CRC32C %08x, the manifest says %08x", path, crc,
+        it->second.crc32c));
+  }
+  return bytes;
+}
+
+absl::Status Reader::Verify() const {
+  for (const auto& [name, info] : files_) {
+    absl::StatusOr<std::string> bytes = ReadFile(name);
+    if (!bytes.ok()) return bytes.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FindLatest(FileSystem* fs, const std::string& root) {
+  absl::StatusOr<Listing> listing = List(fs, root);
+  if (!listing.ok()) return listing.status();
+  for (const auto& [step, dir] : listing->unfinished) {
+    if (listing->committed.empty() || step > listing->committed.back().first) {
+      LOG(WARNING) << "skipping " << dir << ": no valid " << kManifestName
+                   << " (cut short while being written)";
+    }
+  }
+  if (listing->committed.empty()) {
+    return absl::NotFoundError(absl::StrCat("no committed checkpoint under ", root));
+  }
+  return listing->committed.back().second;
+}
+
+absl::StatusOr<std::string> Resolve(FileSystem* fs, const std::string& spec,
+                                    const std::string& root) {
+  if (spec == "latest") return FindLatest(fs, root);
+  if (fs->Exists(JoinPath(spec, kManifestName))) return spec;
+  if (fs->IsDirectory(spec)) return FindLatest(fs, spec);
+  return absl::NotFoundError(absl::StrCat("checkpoint ", spec, " does not exist"));
+}
+
+absl::Status Prune(FileSystem* fs, const std::string& root, int keep) {
+  if (keep < 1) return absl::InvalidArgumentError(absl::StrCat("keep ", keep, " < 1"));
+  absl::StatusOr<Listing> listing = List(fs, root);
+  if (!listing.ok()) return listing.status();
+  const auto& committed = listing->committed;
+  std::vector<std::string> doomed;
+  for (size_t i = 0; i + keep < committed.size(); ++i) doomed.push_back(committed[i].second);
+  if (!committed.empty()) {
+    for (const auto& [step, dir] : listing->unfinished) {
+      if (step < committed.back().first) doomed.push_back(dir);
+    }
+  }
+  for (const std::string& dir : doomed) {
+    // The manifest goes first, so an interrupted deletion leaves an unfinished directory.
+    const std::string manifest = JoinPath(dir, kManifestName);
+    if (fs->Exists(manifest)) {
+      if (absl::Status s = fs->DeleteFile(manifest); !s.ok()) return s;
+    }
+    if (absl::Status s = fs->DeleteRecursively(dir); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace choir::checkpoint

@@ -1,0 +1,119 @@
+// Checkpoints on a FileSystem (DESIGN.md 7, docs/checkpoints.md).
+//
+// A checkpoint of step N is the directory ROOT/step-<N, 12 digits> holding data files (the
+// sparse rows of each shard, the dense parameters, ...) and MANIFEST.json, written last and
+// atomically: the commit point. The manifest names every file with its size and CRC32C, the
+// format version, the step and a JSON object of metadata (the job, the trainer's counters).
+// A directory without a readable manifest was cut short while being written: it is never
+// taken as the latest, and Prune removes it. Every read checks the file against the manifest,
+// so a truncated file or a flipped byte is DATA_LOSS naming the file.
+//
+// Files are written durably (synced, then the directory) before the manifest. Several writers
+// (the parameter servers of a cluster on a shared file system) may add files to the same
+// checkpoint directory; one of them commits.
+#ifndef CHOIR_CHECKPOINT_CHECKPOINT_H_
+#define CHOIR_CHECKPOINT_CHECKPOINT_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/fs.h"
+#include "nlohmann/json.hpp"
+
+namespace choir::checkpoint {
+
+// The format this build writes and reads; a manifest with another version is rejected.
+inline constexpr int kFormatVersion = 1;
+inline constexpr char kManifestName[] = "MANIFEST.json";
+
+// ROOT/step-000000000123.
+std::string CheckpointDir(const std::string& root, int64_t step);
+
+// What a manifest records of one data file.
+struct FileInfo {
+  uint64_t bytes = 0;
+  uint32_t crc32c = 0;
+};
+
+// Writes one file of a checkpoint, durably, and returns what the manifest records of it.
+absl::StatusOr<FileInfo> WriteCheckpointFile(FileSystem* fs, const std::string& dir,
+                                             const std::string& name, absl::string_view bytes);
+
+class Writer {
+ public:
+  // Starts the checkpoint of `step` under `root`; an unfinished directory of the same step (no
+  // manifest) is cleared first. FAILED_PRECONDITION when that step is already committed.
+  static absl::StatusOr<Writer> Begin(FileSystem* fs, const std::string& root, int64_t step);
+
+  const std::string& dir() const { return dir_; }
+  int64_t step() const { return step_; }
+
+  // Writes file `name` (a plain file name, no '/') and records it.
+  absl::Status AddFile(const std::string& name, absl::string_view bytes);
+  // Records a file another writer put into dir() with WriteCheckpointFile.
+  void AddWrittenFile(const std::string& name, const FileInfo& info) { files_[name] = info; }
+
+  // Writes the manifest with `meta` (a JSON object): the commit point. After an OK return the
+  // checkpoint is complete and durable.
+  absl::Status Commit(const nlohmann::json& meta);
+
+ private:
+  Writer(FileSystem* fs, std::string dir, int64_t step)
+      : fs_(fs), dir_(std::move(dir)), step_(step) {}
+  FileSystem* fs_;
+  std::string dir_;
+  int64_t step_;
+  std::map<std::string, FileInfo> files_;
+};
+
+class Reader {
+ public:
+  // Opens the committed checkpoint in `dir`: NOT_FOUND without a manifest (not a checkpoint,
+  // or one cut short), DATA_LOSS for an unreadable manifest, FAILED_PRECONDITION for another
+  // format version.
+  static absl::StatusOr<Reader> Open(FileSystem* fs, const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  int64_t step() const { return step_; }
+  const nlohmann::json& meta() const { return meta_; }
+  bool Has(const std::string& name) const { return files_.count(name) > 0; }
+  // The data files, sorted by name.
+  std::vector<std::string> FileNames() const;
+
+  // The bytes of file `name`, checked against the manifest: NOT_FOUND when the manifest does
+  // not list it, DATA_LOSS (naming the file) when it is missing, of another size or fails
+  // its CRC32C.
+  absl::StatusOr<std::string> ReadFile(const std::string& name) const;
+  // Reads every file once: OK when the whole checkpoint is intact.
+  absl::Status Verify() const;
+
+ private:
+  Reader() = default;
+  FileSystem* fs_ = nullptr;
+  std::string dir_;
+  int64_t step_ = 0;
+  nlohmann::json meta_;
+  std::map<std::string, FileInfo> files_;
+};
+
+// The committed checkpoint with the highest step under `root`. NOT_FOUND when there is none.
+// Directories without a valid manifest are skipped with a warning naming them.
+absl::StatusOr<std::string> FindLatest(FileSystem* fs, const std::string& root);
+
+// Resolves what a user names: "latest" -> FindLatest(root); a directory holding a manifest ->
+// itself; a directory holding checkpoints -> its latest.
+absl::StatusOr<std::string> Resolve(FileSystem* fs, const std::string& spec,
+                                    const std::string& root);
+
+// Keeps the newest `keep` (>= 1) committed checkpoints under `root`; deletes the older ones and
+// every unfinished directory older than the newest committed one.
+absl::Status Prune(FileSystem* fs, const std::string& root, int keep);
+
+}  // namespace choir::checkpoint
+
+#endif  // CHOIR_CHECKPOINT_CHECKPOINT_H_

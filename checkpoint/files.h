@@ -1,0 +1,51 @@
+// The binary data files of a checkpoint (docs/checkpoints.md): little-endian, each starting with
+// an 8-byte magic and a 32-bit version. Their integrity (size, CRC32C) is the manifest's job
+// (checkpoint.h); these decoders still check every length against the bytes, so a file that
+// passes the checksum but does not parse is DATA_LOSS naming it, never a crash.
+//
+//   sparse rows:  "CHSPARS1" u32 version, u64 rows, rows x { u64 key, u32 pushes, u32 n,
+//                 n x f32 (the row's values, then its optimizer state) }
+//   dense floats: "CHDENSE1" u32 version, u32 tensors, tensors x { u64 n, n x f32 }
+#ifndef CHOIR_CHECKPOINT_FILES_H_
+#define CHOIR_CHECKPOINT_FILES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace choir::checkpoint {
+
+// Builds a sparse rows file.
+class SparseRowsWriter {
+ public:
+  SparseRowsWriter();
+  void Add(uint64_t key, absl::Span<const float> row, uint32_t pushes);
+  uint64_t rows() const { return rows_; }
+  // The file's bytes; the writer is then empty again.
+  std::string Finish();
+
+ private:
+  std::string body_;
+  uint64_t rows_ = 0;
+};
+
+// Calls visit(key, row, pushes) for every row of a sparse rows file; stops at, and returns, the
+// first non-OK status. DATA_LOSS naming `what` for a malformed file.
+absl::Status ReadSparseRows(
+    absl::string_view bytes, const std::string& what,
+    absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> row, uint32_t pushes)>
+        visit);
+
+std::string EncodeDenseFloats(const std::vector<std::vector<float>>& tensors);
+absl::StatusOr<std::vector<std::vector<float>>> DecodeDenseFloats(absl::string_view bytes,
+                                                                  const std::string& what);
+
+}  // namespace choir::checkpoint
+
+#endif  // CHOIR_CHECKPOINT_FILES_H_
