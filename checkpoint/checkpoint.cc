@@ -15,6 +15,7 @@ namespace {
 
 constexpr char kDirPrefix[] = "step-";
 constexpr char kFormatName[] = "choir-checkpoint";
+constexpr char kManifestCrcPrefix[] = "crc32c ";
 
 // The step of a directory name "step-000000000123", or -1.
 int64_t StepOfName(absl::string_view name) {
@@ -118,7 +119,11 @@ absl::Status Writer::Commit(const nlohmann::json& meta) {
   }
   manifest["files"] = std::move(files);
   manifest["meta"] = meta;
-  return fs_->WriteStringToFileAtomic(JoinPath(dir_, kManifestName), manifest.dump(1) + "\n");
+  // The manifest checks itself: its last line is the CRC32C of everything before it.
+  const std::string body = manifest.dump(1) + "\n";
+  return fs_->WriteStringToFileAtomic(
+      JoinPath(dir_, kManifestName),
+      absl::StrFormat("%s%s%08x\n", body, kManifestCrcPrefix, crc32c::Value(body)));
 }
 
 absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir) {
@@ -133,7 +138,21 @@ absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir) {
   auto bad = [&](absl::string_view why) {
     return absl::DataLossError(absl::StrCat(path, ": ", why));
   };
-  nlohmann::json manifest = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  // The last line: "crc32c <8 hex digits>" of everything before it.
+  const size_t crc_at = text->rfind(kManifestCrcPrefix);
+  uint32_t stored_crc = 0;
+  if (crc_at == std::string::npos || crc_at + sizeof(kManifestCrcPrefix) - 1 + 9 != text->size() ||
+      (*text)[text->size() - 1] != '\n' ||
+      !absl::SimpleHexAtoi(absl::string_view(*text).substr(crc_at + sizeof(kManifestCrcPrefix) - 1, 8),
+                           &stored_crc)) {
+    return bad("no checksum line at the end (truncated or not written by Choir)");
+  }
+  const absl::string_view body = absl::string_view(*text).substr(0, crc_at);
+  if (crc32c::Value(body) != stored_crc) {
+    return bad(absl::StrFormat("corrupt: CRC32C %08x, its checksum line says %08x",
+                               crc32c::Value(body), stored_crc));
+  }
+  nlohmann::json manifest = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object()) return bad("not a JSON object");
   if (manifest.value("format", "") != kFormatName) return bad("not a Choir checkpoint manifest");
   if (!manifest.contains("version") || !manifest["version"].is_number_integer()) {

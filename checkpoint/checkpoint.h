@@ -3,7 +3,8 @@
 // A checkpoint of step N is the directory ROOT/step-<N, 12 digits> holding data files (the
 // sparse rows of each shard, the dense parameters, ...) and MANIFEST.json, written last and
 // atomically: the commit point. The manifest names every file with its size and CRC32C, the
-// format version, the step and a JSON object of metadata (the job, the trainer's counters).
+// format version, the step and a JSON object of metadata (the job, the trainer's counters),
+// and ends with a line "crc32c <hex>" checking the manifest itself.
 // A directory without a readable manifest was cut short while being written: it is never
 // taken as the latest, and Prune removes it. Every read checks the file against the manifest,
 // so a truncated file or a flipped byte is DATA_LOSS naming the file.

@@ -88,6 +88,23 @@ class SampleReweighter {
   const BucketWeights& running_loss() const { return running_loss_; }
   const std::array<int64_t, data::kNumBuckets>& cumulative_count() const { return cumulative_; }
   int64_t updates() const { return updates_; }
+
+  // Everything Update reads besides its argument: what a checkpoint keeps.
+  struct State {
+    BucketWeights weights{};
+    BucketWeights running_loss{};
+    std::array<bool, data::kNumBuckets> has_loss{};
+    std::array<int64_t, data::kNumBuckets> cumulative{};
+    int64_t updates = 0;
+  };
+  State state() const { return {weights_, running_loss_, has_loss_, cumulative_, updates_}; }
+  void Restore(const State& state) {
+    weights_ = state.weights;
+    running_loss_ = state.running_loss;
+    has_loss_ = state.has_loss;
+    cumulative_ = state.cumulative;
+    updates_ = state.updates;
+  }
   const ReweightingOptions& options() const { return options_; }
 
  private:

@@ -3,15 +3,22 @@
 // Models name rows by 64-bit feature keys (ps/feature_key.h: FeatureKey(slot, raw_id)), pull
 // their current values before the forward pass and push their gradients after the backward
 // pass; the store applies the slot's sparse optimizer (ps/slot_config.h). Implementations:
-// in-process (worker/local_embedding_store.h, a ps/SparseTable) and, later, a client of the
-// parameter servers. Every implementation is thread-safe.
+// in-process (worker/local_embedding_store.h, a ps/SparseTable) and a client of the parameter
+// servers (worker/remote_embedding_store.h). Every implementation is thread-safe.
 #ifndef CHOIR_WORKER_EMBEDDING_STORE_H_
 #define CHOIR_WORKER_EMBEDDING_STORE_H_
 
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "checkpoint/checkpoint.h"
+#include "core/fs.h"
 
 namespace choir {
 
@@ -34,7 +41,29 @@ class EmbeddingStore {
 
   // Width of the rows of key's slot; 0 when the slot is not configured.
   virtual int Dim(uint64_t key) const = 0;
+
+  // --- Checkpoints (checkpoint/checkpoint.h, docs/checkpoints.md) ----------------------------
+  // Writes every row (values, optimizer state, push count) into checkpoint directory `dir` as
+  // sparse rows files ("sparse-<i>-of-<n>.bin", one per table) and returns what the manifest
+  // records of each, by name. Call it where no Push runs (between steps).
+  virtual absl::StatusOr<std::map<std::string, checkpoint::FileInfo>> SaveRows(
+      FileSystem* fs, const std::string& dir) = 0;
+  // Restores the rows of every sparse rows file of `checkpoint` (written by any number of
+  // tables: each row goes where this store keeps its key) and sets the tables' step (the TTL
+  // clock) to `table_step`. DATA_LOSS naming the file for a damaged one; INVALID_ARGUMENT when
+  // a row does not fit this store's slots.
+  virtual absl::Status LoadRows(const checkpoint::Reader& checkpoint, uint64_t table_step) = 0;
 };
+
+// The names of the sparse rows files of `checkpoint`.
+std::vector<std::string> SparseRowsFiles(const checkpoint::Reader& checkpoint);
+
+// Reads sparse rows file `name` of `checkpoint` and restores each of its rows with `restore`;
+// errors name the file and the row's key.
+absl::Status ForEachCheckpointRow(
+    const checkpoint::Reader& checkpoint, const std::string& name,
+    absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> row, uint32_t pushes)>
+        restore);
 
 }  // namespace choir
 

@@ -1,5 +1,8 @@
 #include "worker/local_embedding_store.h"
 
+#include "absl/strings/str_cat.h"
+#include "checkpoint/files.h"
+
 #include <utility>
 
 namespace choir {
@@ -17,6 +20,39 @@ class LocalEmbeddingStore : public EmbeddingStore {
     return table_->Push(keys, grads);
   }
   int Dim(uint64_t key) const override { return table_->Dim(key); }
+
+  absl::StatusOr<std::map<std::string, checkpoint::FileInfo>> SaveRows(
+      FileSystem* fs, const std::string& dir) override {
+    checkpoint::SparseRowsWriter writer;
+    absl::Status status = table_->ForEachStoredRow(
+        [&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
+          writer.Add(key, row, pushes);
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+    const std::string name = "sparse-0-of-1.bin";
+    absl::StatusOr<checkpoint::FileInfo> info =
+        checkpoint::WriteCheckpointFile(fs, dir, name, writer.Finish());
+    if (!info.ok()) return info.status();
+    return std::map<std::string, checkpoint::FileInfo>{{name, *info}};
+  }
+
+  absl::Status LoadRows(const checkpoint::Reader& checkpoint, uint64_t table_step) override {
+    const std::vector<std::string> files = SparseRowsFiles(checkpoint);
+    if (files.empty()) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", checkpoint.dir(), " has no sparse rows file"));
+    }
+    table_->set_step(table_step);
+    for (const std::string& name : files) {
+      absl::Status status = ForEachCheckpointRow(
+          checkpoint, name, [&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
+            return table_->RestoreRow(key, row, pushes);
+          });
+      if (!status.ok()) return status;
+    }
+    return absl::OkStatus();
+  }
 
  private:
   const std::unique_ptr<SparseTable> table_;

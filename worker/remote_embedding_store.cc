@@ -150,6 +150,16 @@ class RemoteEmbeddingStore : public EmbeddingStore {
 
   int Dim(uint64_t key) const override { return dims_[SlotOf(key)]; }
 
+  // Checkpoints of the parameter servers are not built yet; the trainer refuses
+  // trainer.checkpoint_every_steps and --resume in a cluster before training starts.
+  absl::StatusOr<std::map<std::string, checkpoint::FileInfo>> SaveRows(
+      FileSystem*, const std::string&) override {
+    return absl::UnimplementedError("checkpoints of parameter servers are not implemented yet");
+  }
+  absl::Status LoadRows(const checkpoint::Reader&, uint64_t) override {
+    return absl::UnimplementedError("checkpoints of parameter servers are not implemented yet");
+  }
+
  private:
   absl::StatusOr<Plan> MakePlan(absl::Span<const uint64_t> keys) const {
     const int num_servers = static_cast<int>(options_.servers.size());

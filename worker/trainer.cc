@@ -12,6 +12,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
+#include "core/crc32c.h"
+#include "google/protobuf/text_format.h"
+#include "nlohmann/json.hpp"
 #include "core/progress.h"
 #include "core/status.h"
 #include "core/sysinfo.h"
@@ -278,6 +283,8 @@ absl::Status ValidateConfig(const JobConfig& job) {
   if (tc.max_steps() < 0) return bad("trainer.max_steps", ">= 0");
   if (tc.eval_every_steps() < 0) return bad("trainer.eval_every_steps", ">= 0");
   if (tc.shuffle_buffer() < 0) return bad("trainer.shuffle_buffer", ">= 0");
+  if (tc.checkpoint_every_steps() < 0) return bad("trainer.checkpoint_every_steps", ">= 0");
+  if (tc.keep_checkpoints() < 1) return bad("trainer.keep_checkpoints", ">= 1");
   if (!(tc.learning_rate() > 0) || !std::isfinite(tc.learning_rate())) return bad("trainer.learning_rate", "> 0");
   if (!(tc.learning_rate_end() > 0) || !std::isfinite(tc.learning_rate_end())) {
     return bad("trainer.learning_rate_end", "> 0");
@@ -530,6 +537,189 @@ Batch SliceBatch(const Batch& batch, int begin, int end, int num_cat, int num_de
 
 }  // namespace
 
+// What the training loop carries from step to step besides the model, the optimizer, the
+// store and the reweighter: what a checkpoint keeps of it.
+struct LoopState {
+  int64_t steps = 0;
+  int64_t samples = 0;
+  scheduler::BucketStats bucket_stats;  // since the last reweighting update
+  scheduler::BucketWeights current_weights{};
+};
+
+std::vector<float> HostFloats(const Tensor<float>& t) {
+  const Tensor<float> host = t.To(models::Device::kCpu);
+  return std::vector<float>(host.data(), host.data() + host.size());
+}
+
+absl::Status SetFloats(const std::vector<float>& values, const std::string& what, Tensor<float>* t) {
+  if (static_cast<int64_t>(values.size()) != t->size()) {
+    return absl::FailedPreconditionError(absl::StrCat("checkpoint: ", what, " has ", values.size(),
+                                                      " values, this model has ", t->size()));
+  }
+  Tensor<float> host(t->rows(), t->cols());
+  std::copy(values.begin(), values.end(), host.data());
+  t->CopyFrom(host);
+  return absl::OkStatus();
+}
+
+template <typename A>
+nlohmann::json ArrayJson(const A& a) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& v : a) j.push_back(v);
+  return j;
+}
+
+template <typename A>
+absl::Status ArrayFromJson(const nlohmann::json& meta, const char* key, A* out) {
+  const nlohmann::json& j = meta.contains(key) ? meta[key] : nlohmann::json();
+  if (!j.is_array() || j.size() != out->size()) {
+    return absl::DataLossError(absl::StrCat("checkpoint meta: ", key, " is missing or of the wrong size"));
+  }
+  for (size_t i = 0; i < out->size(); ++i) (*out)[i] = j[i].get<typename A::value_type>();
+  return absl::OkStatus();
+}
+
+// The fields of the job that must match for a checkpoint to continue it.
+nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count) {
+  return {{"model_type", job.model().type()},
+          {"dense_params", param_count},
+          {"batch_size", job.trainer().batch_size()},
+          {"epochs", job.trainer().epochs()},
+          {"seed", job.trainer().seed()},
+          {"task", Task_Name(job.task())}};
+}
+
+// Writes the checkpoint of `state.steps` under `root` and keeps the newest `keep`.
+absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobConfig& job,
+                            models::Model* model, models::Adagrad<float>* optimizer,
+                            EmbeddingStore* store, const scheduler::SampleReweighter& reweighter,
+                            const LoopState& state) {
+  const auto start = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(checkpoint::Writer writer, checkpoint::Writer::Begin(fs, root, state.steps));
+  const std::vector<models::Param<float>*> params = model->Params();
+  // Dense file: every parameter, then every Adagrad accumulator, then every buffer.
+  std::vector<std::vector<float>> dense;
+  for (const models::Param<float>* p : params) dense.push_back(HostFloats(p->value));
+  for (const Tensor<float>& acc : optimizer->accumulators()) dense.push_back(HostFloats(acc));
+  for (const Tensor<float>* b : model->Buffers()) dense.push_back(HostFloats(*b));
+  RETURN_IF_ERROR(writer.AddFile("dense.bin", checkpoint::EncodeDenseFloats(dense)));
+  ASSIGN_OR_RETURN(auto sparse_files, store->SaveRows(fs, writer.dir()));
+  uint64_t bytes = 0;
+  for (const auto& [name, info] : sparse_files) {
+    writer.AddWrittenFile(name, info);
+    bytes += info.bytes;
+  }
+  const scheduler::SampleReweighter::State rw = reweighter.state();
+  std::string job_text;
+  google::protobuf::TextFormat::PrintToString(job, &job_text);
+  nlohmann::json meta = {
+      {"run", RunIdentity(job, models::ParamCount(params))},
+      {"job", job_text},
+      {"steps", state.steps},
+      {"samples", state.samples},
+      {"optimizer_step", optimizer->step()},
+      {"accumulators", optimizer->accumulators().size()},
+      {"buffers", model->Buffers().size()},
+      {"table_step", state.steps},  // one push per step
+      {"reader_global_batches", state.steps},
+      {"bucket_count", ArrayJson(state.bucket_stats.count)},
+      {"bucket_loss_sum", ArrayJson(state.bucket_stats.loss_sum)},
+      {"current_weights", ArrayJson(state.current_weights)},
+      {"reweighter_weights", ArrayJson(rw.weights)},
+      {"reweighter_running_loss", ArrayJson(rw.running_loss)},
+      {"reweighter_has_loss", ArrayJson(rw.has_loss)},
+      {"reweighter_cumulative", ArrayJson(rw.cumulative)},
+      {"reweighter_updates", rw.updates},
+  };
+  if (job.model().has_groups() && !job.model().groups().table().empty()) {
+    ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));
+    meta["groups_table"] = job.model().groups().table();
+    meta["groups_table_crc32c"] = crc32c::Value(table);
+  }
+  RETURN_IF_ERROR(writer.Commit(meta));
+  RETURN_IF_ERROR(checkpoint::Prune(fs, root, job.trainer().keep_checkpoints()));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  LOG(INFO) << absl::StrFormat("checkpoint of step %d written to %s in %.2f s (%.1f MB of sparse rows)",
+                               state.steps, writer.dir(), seconds, bytes / 1e6);
+  return absl::OkStatus();
+}
+
+// Restores everything SaveCheckpoint wrote from the checkpoint in `dir`.
+absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobConfig& job,
+                            models::Model* model, models::Adagrad<float>* optimizer,
+                            EmbeddingStore* store, scheduler::SampleReweighter* reweighter,
+                            LoopState* state) {
+  ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, dir));
+  const nlohmann::json& meta = reader.meta();
+  const std::vector<models::Param<float>*> params = model->Params();
+  const nlohmann::json want = RunIdentity(job, models::ParamCount(params));
+  if (!meta.contains("run") || !meta["run"].is_object()) {
+    return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta has no run identity"));
+  }
+  for (const auto& [field, value] : want.items()) {
+    if (!meta["run"].contains(field) || meta["run"][field] != value) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " is a checkpoint of another run: its ", field, " is ",
+          meta["run"].contains(field) ? meta["run"][field].dump() : "missing", ", this job's is ",
+          value.dump()));
+    }
+  }
+  if (meta.contains("groups_table_crc32c") && job.model().has_groups()) {
+    ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));
+    if (crc32c::Value(table) != meta["groups_table_crc32c"].get<uint32_t>()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the group table ", job.model().groups().table(),
+          " is not the one the checkpoint was trained with (", meta.value("groups_table", ""), ")"));
+    }
+  }
+  try {
+    state->steps = meta.at("steps").get<int64_t>();
+    state->samples = meta.at("samples").get<int64_t>();
+    RETURN_IF_ERROR(ArrayFromJson(meta, "bucket_count", &state->bucket_stats.count));
+    RETURN_IF_ERROR(ArrayFromJson(meta, "bucket_loss_sum", &state->bucket_stats.loss_sum));
+    RETURN_IF_ERROR(ArrayFromJson(meta, "current_weights", &state->current_weights));
+    scheduler::SampleReweighter::State rw;
+    RETURN_IF_ERROR(ArrayFromJson(meta, "reweighter_weights", &rw.weights));
+    RETURN_IF_ERROR(ArrayFromJson(meta, "reweighter_running_loss", &rw.running_loss));
+    RETURN_IF_ERROR(ArrayFromJson(meta, "reweighter_has_loss", &rw.has_loss));
+    RETURN_IF_ERROR(ArrayFromJson(meta, "reweighter_cumulative", &rw.cumulative));
+    rw.updates = meta.at("reweighter_updates").get<int64_t>();
+    reweighter->Restore(rw);
+    optimizer->set_step(meta.at("optimizer_step").get<int64_t>());
+    const size_t num_acc = meta.at("accumulators").get<size_t>();
+    const size_t num_buffers = meta.at("buffers").get<size_t>();
+    ASSIGN_OR_RETURN(std::string bytes, reader.ReadFile("dense.bin"));
+    ASSIGN_OR_RETURN(std::vector<std::vector<float>> dense,
+                     checkpoint::DecodeDenseFloats(bytes, JoinPath(dir, "dense.bin")));
+    const std::vector<Tensor<float>*> buffers = model->Buffers();
+    if ((num_acc != 0 && num_acc != params.size()) || num_buffers != buffers.size() ||
+        dense.size() != params.size() + num_acc + num_buffers) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, "/dense.bin holds ", dense.size(), " tensors (", num_acc, " accumulators, ",
+          num_buffers, " buffers); this model has ", params.size(), " parameters and ",
+          buffers.size(), " buffers"));
+    }
+    size_t t = 0;
+    for (models::Param<float>* p : params) RETURN_IF_ERROR(SetFloats(dense[t++], p->name, &p->value));
+    std::vector<Tensor<float>>& acc = optimizer->accumulators();
+    acc.clear();
+    for (size_t i = 0; i < num_acc; ++i) {
+      acc.emplace_back(params[i]->value.device());
+      acc.back().Resize(params[i]->value.rows(), params[i]->value.cols());
+      RETURN_IF_ERROR(SetFloats(dense[t++], params[i]->name + " (accumulator)", &acc.back()));
+    }
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      RETURN_IF_ERROR(SetFloats(dense[t++], absl::StrCat("buffer ", i), buffers[i]));
+    }
+    RETURN_IF_ERROR(store->LoadRows(reader, meta.at("table_step").get<uint64_t>()));
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta: ", e.what()));
+  }
+  LOG(INFO) << "resuming from " << dir << " at step " << state->steps << " (" << state->samples
+            << " samples)";
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TableOptions> SparseTableFor(FileSystem* fs, const JobConfig& job) {
   models::CpuLayerFactory<float> factory;
   ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, &factory));
@@ -543,6 +733,14 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (evaluates && tc.out_dir().empty()) {
     return absl::InvalidArgumentError("trainer.out_dir is empty: where to write eval.json?");
   }
+  const bool in_cluster = runtime != nullptr;
+  if (in_cluster && (tc.checkpoint_every_steps() > 0 || !tc.resume().empty())) {
+    return absl::InvalidArgumentError(
+        "trainer.checkpoint_every_steps and trainer.resume (--resume) work in local mode only "
+        "for now: checkpoints of parameter servers are not built yet (docs/checkpoints.md)");
+  }
+  const bool checkpoints = !in_cluster && !tc.out_dir().empty();
+  const std::string checkpoint_root = JoinPath(tc.out_dir(), "checkpoint");
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
   ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, factory.get()));
   const data::DatasetManifest& manifest = setup.manifest;
@@ -637,6 +835,29 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     LOG(WARNING) << "trainer.eval_every_steps is ignored in a cluster: worker 0 evaluates once, after training";
   }
   TrainResult result;
+  double checkpoint_seconds = 0;  // not counted as training time
+  int64_t last_checkpoint = -1;   // the step of the last checkpoint written
+  auto save_checkpoint = [&]() -> absl::Status {
+    const auto save_start = std::chrono::steady_clock::now();
+    LoopState state{result.steps, result.samples, bucket_stats, current_weights};
+    RETURN_IF_ERROR(SaveCheckpoint(fs, checkpoint_root, job, model.get(), &optimizer, store,
+                                   reweighter, state));
+    last_checkpoint = result.steps;
+    checkpoint_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start).count();
+    return absl::OkStatus();
+  };
+  if (!tc.resume().empty()) {
+    ASSIGN_OR_RETURN(const std::string resume_dir, checkpoint::Resolve(fs, tc.resume(), checkpoint_root));
+    LoopState state;
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, model.get(), &optimizer, store, &reweighter, &state));
+    result.steps = state.steps;
+    result.samples = state.samples;
+    result.resumed_samples = state.samples;
+    bucket_stats = state.bucket_stats;
+    current_weights = state.current_weights;
+    last_checkpoint = result.steps;
+  }
   models::ModelGrads grads;
   Tensor<float> logits;
   double fuse_sum = 0, kd_active = 0;  // choirrec gate statistics since the last log line
@@ -665,6 +886,19 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       int global_size = 0;
     };
     Batch global;
+    if (result.steps > 0) {
+      // Resuming: replay the data stream (same files, seed and batch size) to the checkpoint's
+      // step, so that the rest of the run sees exactly the batches it would have seen.
+      for (int64_t i = 0; i < result.steps; ++i) {
+        ASSIGN_OR_RETURN(bool more, reader->Next(&global));
+        if (!more) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "resume: the training data ended after ", i, " batches, before the checkpoint's step ",
+              result.steps, ": not the data the checkpoint was trained on"));
+        }
+      }
+      progress.Add(result.samples);
+    }
     auto read_step = [&](Step* step) -> absl::StatusOr<bool> {
       ASSIGN_OR_RETURN(bool more, reader->Next(&global));
       if (!more) return false;
@@ -804,11 +1038,19 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
                                : std::string());
         fuse_sum = kd_active = 0;
       }
+      if (checkpoints && tc.checkpoint_every_steps() > 0 &&
+          result.steps % tc.checkpoint_every_steps() == 0) {
+        if (prefetched.valid()) prefetched.wait();  // no pull in flight while rows are written
+        RETURN_IF_ERROR(save_checkpoint());
+      }
       if (prefetch) cur = 1 - cur;
     }
   }
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() - eval_seconds;
+  if (checkpoints && tc.checkpoint_at_end() && result.steps > 0 && last_checkpoint != result.steps) {
+    RETURN_IF_ERROR(save_checkpoint());
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() -
+                   eval_seconds - checkpoint_seconds;
   result.last_loss = recent_losses.empty() ? 0 : recent_sum / recent_losses.size();
   if (result.steps == 0) {
     return absl::FailedPreconditionError(absl::StrCat(dir, ": no training samples for task ", Task_Name(job.task())));

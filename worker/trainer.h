@@ -25,6 +25,7 @@ namespace choir::worker {
 struct TrainResult {
   int64_t steps = 0;
   int64_t samples = 0;          // training samples seen (after the task's filter)
+  int64_t resumed_samples = 0;  // of which before the checkpoint a resumed run started from
   double seconds = 0;           // training time, evaluation excluded
   double last_loss = 0;         // mean BCE of the last 100 steps
   eval::EvalReport test;        // on the test split (empty when it has none)
@@ -55,7 +56,9 @@ struct WorkerRuntime {
 // Trains `job.model` on DIR/train of `job.data.dir`, evaluates on DIR/test, and writes
 // eval.json, preds.tsv (user_id, label, score, bucket) and report.md into job.trainer.out_dir.
 // A dataset without a test split is trained but not evaluated (a warning; nothing written).
-// A bad field of the job file is INVALID_ARGUMENT naming it.
+// A bad field of the job file is INVALID_ARGUMENT naming it. Local mode writes checkpoints into
+// out_dir/checkpoint (trainer.checkpoint_every_steps, checkpoint_at_end) and resumes from one
+// (trainer.resume); steps and samples then count from the run's start, seconds this process.
 //
 // With a runtime, this is worker runtime->worker_index of a cluster: each step it trains on its
 // slice of a global batch of num_workers * batch_size samples (every worker reads the whole

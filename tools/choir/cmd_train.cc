@@ -15,6 +15,7 @@
 DEFINE_string(data, "", "train, groups profile: dataset folder (for train: overrides data.dir).");
 DEFINE_string(model, "", "train: dnn, din, dnn+groupid or choirrec (overrides model.type).");
 DEFINE_string(priors, "", "train: the group priors folder of `choir groups priors` (overrides model.groups.priors).");
+DEFINE_string(resume, "", "train: continue from a checkpoint: latest (the newest under OUT/checkpoint) or a checkpoint directory (overrides trainer.resume).");
 DEFINE_string(base, "", "report: the baseline's eval.json.");
 DEFINE_string(run, "", "report: the compared run's eval.json.");
 DEFINE_string(plots, "", "report: write PNG plots (per-bucket GAUC, calibration) into this folder.");
@@ -28,7 +29,7 @@ namespace choir::cli {
 absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r);
 
 absl::Status RunTrain(const Args& args) {
-  if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...] [--data DIR --out DIR --model TYPE --groups groups.tsv --priors DIR]");
+  if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...] [--data DIR --out DIR --model TYPE --groups groups.tsv --priors DIR --resume latest|DIR]");
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   if (!FLAGS_data.empty()) job.mutable_data()->set_dir(FLAGS_data);
@@ -36,6 +37,7 @@ absl::Status RunTrain(const Args& args) {
   if (!FLAGS_model.empty()) job.mutable_model()->set_type(FLAGS_model);
   if (!FLAGS_groups.empty()) job.mutable_model()->mutable_groups()->set_table(FLAGS_groups);
   if (!FLAGS_priors.empty()) job.mutable_model()->mutable_groups()->set_priors(FLAGS_priors);
+  if (!FLAGS_resume.empty()) job.mutable_trainer()->set_resume(FLAGS_resume);
   if (LaunchedByMpirun()) {
     // Under mpirun every rank runs this; MPI carries the bootstrap and the workers' allreduce.
     RETURN_IF_ERROR(MpiInit(nullptr, nullptr));
@@ -54,7 +56,7 @@ absl::Status RunTrain(const Args& args) {
 absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r) {
   std::printf("%s: %ld steps, %ld samples in %.1f s (%.0f samples/s), final loss %.5f, peak RSS %.0f MB\n",
               job.model().type().c_str(), static_cast<long>(r.steps), static_cast<long>(r.samples), r.seconds,
-              r.samples / r.seconds, r.last_loss, r.peak_rss_mb);
+              (r.samples - r.resumed_samples) / r.seconds, r.last_loss, r.peak_rss_mb);
   if (r.test_samples > 0) {
     std::printf("\ntest split (%ld samples), written to %s/eval.json and preds.tsv:\n\n%s",
                 static_cast<long>(r.test_samples), job.trainer().out_dir().c_str(),

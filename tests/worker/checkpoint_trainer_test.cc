@@ -1,0 +1,180 @@
+// Checkpoints of the local trainer (docs/checkpoints.md): exact resume, damaged and unfinished
+// checkpoints, retention, and the refusal in a cluster.
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "checkpoint/checkpoint.h"
+#include "core/fs.h"
+#include "gtest/gtest.h"
+#include "tests/worker/worker_test_util.h"
+#include "worker/trainer.h"
+
+namespace choir::worker {
+namespace {
+
+using testing::Generate;
+using testing::SmallJob;
+
+constexpr char kStep7[] = "/full/checkpoint/step-000000000007";
+constexpr char kStep20[] = "/full/checkpoint/step-000000000020";
+
+// dnn with adaptive reweighting (its weights move every 5 steps, so the reweighter's state
+// matters), 20 steps.
+JobConfig Job(const std::string& out_dir) {
+  JobConfig job = SmallJob("/ds", out_dir, 3);
+  ReweightingConfig* rw = job.mutable_trainer()->mutable_reweighting();
+  rw->set_policy("adaptive");
+  rw->set_eta(1.0);
+  rw->set_every_steps(5);
+  return job;
+}
+
+std::string Read(FileSystem* fs, const std::string& path) {
+  absl::StatusOr<std::string> s = fs->ReadFileToString(path);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : std::string();
+}
+
+class CheckpointTrainerTest : public ::testing::Test {
+ protected:
+  // One uninterrupted run with checkpoints at steps 7, 14 and 20, shared by the tests.
+  static void SetUpTestSuite() {
+    fs_ = new MemFileSystem();
+    Generate(fs_, "/ds", 8000, /*seed=*/5);
+    JobConfig job = Job("/full");
+    job.mutable_trainer()->set_checkpoint_every_steps(7);
+    absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->steps, 20);
+  }
+  static void TearDownTestSuite() { delete fs_; }
+
+  // Copies checkpoint `from` into `to` (a new checkpoint root's step directory).
+  static void CopyCheckpoint(const std::string& from, const std::string& to) {
+    ASSERT_TRUE(fs_->CreateDirs(to).ok());
+    absl::StatusOr<std::vector<std::string>> names = fs_->ListDir(from);
+    ASSERT_TRUE(names.ok());
+    for (const std::string& name : *names) {
+      ASSERT_TRUE(fs_->SetContents(JoinPath(to, name), Read(fs_, JoinPath(from, name))).ok());
+    }
+  }
+
+  static MemFileSystem* fs_;
+};
+
+MemFileSystem* CheckpointTrainerTest::fs_ = nullptr;
+
+TEST_F(CheckpointTrainerTest, CheckpointsDoNotChangeTraining) {
+  JobConfig job = Job("/plain");
+  job.mutable_trainer()->set_checkpoint_at_end(false);
+  ASSERT_TRUE(TrainAndEvaluate(fs_, job).ok());
+  EXPECT_EQ(Read(fs_, "/plain/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+  EXPECT_FALSE(fs_->Exists("/plain/checkpoint"));
+}
+
+TEST_F(CheckpointTrainerTest, AResumedRunEndsExactlyWhereTheUninterruptedOneEnds) {
+  JobConfig job = Job("/resumed");
+  job.mutable_trainer()->set_resume(kStep7);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 20);
+  EXPECT_EQ(r->resumed_samples, 7 * 256);
+  // Same predictions, byte for byte, and the same parameters: dense (with optimizer state) and
+  // every sparse row (with its Adagrad state and push count).
+  EXPECT_EQ(Read(fs_, "/resumed/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+  const std::string end = "/resumed/checkpoint/step-000000000020";
+  EXPECT_EQ(Read(fs_, JoinPath(end, "dense.bin")), Read(fs_, JoinPath(kStep20, "dense.bin")));
+  EXPECT_EQ(Read(fs_, JoinPath(end, "sparse-0-of-1.bin")),
+            Read(fs_, JoinPath(kStep20, "sparse-0-of-1.bin")));
+  absl::StatusOr<checkpoint::Reader> a = checkpoint::Reader::Open(fs_, end);
+  absl::StatusOr<checkpoint::Reader> b = checkpoint::Reader::Open(fs_, kStep20);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->meta()["reweighter_weights"], b->meta()["reweighter_weights"]);
+  EXPECT_EQ(a->meta()["samples"], b->meta()["samples"]);
+}
+
+TEST_F(CheckpointTrainerTest, ResumeLatestTakesTheNewestCommittedAndSkipsAnUnfinishedOne) {
+  CopyCheckpoint(kStep7, "/latest/checkpoint/step-000000000007");
+  CopyCheckpoint("/full/checkpoint/step-000000000014", "/latest/checkpoint/step-000000000014");
+  // A checkpoint cut short while being written: files, no manifest.
+  ASSERT_TRUE(fs_->SetContents("/latest/checkpoint/step-000000000017/dense.bin", "CHDENSE1").ok());
+  absl::StatusOr<std::string> latest = checkpoint::FindLatest(fs_, "/latest/checkpoint");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  EXPECT_EQ(*latest, "/latest/checkpoint/step-000000000014");
+  JobConfig job = Job("/latest");
+  job.mutable_trainer()->set_resume("latest");
+  ASSERT_TRUE(TrainAndEvaluate(fs_, job).ok());
+  EXPECT_EQ(Read(fs_, "/latest/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+  // Retention (3 by default) pruned the unfinished directory older than the newest commit.
+  EXPECT_FALSE(fs_->Exists("/latest/checkpoint/step-000000000017"));
+}
+
+TEST_F(CheckpointTrainerTest, AFlippedByteInAnyFileIsDataLossNamingIt) {
+  absl::StatusOr<std::vector<std::string>> names = fs_->ListDir(kStep7);
+  ASSERT_TRUE(names.ok());
+  ASSERT_EQ(names->size(), 3u);  // dense.bin, sparse-0-of-1.bin, MANIFEST.json
+  int n = 0;
+  for (const std::string& name : *names) {
+    const std::string root = absl::StrCat("/flip", n++, "/checkpoint");
+    const std::string dir = JoinPath(root, "step-000000000007");
+    CopyCheckpoint(kStep7, dir);
+    std::string bytes = Read(fs_, JoinPath(dir, name));
+    for (size_t at : {size_t{0}, bytes.size() / 2, bytes.size() - 2}) {
+      std::string flipped = bytes;
+      flipped[at] ^= 0x10;
+      ASSERT_TRUE(fs_->SetContents(JoinPath(dir, name), flipped).ok());
+      JobConfig job = Job(Dirname(root));
+      job.mutable_trainer()->set_resume(dir);
+      absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss)
+          << name << " byte " << at << ": " << r.status();
+      EXPECT_TRUE(absl::StrContains(r.status().message(), name)) << r.status();
+    }
+  }
+}
+
+TEST_F(CheckpointTrainerTest, ATruncatedFileIsDataLossNamingIt) {
+  const std::string dir = "/trunc/checkpoint/step-000000000007";
+  CopyCheckpoint(kStep7, dir);
+  const std::string sparse = Read(fs_, JoinPath(dir, "sparse-0-of-1.bin"));
+  ASSERT_TRUE(fs_->SetContents(JoinPath(dir, "sparse-0-of-1.bin"),
+                               sparse.substr(0, sparse.size() - 100)).ok());
+  JobConfig job = Job("/trunc");
+  job.mutable_trainer()->set_resume("latest");
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "sparse-0-of-1.bin")) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "truncated")) << r.status();
+}
+
+TEST_F(CheckpointTrainerTest, ACheckpointOfAnotherRunIsRefusedNamingTheField) {
+  JobConfig job = Job("/other");
+  job.mutable_trainer()->set_batch_size(128);
+  job.mutable_trainer()->set_resume(kStep7);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "batch_size")) << r.status();
+}
+
+TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {
+  JobConfig job = Job("/keep");
+  job.mutable_trainer()->set_checkpoint_every_steps(3);
+  job.mutable_trainer()->set_keep_checkpoints(2);
+  ASSERT_TRUE(TrainAndEvaluate(fs_, job).ok());
+  absl::StatusOr<std::vector<std::string>> names = fs_->ListDir("/keep/checkpoint");
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"step-000000000018", "step-000000000020"}));
+}
+
+TEST_F(CheckpointTrainerTest, ResumingFromNothingIsNotFound) {
+  JobConfig job = Job("/nothing");
+  job.mutable_trainer()->set_resume("latest");
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "/nothing/checkpoint")) << r.status();
+}
+
+}  // namespace
+}  // namespace choir::worker
