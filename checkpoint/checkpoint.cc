@@ -249,6 +249,23 @@ absl::StatusOr<std::string> Resolve(FileSystem* fs, const std::string& spec,
   return absl::NotFoundError(absl::StrCat("checkpoint ", spec, " does not exist"));
 }
 
+absl::StatusOr<int> Clear(FileSystem* fs, const std::string& root) {
+  absl::StatusOr<Listing> listing = List(fs, root);
+  if (!listing.ok()) return listing.status();
+  int n = 0;
+  for (const auto* dirs : {&listing->committed, &listing->unfinished}) {
+    for (const auto& [step, dir] : *dirs) {
+      const std::string manifest = JoinPath(dir, kManifestName);
+      if (fs->Exists(manifest)) {
+        if (absl::Status s = fs->DeleteFile(manifest); !s.ok()) return s;
+      }
+      if (absl::Status s = fs->DeleteRecursively(dir); !s.ok()) return s;
+      ++n;
+    }
+  }
+  return n;
+}
+
 absl::Status Prune(FileSystem* fs, const std::string& root, int keep) {
   if (keep < 1) return absl::InvalidArgumentError(absl::StrCat("keep ", keep, " < 1"));
   absl::StatusOr<Listing> listing = List(fs, root);

@@ -111,6 +111,10 @@ absl::StatusOr<std::string> FindLatest(FileSystem* fs, const std::string& root);
 absl::StatusOr<std::string> Resolve(FileSystem* fs, const std::string& spec,
                                     const std::string& root);
 
+// Deletes every checkpoint directory under `root`, committed or not, and returns how many there
+// were (a fresh run replacing an earlier run's checkpoints).
+absl::StatusOr<int> Clear(FileSystem* fs, const std::string& root);
+
 // Keeps the newest `keep` (>= 1) committed checkpoints under `root`; deletes the older ones and
 // every unfinished directory older than the newest committed one.
 absl::Status Prune(FileSystem* fs, const std::string& root, int keep);

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/collective.h"
@@ -164,8 +165,11 @@ struct RoleError {
 // worker that fails goes silent, so the scheduler's reason then names the worker rather than
 // the cause.
 absl::Status FirstCause(const absl::Status& scheduler_status, const std::vector<RoleError>& errors) {
+  // UNAVAILABLE is a consequence (a peer went away because the job stopped) except when a
+  // worker's store says a parameter server is unreachable: then the server is gone, the cause.
   auto consequence = [](const absl::Status& st) {
-    return absl::IsAborted(st) || absl::IsUnavailable(st) || absl::IsCancelled(st);
+    return absl::IsAborted(st) || absl::IsCancelled(st) ||
+           (absl::IsUnavailable(st) && !absl::StrContains(st.message(), "parameter server"));
   };
   const RoleError* first = nullptr;
   for (const RoleError& e : errors) {

@@ -847,6 +847,16 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start).count();
     return absl::OkStatus();
   };
+  if (tc.resume().empty() && checkpoints &&
+      (tc.checkpoint_every_steps() > 0 || tc.checkpoint_at_end())) {
+    // A fresh run: its checkpoints replace those of an earlier run into the same out_dir (as
+    // its eval.json does), so that "latest" never mixes two runs.
+    ASSIGN_OR_RETURN(const int cleared, checkpoint::Clear(fs, checkpoint_root));
+    if (cleared > 0) {
+      LOG(WARNING) << "a fresh run: deleted the " << cleared << " checkpoint(s) of an earlier run in "
+                   << checkpoint_root << " (resume with --resume latest to continue a run instead)";
+    }
+  }
   if (!tc.resume().empty()) {
     ASSIGN_OR_RETURN(const std::string resume_dir, checkpoint::Resolve(fs, tc.resume(), checkpoint_root));
     LoopState state;

@@ -168,6 +168,17 @@ TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {
   EXPECT_EQ(*names, (std::vector<std::string>{"step-000000000018", "step-000000000020"}));
 }
 
+TEST_F(CheckpointTrainerTest, AFreshRunReplacesTheCheckpointsOfAnEarlierRun) {
+  CopyCheckpoint(kStep7, "/fresh/checkpoint/step-000000000007");
+  CopyCheckpoint("/full/checkpoint/step-000000000014", "/fresh/checkpoint/step-000000000099");
+  ASSERT_TRUE(fs_->SetContents("/fresh/checkpoint/step-000000000100/dense.bin", "x").ok());
+  ASSERT_TRUE(fs_->SetContents("/fresh/checkpoint/notes.txt", "kept").ok());
+  ASSERT_TRUE(TrainAndEvaluate(fs_, Job("/fresh")).ok());
+  absl::StatusOr<std::vector<std::string>> names = fs_->ListDir("/fresh/checkpoint");
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"notes.txt", "step-000000000020"}));
+}
+
 TEST_F(CheckpointTrainerTest, ResumingFromNothingIsNotFound) {
   JobConfig job = Job("/nothing");
   job.mutable_trainer()->set_resume("latest");
