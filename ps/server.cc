@@ -12,6 +12,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
+#include "glog/logging.h"
 #include "ps/feature_key.h"
 
 namespace choir {
@@ -36,6 +39,22 @@ class ParamServer::SyncSteps {
   // (or abandoned, or the server stops, or the request's deadline passes) and returns the
   // result for this request (ps/server.h lists the cases).
   absl::Status Push(const RpcRequest& request, PushRequest push);
+
+  // Makes `step` the step being collected (a restored table continues at its checkpoint's
+  // step). FAILED_PRECONDITION while a step has pushes buffered.
+  absl::Status Restart(int64_t step) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (present_ > 0 || waiting_ > 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "restore: server ", server_id_, " is collecting the pushes of step ", step_));
+    }
+    step_ = step;
+    for (RequestId& r : last_applied_) r = RequestId();
+    abandoned_ = absl::OkStatus();
+    abandoned_step_ = -1;
+    Changed();
+    return absl::OkStatus();
+  }
 
   // Counts a push refused before reaching Push (a malformed request).
   void CountRejected() {
@@ -141,7 +160,8 @@ absl::StatusOr<std::unique_ptr<ParamServer>> ParamServer::Start(
   std::string id = endpoint->id();
   std::string address = endpoint->address();
   std::unique_ptr<ParamServer> server(
-      new ParamServer(*std::move(table), std::move(id), std::move(address), options.sync_workers));
+      new ParamServer(*std::move(table), std::move(id), std::move(address), options.sync_workers,
+                      options.fs));
   auto rpc = std::make_unique<transport::RpcServer>(std::move(endpoint), options.rpc);
   ParamServer* self = server.get();
   absl::Status status = rpc->Register(
@@ -150,6 +170,14 @@ absl::StatusOr<std::unique_ptr<ParamServer>> ParamServer::Start(
     status = rpc->Register(kPsPushMethod,
                            [self](RpcRequest& request) { return self->HandlePush(request); });
   }
+  if (status.ok()) {
+    status = rpc->Register(kPsSaveMethod,
+                           [self](RpcRequest& request) { return self->HandleSave(request); });
+  }
+  if (status.ok()) {
+    status = rpc->Register(kPsRestoreMethod,
+                           [self](RpcRequest& request) { return self->HandleRestore(request); });
+  }
   if (status.ok()) status = rpc->Start();
   if (!status.ok()) return status;
   server->rpc_ = std::move(rpc);
@@ -157,11 +185,12 @@ absl::StatusOr<std::unique_ptr<ParamServer>> ParamServer::Start(
 }
 
 ParamServer::ParamServer(std::unique_ptr<SparseTable> table, std::string id, std::string address,
-                         int sync_workers)
+                         int sync_workers, FileSystem* fs)
     : table_(std::move(table)),
       id_(std::move(id)),
       address_(std::move(address)),
       sync_workers_(sync_workers),
+      fs_(fs != nullptr ? fs : PosixFileSystem()),
       sync_(sync_workers > 0 ? std::make_unique<SyncSteps>(table_.get(), id_, sync_workers)
                              : nullptr) {}
 
@@ -227,6 +256,79 @@ absl::StatusOr<std::vector<Frame>> ParamServer::HandlePull(RpcRequest& request) 
   response.emplace_back(std::move(rows), data, total_dim * sizeof(float),
                         transport::ELEMENT_FLOAT32);
   return response;
+}
+
+absl::StatusOr<std::vector<Frame>> ParamServer::HandleSave(RpcRequest& request) {
+  if (request.frames.size() != 2 || request.frames[0].type() != transport::ELEMENT_BYTES ||
+      request.frames[1].type() != transport::ELEMENT_BYTES) {
+    return absl::InvalidArgumentError(
+        "save: expected 2 byte frames (checkpoint directory, file name)");
+  }
+  const std::string dir(request.frames[0].bytes());
+  const std::string name(request.frames[1].bytes());
+  checkpoint::SparseRowsWriter writer;
+  absl::Status status = table_->ForEachStoredRow(
+      [&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
+        writer.Add(key, row, pushes);
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  const uint64_t rows = writer.rows();
+  absl::StatusOr<checkpoint::FileInfo> info =
+      checkpoint::WriteCheckpointFile(fs_, dir, name, writer.Finish());
+  if (!info.ok()) {
+    return absl::Status(info.status().code(),
+                        absl::StrCat("server ", id_, ": ", info.status().message()));
+  }
+  LOG(INFO) << "server " << id_ << ": saved " << rows << " rows (" << info->bytes << " bytes) to "
+            << JoinPath(dir, name);
+  std::vector<Frame> response;
+  response.push_back(Frame::FromVector(std::vector<uint64_t>{info->bytes, info->crc32c}));
+  return response;
+}
+
+absl::StatusOr<std::vector<Frame>> ParamServer::HandleRestore(RpcRequest& request) {
+  if (request.frames.size() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "restore: expected 4 frames (keys, rows, push counts, step), got ", request.frames.size()));
+  }
+  absl::StatusOr<std::vector<uint64_t>> keys = request.frames[0].ToVector<uint64_t>();
+  absl::StatusOr<std::vector<float>> rows = request.frames[1].ToVector<float>();
+  absl::StatusOr<std::vector<uint32_t>> pushes = request.frames[2].ToVector<uint32_t>();
+  absl::StatusOr<std::vector<int64_t>> step = request.frames[3].ToVector<int64_t>();
+  if (!keys.ok() || !rows.ok() || !pushes.ok() || !step.ok() || step->size() != 1 ||
+      (*step)[0] < 0 || pushes->size() != keys->size()) {
+    return absl::InvalidArgumentError(
+        "restore: frames must be uint64 keys, float32 rows, one uint32 push count per key and "
+        "one int64 step >= 0");
+  }
+  size_t need = 0;
+  for (uint64_t key : *keys) {
+    const int n = table_->StoredFloats(key);
+    if (n == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "restore: key %#x has slot %d, which server %s does not hold", key, SlotOf(key), id_));
+    }
+    need += static_cast<size_t>(n);
+  }
+  if (need != rows->size()) {
+    return absl::InvalidArgumentError(absl::StrCat("restore: ", keys->size(), " keys need ", need,
+                                                   " floats, got ", rows->size()));
+  }
+  if (sync_ != nullptr) {
+    absl::Status restarted = sync_->Restart((*step)[0]);
+    if (!restarted.ok()) return restarted;
+  }
+  table_->set_step(static_cast<uint64_t>((*step)[0]));
+  size_t offset = 0;
+  for (size_t i = 0; i < keys->size(); ++i) {
+    const size_t n = static_cast<size_t>(table_->StoredFloats((*keys)[i]));
+    absl::Status status = table_->RestoreRow(
+        (*keys)[i], absl::MakeConstSpan(rows->data() + offset, n), (*pushes)[i]);
+    if (!status.ok()) return status;
+    offset += n;
+  }
+  return std::vector<Frame>();
 }
 
 absl::Status ParamServer::ReadPush(const RpcRequest& request, PushRequest* push) const {

@@ -10,6 +10,18 @@
 //                   synchronous mode only: frame 2 int64 {worker index, step}
 //         response: no frames; the slots' optimizers have been applied
 //
+// and two for checkpoints (docs/checkpoints.md), called between steps:
+//
+//   save     request:  frame 0 bytes: a checkpoint directory, frame 1 bytes: a file name
+//            response: frame 0 uint64 {bytes, crc32c} of the file written: every row of the
+//                      table (values, optimizer state, push count), checkpoint/files.h format,
+//                      through ParamServerOptions::fs
+//   restore  request:  frame 0 uint64 keys, frame 1 float32 rows (each key's
+//                      SparseTable::StoredFloats), frame 2 uint32 push counts, frame 3 int64
+//                      {step}
+//            response: no frames; the rows are stored, and the table's step and (synchronous
+//                      mode) the step being collected are set to `step`
+//
 // Every request is checked before the table is touched (frame count, element types, gradient
 // count equal to the sum of the keys' dims, every key's slot configured, finite gradients);
 // a bad one is answered with INVALID_ARGUMENT naming the problem (the first key of an unknown
@@ -55,6 +67,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/fs.h"
 #include "core/transport.h"
 #include "ps/sparse_table.h"
 
@@ -63,6 +76,8 @@ namespace choir {
 // The methods a parameter server serves.
 inline constexpr char kPsPullMethod[] = "pull";
 inline constexpr char kPsPushMethod[] = "push";
+inline constexpr char kPsSaveMethod[] = "save";
+inline constexpr char kPsRestoreMethod[] = "restore";
 // The fewest handler threads a server runs (ParamServerOptions::rpc).
 inline constexpr int kMinPsHandlerThreads = 4;
 // The most workers a synchronous server aggregates.
@@ -83,6 +98,9 @@ struct ParamServerOptions {
   // this file): W workers then train like one worker with W times the batch. Must be in
   // [0, kMaxSyncWorkers]; every worker's store must use the same W (RemoteEmbeddingStoreOptions).
   int sync_workers = 0;
+  // Where `save` writes (a file system every server and the committing worker share). Default
+  // (null): the process's real file system.
+  FileSystem* fs = nullptr;
 };
 
 // Synchronous-mode counters (ParamServer::sync_stats).
@@ -140,10 +158,12 @@ class ParamServer {
   };
 
   ParamServer(std::unique_ptr<SparseTable> table, std::string id, std::string address,
-              int sync_workers);
+              int sync_workers, FileSystem* fs);
 
   absl::StatusOr<std::vector<transport::Frame>> HandlePull(transport::RpcRequest& request);
   absl::StatusOr<std::vector<transport::Frame>> HandlePush(transport::RpcRequest& request);
+  absl::StatusOr<std::vector<transport::Frame>> HandleSave(transport::RpcRequest& request);
+  absl::StatusOr<std::vector<transport::Frame>> HandleRestore(transport::RpcRequest& request);
   // The keys in frame 0 of `request`, after checking its element type and that every key's
   // slot is configured; `total_dim` receives the sum of their dims.
   absl::StatusOr<std::vector<uint64_t>> ReadKeys(const transport::RpcRequest& request,
@@ -156,6 +176,7 @@ class ParamServer {
   const std::string id_;
   const std::string address_;
   const int sync_workers_;
+  FileSystem* const fs_;
   const std::unique_ptr<SyncSteps> sync_;      // synchronous mode only
   std::unique_ptr<transport::RpcServer> rpc_;  // set once in Start, before serving
 };

@@ -75,13 +75,14 @@ SchedulerClientOptions ClientOptionsFor(const ClusterConfig& c, const std::strin
 // A parameter server: serves its shard until the job stops (OK) or fails (the reason).
 // `on_started` hands the running server and client to the caller (local mode keeps them to
 // simulate a crash).
-absl::Status RunServer(int index, const JobConfig& job, const TableOptions& table, int workers,
+absl::Status RunServer(FileSystem* fs, int index, const JobConfig& job, const TableOptions& table, int workers,
                        std::unique_ptr<transport::Endpoint> data, std::unique_ptr<transport::Endpoint> client_ep,
                        const std::string& advertised_address, const std::string& scheduler_address,
                        const std::function<void(ParamServer*, SchedulerClient*)>& on_started = nullptr) {
   ParamServerOptions po;
   po.table = table;
   po.sync_workers = workers;
+  po.fs = fs;  // checkpoints: each server writes its rows here
   // Every worker's push of a step waits in a handler until the step is complete: one thread
   // per worker, plus one for pulls.
   po.rpc.worker_threads = workers + 1;
@@ -263,7 +264,7 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
   std::vector<std::thread> threads;
   for (int s = 0; s < servers; ++s) {
     threads.emplace_back([&, s] {
-      server_status[s].status = RunServer(s, job, table, workers, std::move(server_data[s]), std::move(server_client[s]),
+      server_status[s].status = RunServer(fs, s, job, table, workers, std::move(server_data[s]), std::move(server_client[s]),
                                    "", scheduler_address, [&, s](ParamServer* server, SchedulerClient* client) {
                                      std::lock_guard<std::mutex> lock(running_mu);
                                      running[s] = {server, client};
@@ -341,7 +342,7 @@ absl::StatusOr<TrainResult> RunMpiRank(FileSystem* fs, const JobConfig& job) {
     ASSIGN_OR_RETURN(std::unique_ptr<transport::Endpoint> data, zmq(ServerId(index), true));
     const std::string advertised = Advertise(data->address(), host);
     ASSIGN_OR_RETURN(std::unique_ptr<transport::Endpoint> client, zmq(ClientId(PeerRole::kServer, index), false));
-    RETURN_IF_ERROR(RunServer(index, job, table, workers, std::move(data), std::move(client), advertised,
+    RETURN_IF_ERROR(RunServer(fs, index, job, table, workers, std::move(data), std::move(client), advertised,
                               scheduler_address));
     return TrainResult();
   }

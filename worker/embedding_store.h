@@ -53,6 +53,9 @@ class EmbeddingStore {
   // clock) to `table_step`. DATA_LOSS naming the file for a damaged one; INVALID_ARGUMENT when
   // a row does not fit this store's slots.
   virtual absl::Status LoadRows(const checkpoint::Reader& checkpoint, uint64_t table_step) = 0;
+  // Continues at training step `step`: the next Push is that step (synchronous stores number
+  // their pushes). In a cluster one worker calls LoadRows and every worker calls this.
+  virtual void ResumeAt(uint64_t step) = 0;
 };
 
 // The names of the sparse rows files of `checkpoint`.

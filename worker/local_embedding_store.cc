@@ -54,6 +54,8 @@ class LocalEmbeddingStore : public EmbeddingStore {
     return absl::OkStatus();
   }
 
+  void ResumeAt(uint64_t step) override { table_->set_step(step); }
+
  private:
   const std::unique_ptr<SparseTable> table_;
 };

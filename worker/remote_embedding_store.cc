@@ -150,14 +150,98 @@ class RemoteEmbeddingStore : public EmbeddingStore {
 
   int Dim(uint64_t key) const override { return dims_[SlotOf(key)]; }
 
-  // Checkpoints of the parameter servers are not built yet; the trainer refuses
-  // trainer.checkpoint_every_steps and --resume in a cluster before training starts.
+  // Each server writes its own rows into `dir` ("sparse-<s>-of-<S>.bin"), all at once.
   absl::StatusOr<std::map<std::string, checkpoint::FileInfo>> SaveRows(
-      FileSystem*, const std::string&) override {
-    return absl::UnimplementedError("checkpoints of parameter servers are not implemented yet");
+      FileSystem*, const std::string& dir) override {
+    const int num_servers = static_cast<int>(options_.servers.size());
+    std::vector<transport::RpcClient::Request> requests;
+    std::vector<std::string> names;
+    for (int s = 0; s < num_servers; ++s) {
+      names.push_back(absl::StrCat("sparse-", s, "-of-", num_servers, ".bin"));
+      std::vector<Frame> frames;
+      frames.push_back(Frame(dir));
+      frames.push_back(Frame(names.back()));
+      requests.push_back({options_.servers[s].id, kPsSaveMethod, std::move(frames)});
+    }
+    std::map<std::string, checkpoint::FileInfo> files;
+    absl::Status status = client_.CallAll(
+        std::move(requests), absl::Now() + options_.checkpoint_deadline,
+        [&](size_t s, absl::StatusOr<transport::Response> response) -> absl::Status {
+          if (!response.ok()) return Annotate(response.status(), kPsSaveMethod, static_cast<int>(s), "on");
+          absl::StatusOr<std::vector<uint64_t>> info =
+              response->frames.size() == 1 ? response->frames[0].ToVector<uint64_t>()
+                                           : absl::StatusOr<std::vector<uint64_t>>(
+                                                 absl::DataLossError("no frame"));
+          if (!info.ok() || info->size() != 2 || (*info)[1] > UINT32_MAX) {
+            return Annotate(absl::DataLossError("save: the response must be uint64 {bytes, crc32c}"),
+                            kPsSaveMethod, static_cast<int>(s), "on");
+          }
+          files[names[s]] = checkpoint::FileInfo{(*info)[0], static_cast<uint32_t>((*info)[1])};
+          return absl::OkStatus();
+        });
+    if (!status.ok()) return status;
+    return files;
   }
-  absl::Status LoadRows(const checkpoint::Reader&, uint64_t) override {
-    return absl::UnimplementedError("checkpoints of parameter servers are not implemented yet");
+
+  // Reads every sparse rows file (written by any number of servers) and sends each row to the
+  // server that holds its key now, in pieces; every server gets at least one request, which
+  // sets its step.
+  absl::Status LoadRows(const checkpoint::Reader& checkpoint, uint64_t table_step) override {
+    const std::vector<std::string> files = SparseRowsFiles(checkpoint);
+    if (files.empty()) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", checkpoint.dir(), " has no sparse rows file"));
+    }
+    const int num_servers = static_cast<int>(options_.servers.size());
+    struct Piece {
+      std::vector<uint64_t> keys;
+      std::vector<float> rows;
+      std::vector<uint32_t> pushes;
+    };
+    std::vector<Piece> pieces(num_servers);
+    std::vector<bool> sent(num_servers, false);
+    constexpr size_t kRowsPerRequest = 65536;
+    auto flush = [&](int s) -> absl::Status {
+      Piece piece = std::move(pieces[s]);
+      pieces[s] = Piece();
+      sent[s] = true;
+      std::vector<Frame> frames;
+      frames.push_back(Frame::FromVector(std::move(piece.keys)));
+      frames.push_back(Frame::FromVector(std::move(piece.rows)));
+      frames.push_back(Frame::FromVector(std::move(piece.pushes)));
+      frames.push_back(Frame::FromVector(std::vector<int64_t>{static_cast<int64_t>(table_step)}));
+      absl::StatusOr<transport::Response> response =
+          client_.Call(options_.servers[s].id, kPsRestoreMethod, std::move(frames),
+                       absl::Now() + options_.checkpoint_deadline);
+      if (!response.ok()) return Annotate(response.status(), kPsRestoreMethod, s, "on");
+      return absl::OkStatus();
+    };
+    for (const std::string& name : files) {
+      absl::Status status = ForEachCheckpointRow(
+          checkpoint, name, [&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
+            if (Dim(key) == 0) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("slot ", SlotOf(key), " is not configured in this job"));
+            }
+            const int s = options_.sharding->ServerOf(key);
+            Piece& piece = pieces[s];
+            piece.keys.push_back(key);
+            piece.rows.insert(piece.rows.end(), row.begin(), row.end());
+            piece.pushes.push_back(pushes);
+            return piece.keys.size() >= kRowsPerRequest ? flush(s) : absl::OkStatus();
+          });
+      if (!status.ok()) return status;
+    }
+    for (int s = 0; s < num_servers; ++s) {
+      if (!pieces[s].keys.empty() || !sent[s]) {
+        if (absl::Status status = flush(s); !status.ok()) return status;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void ResumeAt(uint64_t step) override {
+    next_step_.store(static_cast<int64_t>(step), std::memory_order_relaxed);
   }
 
  private:

@@ -75,6 +75,9 @@ struct RemoteEmbeddingStoreOptions {
   // (choir_bench_ps, docs/ps.md): a server looks up later pieces on its other handler
   // threads while earlier ones travel and are copied out.
   int max_keys_per_request = 2048;
+  // How long a checkpoint's save (every server writing its rows) or one restore request may
+  // take. Default 10 min.
+  absl::Duration checkpoint_deadline = absl::Minutes(10);
 };
 
 // A store that reaches the servers through `endpoint` (this worker's own endpoint; the store

@@ -644,7 +644,8 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
   return absl::OkStatus();
 }
 
-// Restores everything SaveCheckpoint wrote from the checkpoint in `dir`.
+// Restores everything SaveCheckpoint wrote from the checkpoint in `dir`; the sparse rows only
+// when `store` is not null.
 absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobConfig& job,
                             models::Model* model, models::Adagrad<float>* optimizer,
                             EmbeddingStore* store, scheduler::SampleReweighter* reweighter,
@@ -711,7 +712,7 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
     for (size_t i = 0; i < buffers.size(); ++i) {
       RETURN_IF_ERROR(SetFloats(dense[t++], absl::StrCat("buffer ", i), buffers[i]));
     }
-    RETURN_IF_ERROR(store->LoadRows(reader, meta.at("table_step").get<uint64_t>()));
+    if (store != nullptr) RETURN_IF_ERROR(store->LoadRows(reader, meta.at("table_step").get<uint64_t>()));
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta: ", e.what()));
   }
@@ -733,13 +734,21 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (evaluates && tc.out_dir().empty()) {
     return absl::InvalidArgumentError("trainer.out_dir is empty: where to write eval.json?");
   }
+  // Checkpoints: worker 0 of a cluster (or the single process) writes them; the parameter
+  // servers write their own rows into the same directory.
   const bool in_cluster = runtime != nullptr;
-  if (in_cluster && (tc.checkpoint_every_steps() > 0 || !tc.resume().empty())) {
+  const bool cluster_reweighting = in_cluster && tc.reweighting().policy() != "none";
+  if (cluster_reweighting && (tc.checkpoint_every_steps() > 0 || !tc.resume().empty())) {
     return absl::InvalidArgumentError(
-        "trainer.checkpoint_every_steps and trainer.resume (--resume) work in local mode only "
-        "for now: checkpoints of parameter servers are not built yet (docs/checkpoints.md)");
+        "trainer.checkpoint_every_steps and trainer.resume (--resume) with "
+        "trainer.reweighting in a cluster: the scheduler's reweighting state is not "
+        "checkpointed yet (docs/checkpoints.md); use local mode or reweighting policy none");
   }
-  const bool checkpoints = !in_cluster && !tc.out_dir().empty();
+  if (cluster_reweighting && evaluates && tc.checkpoint_at_end()) {
+    LOG(WARNING) << "no checkpoint at the end: the scheduler's reweighting state is not "
+                    "checkpointed yet in a cluster (docs/checkpoints.md)";
+  }
+  const bool checkpoints = evaluates && !tc.out_dir().empty() && !cluster_reweighting;
   const std::string checkpoint_root = JoinPath(tc.out_dir(), "checkpoint");
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
   ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, factory.get()));
@@ -860,7 +869,11 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (!tc.resume().empty()) {
     ASSIGN_OR_RETURN(const std::string resume_dir, checkpoint::Resolve(fs, tc.resume(), checkpoint_root));
     LoopState state;
-    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, model.get(), &optimizer, store, &reweighter, &state));
+    // In a cluster every worker loads the dense state; worker 0 alone sends the sparse rows to
+    // the servers (the broadcast before the first step holds the others back until it is done).
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, model.get(), &optimizer,
+                                   evaluates ? store : nullptr, &reweighter, &state));
+    store->ResumeAt(static_cast<uint64_t>(state.steps));
     result.steps = state.steps;
     result.samples = state.samples;
     result.resumed_samples = state.samples;

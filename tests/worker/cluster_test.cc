@@ -158,6 +158,59 @@ TEST_F(ClusterTest, ACrashedServerIsNamedAndStopsTheJobWithoutHanging) {
   EXPECT_LT(seconds, 30) << "the job took too long to stop";
 }
 
+// Checkpoints in a cluster: worker 0 writes the dense state and commits, each server writes
+// its rows. A job whose server crashes is resumed from its latest checkpoint and ends exactly
+// where an uninterrupted job ends; so does one restored onto a different number of servers.
+TEST_F(ClusterTest, AJobResumedAfterAServerCrashEndsLikeAnUninterruptedOne) {
+  auto job_for = [](const std::string& out, int servers) {
+    JobConfig job = ClusterJob(out, servers, 2, "inproc");
+    job.mutable_trainer()->set_max_steps(10);
+    job.mutable_trainer()->set_checkpoint_every_steps(4);
+    return job;
+  };
+  absl::StatusOr<TrainResult> full = RunLocalCluster(fs_, job_for("/ck_full", 2));
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(full->steps, 10);
+  for (const char* step : {"step-000000000004", "step-000000000008", "step-000000000010"}) {
+    const std::string dir = absl::StrCat("/ck_full/checkpoint/", step);
+    EXPECT_TRUE(fs_->Exists(dir + "/MANIFEST.json")) << dir;
+    EXPECT_TRUE(fs_->Exists(dir + "/sparse-0-of-2.bin")) << dir;
+    EXPECT_TRUE(fs_->Exists(dir + "/sparse-1-of-2.bin")) << dir;
+  }
+
+  LocalClusterHooks hooks;
+  hooks.kill_server = 1;
+  hooks.kill_at_step = 6;
+  absl::StatusOr<TrainResult> crashed = RunLocalCluster(fs_, job_for("/ck_crash", 2), hooks);
+  ASSERT_FALSE(crashed.ok());
+  EXPECT_NE(crashed.status().message().find("server 1"), std::string::npos) << crashed.status();
+  ASSERT_TRUE(fs_->Exists("/ck_crash/checkpoint/step-000000000004/MANIFEST.json"));
+
+  JobConfig resumed = job_for("/ck_crash", 2);
+  resumed.mutable_trainer()->set_resume("latest");
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, resumed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 10);
+  EXPECT_EQ(Scores(fs_, "/ck_crash/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
+
+  // Restored onto 3 servers (rows re-sharded), and onto the single-process trainer.
+  JobConfig three = job_for("/ck_three", 3);
+  three.mutable_trainer()->set_resume("/ck_full/checkpoint/step-000000000004");
+  r = RunLocalCluster(fs_, three);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(Scores(fs_, "/ck_three/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
+  EXPECT_TRUE(fs_->Exists("/ck_three/checkpoint/step-000000000010/sparse-2-of-3.bin"));
+}
+
+TEST_F(ClusterTest, CheckpointsWithReweightingAreRefusedInACluster) {
+  JobConfig job = ClusterJob("/ck_rw", 1, 2, "inproc");
+  job.mutable_trainer()->mutable_reweighting()->set_policy("adaptive");
+  job.mutable_trainer()->set_checkpoint_every_steps(4);
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_NE(r.status().message().find("reweighting"), std::string::npos) << r.status();
+}
+
 TEST_F(ClusterTest, ADroppedRequestFailsTheStepWithADeadlineNamingAServer) {
   JobConfig job = ClusterJob("/dropped", 2, 2, "inproc");
   job.mutable_cluster()->set_rpc_deadline_ms(1000);
