@@ -537,6 +537,8 @@ Batch SliceBatch(const Batch& batch, int begin, int end, int num_cat, int num_de
 
 }  // namespace
 
+namespace {
+
 // What the training loop carries from step to step besides the model, the optimizer, the
 // store and the reweighter: what a checkpoint keeps of it.
 struct LoopState {
@@ -719,6 +721,44 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
   LOG(INFO) << "resuming from " << dir << " at step " << state->steps << " (" << state->samples
             << " samples)";
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::string& checkpoint_dir,
+                                                  const std::string& data_dir,
+                                                  const std::string& eval_json) {
+  ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, checkpoint_dir));
+  CheckpointEval result;
+  result.step = reader.step();
+  const std::string job_text = reader.meta().value("job", "");
+  if (!google::protobuf::TextFormat::ParseFromString(job_text, &result.job)) {
+    return absl::DataLossError(absl::StrCat(checkpoint_dir, ": the checkpoint's job does not parse"));
+  }
+  JobConfig& job = result.job;
+  if (!data_dir.empty()) job.mutable_data()->set_dir(data_dir);
+  job.mutable_trainer()->set_device("cpu");
+  job.clear_cluster();
+  ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(job.trainer()));
+  ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, factory.get()));
+  ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingStore> store, NewLocalEmbeddingStore(setup.table));
+  models::Adagrad<float> optimizer{models::AdagradOptions()};
+  ASSIGN_OR_RETURN(scheduler::ReweightingOptions rw_options, ReweightingOptionsOf(job.trainer().reweighting()));
+  ASSIGN_OR_RETURN(scheduler::SampleReweighter reweighter, scheduler::SampleReweighter::Create(rw_options));
+  LoopState state;
+  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, setup.model.get(), &optimizer, store.get(),
+                                 &reweighter, &state));
+  ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
+  const std::vector<std::string> test_files = data::SplitPaths(job.data().dir(), test_split);
+  SparseBridge bridge(setup.shape, store.get(), setup.sources);
+  ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
+                   Predict(fs, test_files, setup.layout, job, setup.model.get(), &bridge, *setup.activity));
+  result.test_samples = static_cast<int64_t>(preds.size());
+  ASSIGN_OR_RETURN(result.test, eval::Evaluate(preds));
+  RETURN_IF_ERROR(fs->CreateDirs(Dirname(eval_json)));
+  RETURN_IF_ERROR(eval::WriteEvalJson(fs, eval_json, result.test));
+  RETURN_IF_ERROR(eval::WritePredictionsTsv(fs, JoinPath(Dirname(eval_json), "preds.tsv"), preds));
+  return result;
 }
 
 absl::StatusOr<TableOptions> SparseTableFor(FileSystem* fs, const JobConfig& job) {

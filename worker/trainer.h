@@ -68,6 +68,22 @@ struct WorkerRuntime {
 absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& job,
                                              const WorkerRuntime* runtime = nullptr);
 
+// What EvaluateCheckpoint measured.
+struct CheckpointEval {
+  JobConfig job;            // the checkpoint's job (data.dir possibly overridden)
+  int64_t step = 0;         // the checkpoint's step
+  eval::EvalReport test;    // on the test split
+  int64_t test_samples = 0;
+};
+
+// Evaluates the model of the checkpoint in `checkpoint_dir` (local or cluster, any number of
+// servers) on the test split of `data_dir` (empty: the dataset the checkpoint's job trained
+// on), on CPU, and writes `eval_json` and preds.tsv beside it. The predictions are those the
+// training run would have written after that step. DATA_LOSS for a damaged checkpoint.
+absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::string& checkpoint_dir,
+                                                  const std::string& data_dir,
+                                                  const std::string& eval_json);
+
 // The policy options of trainer.reweighting; INVALID_ARGUMENT naming the field
 // ("trainer.reweighting.beta must be ...") when the policy or an option is bad.
 absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const ReweightingConfig& rc);

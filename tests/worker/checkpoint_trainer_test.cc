@@ -95,6 +95,18 @@ TEST_F(CheckpointTrainerTest, AResumedRunEndsExactlyWhereTheUninterruptedOneEnds
   EXPECT_EQ(a->meta()["samples"], b->meta()["samples"]);
 }
 
+TEST_F(CheckpointTrainerTest, EvaluatingTheLastCheckpointReproducesTheRunsPredictions) {
+  absl::StatusOr<CheckpointEval> e = EvaluateCheckpoint(fs_, kStep20, "", "/evalck/eval.json");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(e->step, 20);
+  EXPECT_EQ(Read(fs_, "/evalck/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+  EXPECT_EQ(Read(fs_, "/evalck/eval.json"), Read(fs_, "/full/eval.json"));
+  // An earlier checkpoint is another model.
+  e = EvaluateCheckpoint(fs_, kStep7, "", "/evalck7/eval.json");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_NE(Read(fs_, "/evalck7/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+}
+
 TEST_F(CheckpointTrainerTest, ResumeLatestTakesTheNewestCommittedAndSkipsAnUnfinishedOne) {
   CopyCheckpoint(kStep7, "/latest/checkpoint/step-000000000007");
   CopyCheckpoint("/full/checkpoint/step-000000000014", "/latest/checkpoint/step-000000000014");

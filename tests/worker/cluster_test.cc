@@ -200,6 +200,12 @@ TEST_F(ClusterTest, AJobResumedAfterAServerCrashEndsLikeAnUninterruptedOne) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(Scores(fs_, "/ck_three/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
   EXPECT_TRUE(fs_->Exists("/ck_three/checkpoint/step-000000000010/sparse-2-of-3.bin"));
+
+  // A cluster's checkpoint evaluated in one process: the job's own predictions.
+  absl::StatusOr<CheckpointEval> e =
+      EvaluateCheckpoint(fs_, "/ck_full/checkpoint/step-000000000010", "", "/ck_eval/eval.json");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(Scores(fs_, "/ck_eval/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
 }
 
 TEST_F(ClusterTest, CheckpointsWithReweightingAreRefusedInACluster) {

@@ -1,8 +1,9 @@
-// choir train (single process, local cluster or an mpirun rank) and choir report.
+// choir train (single process, local cluster or an mpirun rank), choir eval and choir report.
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "checkpoint/checkpoint.h"
 #include "core/config.h"
 #include "core/status.h"
 #include "gflags/gflags.h"
@@ -16,6 +17,7 @@ DEFINE_string(data, "", "train, groups profile: dataset folder (for train: overr
 DEFINE_string(model, "", "train: dnn, din, dnn+groupid or choirrec (overrides model.type).");
 DEFINE_string(priors, "", "train: the group priors folder of `choir groups priors` (overrides model.groups.priors).");
 DEFINE_string(resume, "", "train: continue from a checkpoint: latest (the newest under OUT/checkpoint) or a checkpoint directory (overrides trainer.resume).");
+DEFINE_string(checkpoint, "", "eval: a checkpoint directory (a step-N folder), or a folder of checkpoints (its latest).");
 DEFINE_string(base, "", "report: the baseline's eval.json.");
 DEFINE_string(run, "", "report: the compared run's eval.json.");
 DEFINE_string(plots, "", "report: write PNG plots (per-bucket GAUC, calibration) into this folder.");
@@ -51,6 +53,19 @@ absl::Status RunTrain(const Args& args) {
   }
   ASSIGN_OR_RETURN(worker::TrainResult r, worker::RunTrainJob(fs, job));
   return PrintTrainResult(job, r);
+}
+
+absl::Status RunEval(const Args& args) {
+  if (!args.empty() || FLAGS_checkpoint.empty() || FLAGS_out.empty()) {
+    return absl::InvalidArgumentError("usage: choir eval --checkpoint DIR --out eval.json [--data DIR]");
+  }
+  FileSystem* fs = PosixFileSystem();
+  ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(fs, FLAGS_checkpoint, FLAGS_checkpoint));
+  ASSIGN_OR_RETURN(worker::CheckpointEval r, worker::EvaluateCheckpoint(fs, dir, FLAGS_data, FLAGS_out));
+  std::printf("%s, step %ld, on %s: test split (%ld samples), written to %s and preds.tsv beside it:\n\n%s",
+              dir.c_str(), static_cast<long>(r.step), r.job.data().dir().c_str(),
+              static_cast<long>(r.test_samples), FLAGS_out.c_str(), eval::MarkdownTable(r.test).c_str());
+  return absl::OkStatus();
 }
 
 absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r) {

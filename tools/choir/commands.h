@@ -17,6 +17,7 @@ absl::Status RunDataConvert(const Args& args);
 absl::Status RunDataInspect(const Args& args);
 absl::Status RunConfigPrint(const Args& args);
 absl::Status RunTrain(const Args& args);
+absl::Status RunEval(const Args& args);
 absl::Status RunReport(const Args& args);
 absl::Status RunGroupsProfile(const Args& args);
 absl::Status RunEmbed(const Args& args);

@@ -49,7 +49,8 @@ constexpr Command kCommands[] = {
      "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4]] [--batch 64] [--cache FILE (<out>.cache)]"},
     {"train", nullptr, choir::cli::RunTrain,
      "--config job.pbtxt [--set 'a.b=c;...'] [--data DIR] [--out DIR] [--model dnn|din|dnn+groupid|choirrec] "
-     "[--groups groups.tsv --priors DIR]"},
+     "[--groups groups.tsv --priors DIR] [--resume latest|DIR]"},
+    {"eval", nullptr, choir::cli::RunEval, "--checkpoint DIR --out eval.json [--data DIR]"},
     {"report", nullptr, choir::cli::RunReport,
      "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
     {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},
