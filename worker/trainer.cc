@@ -581,21 +581,27 @@ absl::Status ArrayFromJson(const nlohmann::json& meta, const char* key, A* out) 
   return absl::OkStatus();
 }
 
-// The fields of the job that must match for a checkpoint to continue it.
-nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count) {
-  return {{"model_type", job.model().type()},
-          {"dense_params", param_count},
-          {"batch_size", job.trainer().batch_size()},
-          {"epochs", job.trainer().epochs()},
-          {"seed", job.trainer().seed()},
-          {"task", Task_Name(job.task())}};
+// The fields of the job that must match for a checkpoint to continue it: the model, and what
+// decides the data stream (the global batch of num_workers * batch_size, epochs, seed).
+// num_workers 0: the model's alone (evaluation).
+nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count, int num_workers) {
+  nlohmann::json id = {{"model_type", job.model().type()},
+                       {"dense_params", param_count},
+                       {"task", Task_Name(job.task())}};
+  if (num_workers > 0) {
+    id["batch_size"] = job.trainer().batch_size();
+    id["workers"] = num_workers;
+    id["epochs"] = job.trainer().epochs();
+    id["seed"] = job.trainer().seed();
+  }
+  return id;
 }
 
 // Writes the checkpoint of `state.steps` under `root` and keeps the newest `keep`.
 absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobConfig& job,
-                            models::Model* model, models::Adagrad<float>* optimizer,
-                            EmbeddingStore* store, const scheduler::SampleReweighter& reweighter,
-                            const LoopState& state) {
+                            int num_workers, models::Model* model,
+                            models::Adagrad<float>* optimizer, EmbeddingStore* store,
+                            const scheduler::SampleReweighter& reweighter, const LoopState& state) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(checkpoint::Writer writer, checkpoint::Writer::Begin(fs, root, state.steps));
   const std::vector<models::Param<float>*> params = model->Params();
@@ -615,7 +621,7 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
   std::string job_text;
   google::protobuf::TextFormat::PrintToString(job, &job_text);
   nlohmann::json meta = {
-      {"run", RunIdentity(job, models::ParamCount(params))},
+      {"run", RunIdentity(job, models::ParamCount(params), num_workers)},
       {"job", job_text},
       {"steps", state.steps},
       {"samples", state.samples},
@@ -647,15 +653,15 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
 }
 
 // Restores everything SaveCheckpoint wrote from the checkpoint in `dir`; the sparse rows only
-// when `store` is not null.
+// when `store` is not null. `num_workers` as for RunIdentity (0: evaluation, any data stream).
 absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobConfig& job,
-                            models::Model* model, models::Adagrad<float>* optimizer,
-                            EmbeddingStore* store, scheduler::SampleReweighter* reweighter,
-                            LoopState* state) {
+                            int num_workers, models::Model* model,
+                            models::Adagrad<float>* optimizer, EmbeddingStore* store,
+                            scheduler::SampleReweighter* reweighter, LoopState* state) {
   ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, dir));
   const nlohmann::json& meta = reader.meta();
   const std::vector<models::Param<float>*> params = model->Params();
-  const nlohmann::json want = RunIdentity(job, models::ParamCount(params));
+  const nlohmann::json want = RunIdentity(job, models::ParamCount(params), num_workers);
   if (!meta.contains("run") || !meta["run"].is_object()) {
     return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta has no run identity"));
   }
@@ -746,8 +752,8 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   ASSIGN_OR_RETURN(scheduler::ReweightingOptions rw_options, ReweightingOptionsOf(job.trainer().reweighting()));
   ASSIGN_OR_RETURN(scheduler::SampleReweighter reweighter, scheduler::SampleReweighter::Create(rw_options));
   LoopState state;
-  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, setup.model.get(), &optimizer, store.get(),
-                                 &reweighter, &state));
+  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, /*num_workers=*/0, setup.model.get(),
+                                 &optimizer, store.get(), &reweighter, &state));
   ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
   const std::vector<std::string> test_files = data::SplitPaths(job.data().dir(), test_split);
   SparseBridge bridge(setup.shape, store.get(), setup.sources);
@@ -889,8 +895,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   auto save_checkpoint = [&]() -> absl::Status {
     const auto save_start = std::chrono::steady_clock::now();
     LoopState state{result.steps, result.samples, bucket_stats, current_weights};
-    RETURN_IF_ERROR(SaveCheckpoint(fs, checkpoint_root, job, model.get(), &optimizer, store,
-                                   reweighter, state));
+    RETURN_IF_ERROR(SaveCheckpoint(fs, checkpoint_root, job, num_workers, model.get(), &optimizer,
+                                   store, reweighter, state));
     last_checkpoint = result.steps;
     checkpoint_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start).count();
@@ -911,7 +917,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     LoopState state;
     // In a cluster every worker loads the dense state; worker 0 alone sends the sparse rows to
     // the servers (the broadcast before the first step holds the others back until it is done).
-    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, model.get(), &optimizer,
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, model.get(), &optimizer,
                                    evaluates ? store : nullptr, &reweighter, &state));
     store->ResumeAt(static_cast<uint64_t>(state.steps));
     result.steps = state.steps;

@@ -201,6 +201,14 @@ TEST_F(ClusterTest, AJobResumedAfterAServerCrashEndsLikeAnUninterruptedOne) {
   EXPECT_EQ(Scores(fs_, "/ck_three/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
   EXPECT_TRUE(fs_->Exists("/ck_three/checkpoint/step-000000000010/sparse-2-of-3.bin"));
 
+  // Two workers' data stream is not one process's: resuming there is refused.
+  JobConfig local = job_for("/ck_local", 2);
+  local.clear_cluster();
+  local.mutable_trainer()->set_resume("/ck_full/checkpoint/step-000000000004");
+  absl::StatusOr<TrainResult> refused = TrainAndEvaluate(fs_, local);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_NE(refused.status().message().find("workers"), std::string::npos) << refused.status();
+
   // A cluster's checkpoint evaluated in one process: the job's own predictions.
   absl::StatusOr<CheckpointEval> e =
       EvaluateCheckpoint(fs_, "/ck_full/checkpoint/step-000000000010", "", "/ck_eval/eval.json");
