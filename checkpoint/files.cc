@@ -89,6 +89,18 @@ std::string SparseRowsWriter::Finish() {
   return out;
 }
 
+absl::StatusOr<std::string> EncodeSparseRows(
+    absl::FunctionRef<absl::Status(RowVisitor visit)> for_each_row, uint64_t* rows) {
+  SparseRowsWriter writer;
+  absl::Status status = for_each_row([&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
+    writer.Add(key, row, pushes);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (rows != nullptr) *rows = writer.rows();
+  return writer.Finish();
+}
+
 absl::Status ReadSparseRows(
     absl::string_view bytes, const std::string& what,
     absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> row, uint32_t pushes)>

@@ -35,6 +35,15 @@ class SparseRowsWriter {
   uint64_t rows_ = 0;
 };
 
+// What a sparse rows file holds of one row, in the order of SparseTable::ForEachStoredRow.
+using RowVisitor =
+    absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> row, uint32_t pushes)>;
+
+// The sparse rows file of the rows `for_each_row` hands to its visitor (a table's
+// ForEachStoredRow), and their number in `rows` when not null; the first error it returns.
+absl::StatusOr<std::string> EncodeSparseRows(
+    absl::FunctionRef<absl::Status(RowVisitor visit)> for_each_row, uint64_t* rows = nullptr);
+
 // Calls visit(key, row, pushes) for every row of a sparse rows file; stops at, and returns, the
 // first non-OK status. DATA_LOSS naming `what` for a malformed file.
 absl::Status ReadSparseRows(

@@ -266,16 +266,11 @@ absl::StatusOr<std::vector<Frame>> ParamServer::HandleSave(RpcRequest& request) 
   }
   const std::string dir(request.frames[0].bytes());
   const std::string name(request.frames[1].bytes());
-  checkpoint::SparseRowsWriter writer;
-  absl::Status status = table_->ForEachStoredRow(
-      [&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
-        writer.Add(key, row, pushes);
-        return absl::OkStatus();
-      });
-  if (!status.ok()) return status;
-  const uint64_t rows = writer.rows();
-  absl::StatusOr<checkpoint::FileInfo> info =
-      checkpoint::WriteCheckpointFile(fs_, dir, name, writer.Finish());
+  uint64_t rows = 0;
+  absl::StatusOr<std::string> bytes = checkpoint::EncodeSparseRows(
+      [&](checkpoint::RowVisitor visit) { return table_->ForEachStoredRow(visit); }, &rows);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<checkpoint::FileInfo> info = checkpoint::WriteCheckpointFile(fs_, dir, name, *bytes);
   if (!info.ok()) {
     return absl::Status(info.status().code(),
                         absl::StrCat("server ", id_, ": ", info.status().message()));

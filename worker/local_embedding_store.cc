@@ -23,16 +23,12 @@ class LocalEmbeddingStore : public EmbeddingStore {
 
   absl::StatusOr<std::map<std::string, checkpoint::FileInfo>> SaveRows(
       FileSystem* fs, const std::string& dir) override {
-    checkpoint::SparseRowsWriter writer;
-    absl::Status status = table_->ForEachStoredRow(
-        [&](uint64_t key, absl::Span<const float> row, uint32_t pushes) {
-          writer.Add(key, row, pushes);
-          return absl::OkStatus();
-        });
-    if (!status.ok()) return status;
+    absl::StatusOr<std::string> bytes = checkpoint::EncodeSparseRows(
+        [&](checkpoint::RowVisitor visit) { return table_->ForEachStoredRow(visit); });
+    if (!bytes.ok()) return bytes.status();
     const std::string name = "sparse-0-of-1.bin";
     absl::StatusOr<checkpoint::FileInfo> info =
-        checkpoint::WriteCheckpointFile(fs, dir, name, writer.Finish());
+        checkpoint::WriteCheckpointFile(fs, dir, name, *bytes);
     if (!info.ok()) return info.status();
     return std::map<std::string, checkpoint::FileInfo>{{name, *info}};
   }
