@@ -1,6 +1,7 @@
 // MemFileSystem: files and directories in maps under one mutex. Paths are normalised
 // ("/a//b/./c" and "a/b/c" name the same file); the root "" always exists. Directories are
 // recorded explicitly (CreateDirs, SetContents) so that the tree behaves like a posix one.
+#include <mutex>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -40,13 +41,13 @@ bool IsBelow(absl::string_view path, absl::string_view dir) {
 class MemWritableFile : public WritableFile {
  public:
   // `mu` is the file system's mutex, kept alive (with the rest of its state) by this pointer.
-  MemWritableFile(std::string path, std::shared_ptr<absl::Mutex> mu,
+  MemWritableFile(std::string path, std::shared_ptr<std::mutex> mu,
                   std::shared_ptr<std::string> contents)
       : path_(std::move(path)), mu_(std::move(mu)), contents_(std::move(contents)) {}
 
   absl::Status Append(absl::string_view data) override {
     RETURN_IF_ERROR(CheckOpen());
-    absl::MutexLock lock(mu_.get());
+    std::lock_guard<std::mutex> lock(*mu_);
     contents_->append(data.data(), data.size());
     return absl::OkStatus();
   }
@@ -65,7 +66,7 @@ class MemWritableFile : public WritableFile {
   }
 
   const std::string path_;
-  const std::shared_ptr<absl::Mutex> mu_;
+  const std::shared_ptr<std::mutex> mu_;
   const std::shared_ptr<std::string> contents_;  // guarded by *mu_
   bool closed_ = false;
 };
@@ -77,13 +78,15 @@ absl::Status NotFound(absl::string_view what, absl::string_view path) {
 }  // namespace
 
 struct MemFileSystem::State {
-  absl::Mutex mu;
+  // std::mutex (not absl::Mutex) so that ThreadSanitizer sees the locking: Debian's abseil
+  // is not built with it, and the cluster tests write files from several threads.
+  std::mutex mu;
   // Contents are shared with open writers: a renamed or deleted file keeps receiving the
   // writes of a writer opened before, as an inode would.
-  std::map<std::string, std::shared_ptr<std::string>> files ABSL_GUARDED_BY(mu);
-  std::set<std::string> dirs ABSL_GUARDED_BY(mu);  // excluding the root
+  std::map<std::string, std::shared_ptr<std::string>> files;  // guarded by mu
+  std::set<std::string> dirs;  // guarded by mu; excluding the root
 
-  bool IsDirLocked(const std::string& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  bool IsDirLocked(const std::string& p) {  // requires mu
     return p.empty() || dirs.count(p) > 0;
   }
 
@@ -91,8 +94,8 @@ struct MemFileSystem::State {
   // errors): NOT_FOUND when absent, FAILED_PRECONDITION for a directory.
   absl::StatusOr<std::shared_ptr<std::string>> FindFileLocked(const std::string& p,
                                                               const std::string& path,
-                                                              absl::string_view what)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+                                                              absl::string_view what) {
+    // requires mu
     auto it = files.find(p);
     if (it != files.end()) return it->second;
     if (IsDirLocked(p)) {
@@ -109,11 +112,11 @@ absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::NewWritableFile(
     const std::string& path) {
   const std::string p = Normalize(path);
   auto contents = std::make_shared<std::string>();
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (p.empty() || state_->IsDirLocked(p)) return ErrnoToStatus(EISDIR, "open", path);
   if (!state_->IsDirLocked(Parent(p))) return NotFound("open", path);
   state_->files[p] = contents;
-  std::shared_ptr<absl::Mutex> mu(state_, &state_->mu);  // aliasing: owns the whole state
+  std::shared_ptr<std::mutex> mu(state_, &state_->mu);  // aliasing: owns the whole state
   return std::unique_ptr<WritableFile>(
       new MemWritableFile(path, std::move(mu), std::move(contents)));
 }
@@ -121,12 +124,12 @@ absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::NewWritableFile(
 absl::StatusOr<std::unique_ptr<WritableFile>> MemFileSystem::NewAppendableFile(
     const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (p.empty() || state_->IsDirLocked(p)) return ErrnoToStatus(EISDIR, "open", path);
   if (!state_->IsDirLocked(Parent(p))) return NotFound("open", path);
   std::shared_ptr<std::string>& contents = state_->files[p];
   if (contents == nullptr) contents = std::make_shared<std::string>();
-  std::shared_ptr<absl::Mutex> mu(state_, &state_->mu);  // aliasing: owns the whole state
+  std::shared_ptr<std::mutex> mu(state_, &state_->mu);  // aliasing: owns the whole state
   return std::unique_ptr<WritableFile>(new MemWritableFile(path, std::move(mu), contents));
 }
 
@@ -138,19 +141,19 @@ absl::StatusOr<std::unique_ptr<ReadOnlyRegion>> MemFileSystem::MapReadOnly(
 
 bool MemFileSystem::Exists(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   return state_->files.count(p) > 0 || state_->IsDirLocked(p);
 }
 
 bool MemFileSystem::IsDirectory(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   return state_->IsDirLocked(p);
 }
 
 absl::StatusOr<uint64_t> MemFileSystem::FileSize(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   ASSIGN_OR_RETURN(std::shared_ptr<std::string> contents, state_->FindFileLocked(p, path, "stat"));
   return static_cast<uint64_t>(contents->size());
 }
@@ -158,7 +161,7 @@ absl::StatusOr<uint64_t> MemFileSystem::FileSize(const std::string& path) {
 absl::Status MemFileSystem::CreateDirs(const std::string& path) {
   if (path.empty()) return absl::InvalidArgumentError("CreateDirs: empty path");
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   // Check every prefix first so that a failure creates nothing.
   for (std::string dir = p; !dir.empty(); dir = Parent(dir)) {
     if (state_->files.count(dir) > 0) return ErrnoToStatus(ENOTDIR, "mkdir", dir);
@@ -169,7 +172,7 @@ absl::Status MemFileSystem::CreateDirs(const std::string& path) {
 
 absl::StatusOr<std::vector<std::string>> MemFileSystem::ListDir(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (!state_->IsDirLocked(p)) {
     if (state_->files.count(p) > 0) return ErrnoToStatus(ENOTDIR, "opendir", path);
     return NotFound("opendir", path);
@@ -195,7 +198,7 @@ absl::Status MemFileSystem::Rename(const std::string& from, const std::string& t
   const std::string f = Normalize(from);
   const std::string t = Normalize(to);
   const std::string what = absl::StrCat(from, " -> ", to);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (!state_->IsDirLocked(Parent(t))) return NotFound("rename", what);
   auto it = state_->files.find(f);
   if (it != state_->files.end()) {
@@ -232,7 +235,7 @@ absl::Status MemFileSystem::Rename(const std::string& from, const std::string& t
 
 absl::Status MemFileSystem::DeleteFile(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (state_->files.erase(p) > 0) return absl::OkStatus();
   if (state_->IsDirLocked(p)) return ErrnoToStatus(EISDIR, "unlink", path);
   return NotFound("unlink", path);
@@ -240,7 +243,7 @@ absl::Status MemFileSystem::DeleteFile(const std::string& path) {
 
 absl::Status MemFileSystem::DeleteRecursively(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   for (auto it = state_->files.begin(); it != state_->files.end();) {
     it = (it->first == p || IsBelow(it->first, p)) ? state_->files.erase(it) : std::next(it);
   }
@@ -253,7 +256,7 @@ absl::Status MemFileSystem::DeleteRecursively(const std::string& path) {
 absl::Status MemFileSystem::SyncDir(const std::string& dir) {
   // Nothing to make durable; only the existence checks of the posix call remain.
   const std::string p = Normalize(dir);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (state_->IsDirLocked(p)) return absl::OkStatus();
   if (state_->files.count(p) > 0) return ErrnoToStatus(ENOTDIR, "open", dir);
   return NotFound("open", dir);
@@ -261,7 +264,7 @@ absl::Status MemFileSystem::SyncDir(const std::string& dir) {
 
 absl::StatusOr<std::string> MemFileSystem::GetContents(const std::string& path) {
   const std::string p = Normalize(path);
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   ASSIGN_OR_RETURN(std::shared_ptr<std::string> contents, state_->FindFileLocked(p, path, "open"));
   return *contents;
 }
@@ -270,7 +273,7 @@ absl::Status MemFileSystem::SetContents(const std::string& path, std::string con
   const std::string p = Normalize(path);
   if (p.empty()) return ErrnoToStatus(EISDIR, "open", path);
   RETURN_IF_ERROR(CreateDirs(Parent(p).empty() ? "/" : Parent(p)));
-  absl::MutexLock lock(&state_->mu);
+  std::lock_guard<std::mutex> lock(state_->mu);
   if (state_->IsDirLocked(p)) return ErrnoToStatus(EISDIR, "open", path);
   state_->files[p] = std::make_shared<std::string>(std::move(contents));
   return absl::OkStatus();
