@@ -1,12 +1,15 @@
 #include "checkpoint/checkpoint.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/crc32c.h"
 #include "glog/logging.h"
 
@@ -25,12 +28,23 @@ int64_t StepOfName(absl::string_view name) {
   return step;
 }
 
+// A relative path inside the directory: '/'-separated names, none empty, "." or "..".
 absl::Status CheckFileName(const std::string& name) {
-  if (name.empty() || name == kManifestName || absl::StrContains(name, '/')) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint file name '", name, "' is empty, reserved or has a '/'"));
+  bool bad = name.empty() || name == kManifestName;
+  for (absl::string_view part : absl::StrSplit(name, '/')) {
+    bad = bad || part.empty() || part == "." || part == "..";
+  }
+  if (bad) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "file name '", name, "' is empty, reserved, absolute or has an empty, '.' or '..' part"));
   }
   return absl::OkStatus();
+}
+
+// "checkpoint" for "choir-checkpoint": what errors call a directory of `format`.
+std::string KindOf(absl::string_view format) {
+  absl::ConsumePrefix(&format, "choir-");
+  return std::string(format);
 }
 
 // Committed and unfinished checkpoint directories under `root`, by step.
@@ -70,6 +84,9 @@ absl::StatusOr<FileInfo> WriteCheckpointFile(FileSystem* fs, const std::string& 
                                              const std::string& name, absl::string_view bytes) {
   if (absl::Status s = CheckFileName(name); !s.ok()) return s;
   const std::string path = JoinPath(dir, name);
+  if (absl::StrContains(name, '/')) {
+    if (absl::Status s = fs->CreateDirs(Dirname(path)); !s.ok()) return s;
+  }
   absl::StatusOr<std::unique_ptr<WritableFile>> file = fs->NewWritableFile(path);
   if (!file.ok()) return file.status();
   absl::Status status = (*file)->Append(bytes);
@@ -77,8 +94,7 @@ absl::StatusOr<FileInfo> WriteCheckpointFile(FileSystem* fs, const std::string& 
   absl::Status closed = (*file)->Close();
   if (status.ok()) status = closed;
   if (!status.ok()) {
-    return absl::Status(status.code(),
-                        absl::StrCat("writing checkpoint file ", path, ": ", status.message()));
+    return absl::Status(status.code(), absl::StrCat("writing ", path, ": ", status.message()));
   }
   return FileInfo{bytes.size(), crc32c::Value(bytes)};
 }
@@ -86,16 +102,21 @@ absl::StatusOr<FileInfo> WriteCheckpointFile(FileSystem* fs, const std::string& 
 absl::StatusOr<Writer> Writer::Begin(FileSystem* fs, const std::string& root, int64_t step) {
   if (step < 0) return absl::InvalidArgumentError(absl::StrCat("checkpoint step ", step, " < 0"));
   const std::string dir = CheckpointDir(root, step);
+  return BeginDirectory(fs, dir, step, kFormatName);
+}
+
+absl::StatusOr<Writer> Writer::BeginDirectory(FileSystem* fs, const std::string& dir, int64_t step,
+                                              const std::string& format) {
+  const std::string kind = KindOf(format);
   if (fs->Exists(JoinPath(dir, kManifestName))) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("checkpoint ", dir, " is already committed"));
+    return absl::FailedPreconditionError(absl::StrCat(kind, " ", dir, " is already committed"));
   }
   if (fs->IsDirectory(dir)) {
-    LOG(WARNING) << "clearing the unfinished checkpoint " << dir;
+    LOG(WARNING) << "clearing the unfinished " << kind << " " << dir;
     if (absl::Status s = fs->DeleteRecursively(dir); !s.ok()) return s;
   }
   if (absl::Status s = fs->CreateDirs(dir); !s.ok()) return s;
-  return Writer(fs, dir, step);
+  return Writer(fs, dir, step, format);
 }
 
 absl::Status Writer::AddFile(const std::string& name, absl::string_view bytes) {
@@ -106,11 +127,15 @@ absl::Status Writer::AddFile(const std::string& name, absl::string_view bytes) {
 }
 
 absl::Status Writer::Commit(const nlohmann::json& meta) {
-  if (!meta.is_object()) return absl::InvalidArgumentError("checkpoint meta must be a JSON object");
+  if (!meta.is_object()) return absl::InvalidArgumentError("manifest meta must be a JSON object");
   // The data files reach the disk before the manifest names them.
-  if (absl::Status s = fs_->SyncDir(dir_); !s.ok()) return s;
+  std::set<std::string> dirs = {dir_};
+  for (const auto& [name, info] : files_) dirs.insert(Dirname(JoinPath(dir_, name)));
+  for (const std::string& d : dirs) {
+    if (absl::Status s = fs_->SyncDir(d); !s.ok()) return s;
+  }
   nlohmann::ordered_json manifest;
-  manifest["format"] = kFormatName;
+  manifest["format"] = format_;
   manifest["version"] = kFormatVersion;
   manifest["step"] = step_;
   nlohmann::ordered_json files = nlohmann::ordered_json::array();
@@ -126,12 +151,14 @@ absl::Status Writer::Commit(const nlohmann::json& meta) {
       absl::StrFormat("%s%s%08x\n", body, kManifestCrcPrefix, crc32c::Value(body)));
 }
 
-absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir) {
+absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir,
+                                    const std::string& format) {
+  const std::string kind = KindOf(format);
   const std::string path = JoinPath(dir, kManifestName);
   if (!fs->Exists(path)) {
-    return absl::NotFoundError(absl::StrCat(
-        dir, " is not a committed checkpoint: no ", kManifestName,
-        " (not a checkpoint, or one cut short while being written)"));
+    return absl::NotFoundError(absl::StrCat(dir, " is not a committed ", kind, ": no ",
+                                            kManifestName, " (not a ", kind,
+                                            ", or one cut short while being written)"));
   }
   absl::StatusOr<std::string> text = fs->ReadFileToString(path);
   if (!text.ok()) return text.status();
@@ -154,7 +181,10 @@ absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir) {
   }
   nlohmann::json manifest = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object()) return bad("not a JSON object");
-  if (manifest.value("format", "") != kFormatName) return bad("not a Choir checkpoint manifest");
+  if (manifest.value("format", "") != format) {
+    return bad(absl::StrCat("not a Choir ", kind, " manifest (format '", manifest.value("format", ""),
+                            "', want '", format, "')"));
+  }
   if (!manifest.contains("version") || !manifest["version"].is_number_integer()) {
     return bad("no version");
   }
@@ -172,6 +202,7 @@ absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir) {
   Reader reader;
   reader.fs_ = fs;
   reader.dir_ = dir;
+  reader.kind_ = kind;
   reader.step_ = manifest["step"].get<int64_t>();
   reader.meta_ = manifest["meta"];
   for (const nlohmann::json& f : manifest["files"]) {
@@ -196,23 +227,23 @@ std::vector<std::string> Reader::FileNames() const {
 absl::StatusOr<std::string> Reader::ReadFile(const std::string& name) const {
   auto it = files_.find(name);
   if (it == files_.end()) {
-    return absl::NotFoundError(absl::StrCat("checkpoint ", dir_, " has no file ", name));
+    return absl::NotFoundError(absl::StrCat(kind_, " ", dir_, " has no file ", name));
   }
   const std::string path = JoinPath(dir_, name);
   absl::StatusOr<std::string> bytes = fs_->ReadFileToString(path);
   if (!bytes.ok()) {
-    return absl::DataLossError(absl::StrCat("checkpoint file ", path, " listed in the manifest "
+    return absl::DataLossError(absl::StrCat(kind_, " file ", path, " listed in the manifest "
                                             "cannot be read: ", bytes.status().message()));
   }
   if (bytes->size() != it->second.bytes) {
-    return absl::DataLossError(absl::StrCat("checkpoint file ", path, " has ", bytes->size(),
+    return absl::DataLossError(absl::StrCat(kind_, " file ", path, " has ", bytes->size(),
                                             " bytes, the manifest says ", it->second.bytes,
                                             " (truncated or overwritten)"));
   }
   const uint32_t crc = crc32c::Value(*bytes);
   if (crc != it->second.crc32c) {
     return absl::DataLossError(absl::StrFormat(
-        "checkpoint file %s is corrupt: CRC32C %08x, the manifest says %08x", path, crc,
+        "%s file %s is corrupt: CRC32C %08x, the manifest says %08x", kind_, path, crc,
         it->second.crc32c));
   }
   return bytes;

@@ -50,11 +50,15 @@ class Writer {
   // Starts the checkpoint of `step` under `root`; an unfinished directory of the same step (no
   // manifest) is cleared first. FAILED_PRECONDITION when that step is already committed.
   static absl::StatusOr<Writer> Begin(FileSystem* fs, const std::string& root, int64_t step);
+  // Starts a directory of this layout at exactly `dir`, with manifest format name `format`
+  // (e.g. "choir-bundle", a serving bundle) and `step` recorded.
+  static absl::StatusOr<Writer> BeginDirectory(FileSystem* fs, const std::string& dir,
+                                               int64_t step, const std::string& format);
 
   const std::string& dir() const { return dir_; }
   int64_t step() const { return step_; }
 
-  // Writes file `name` (a plain file name, no '/') and records it.
+  // Writes file `name` (a relative path: "dense.bin", "priors/level-1.tsv") and records it.
   absl::Status AddFile(const std::string& name, absl::string_view bytes);
   // Records a file another writer put into dir() with WriteCheckpointFile.
   void AddWrittenFile(const std::string& name, const FileInfo& info) { files_[name] = info; }
@@ -64,11 +68,12 @@ class Writer {
   absl::Status Commit(const nlohmann::json& meta);
 
  private:
-  Writer(FileSystem* fs, std::string dir, int64_t step)
-      : fs_(fs), dir_(std::move(dir)), step_(step) {}
+  Writer(FileSystem* fs, std::string dir, int64_t step, std::string format)
+      : fs_(fs), dir_(std::move(dir)), step_(step), format_(std::move(format)) {}
   FileSystem* fs_;
   std::string dir_;
   int64_t step_;
+  std::string format_;
   std::map<std::string, FileInfo> files_;
 };
 
@@ -76,8 +81,9 @@ class Reader {
  public:
   // Opens the committed checkpoint in `dir`: NOT_FOUND without a manifest (not a checkpoint,
   // or one cut short), DATA_LOSS for an unreadable manifest, FAILED_PRECONDITION for another
-  // format version.
-  static absl::StatusOr<Reader> Open(FileSystem* fs, const std::string& dir);
+  // format version. `format`: the manifest's format name (another one is DATA_LOSS).
+  static absl::StatusOr<Reader> Open(FileSystem* fs, const std::string& dir,
+                                     const std::string& format = "choir-checkpoint");
 
   const std::string& dir() const { return dir_; }
   int64_t step() const { return step_; }
@@ -97,6 +103,7 @@ class Reader {
   Reader() = default;
   FileSystem* fs_ = nullptr;
   std::string dir_;
+  std::string kind_;  // "checkpoint", "bundle": what errors call it
   int64_t step_ = 0;
   nlohmann::json meta_;
   std::map<std::string, FileInfo> files_;

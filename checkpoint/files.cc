@@ -1,6 +1,8 @@
 #include "checkpoint/files.h"
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -31,13 +33,17 @@ class Cursor {
     rest_.remove_prefix(sizeof(T));
     return absl::OkStatus();
   }
-  // `n` floats at the cursor, copied into `out`.
-  absl::Status GetFloats(uint64_t n, std::vector<float>* out, absl::string_view field) {
-    if (n > rest_.size() / sizeof(float)) return Truncated(field);
+  // `n` values of type T at the cursor, copied into `out`.
+  template <typename T>
+  absl::Status GetArray(uint64_t n, std::vector<T>* out, absl::string_view field) {
+    if (n > rest_.size() / sizeof(T)) return Truncated(field);
     out->resize(n);
-    std::memcpy(out->data(), rest_.data(), n * sizeof(float));
-    rest_.remove_prefix(n * sizeof(float));
+    std::memcpy(out->data(), rest_.data(), n * sizeof(T));
+    rest_.remove_prefix(n * sizeof(T));
     return absl::OkStatus();
+  }
+  absl::Status GetFloats(uint64_t n, std::vector<float>* out, absl::string_view field) {
+    return GetArray(n, out, field);
   }
   absl::Status Header(const char* magic) {
     if (rest_.size() < 8 || rest_.substr(0, 8) != absl::string_view(magic, 8)) {
@@ -151,6 +157,94 @@ absl::StatusOr<std::vector<std::vector<float>>> DecodeDenseFloats(absl::string_v
   }
   if (absl::Status s = cursor.End(); !s.ok()) return s;
   return tensors;
+}
+
+namespace {
+
+constexpr char kBundleRowsMagic[] = "CHBROWS1";
+constexpr char kInt64TableMagic[] = "CHI64TB1";
+constexpr uint32_t kF32 = 0, kF16 = 1;
+
+}  // namespace
+
+absl::Status BundleRowsWriter::Add(uint64_t key, absl::Span<const float> values) {
+  Put(&body_, key);
+  Put(&body_, static_cast<uint32_t>(values.size()));
+  if (!fp16_) {
+    body_.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+  } else {
+    for (float v : values) {
+      if (!(std::fabs(v) <= 65504.0f)) {
+        return absl::InvalidArgumentError(absl::StrCat("row of key ", key, ": ", v, " does not fit fp16"));
+      }
+      Put(&body_, static_cast<_Float16>(v));  // round to nearest even
+    }
+  }
+  ++rows_;
+  return absl::OkStatus();
+}
+
+std::string BundleRowsWriter::Finish() const {
+  std::string out(kBundleRowsMagic, 8);
+  Put(&out, kFilesVersion);
+  Put(&out, fp16_ ? kF16 : kF32);
+  Put(&out, rows_);
+  out += body_;
+  return out;
+}
+
+absl::Status ReadBundleRows(absl::string_view bytes, const std::string& what,
+                            absl::FunctionRef<absl::Status(uint64_t key, absl::Span<const float> values)> visit) {
+  Cursor in(bytes, what);
+  uint32_t dtype = 0;
+  uint64_t rows = 0;
+  if (absl::Status s = in.Header(kBundleRowsMagic); !s.ok()) return s;
+  if (absl::Status s = in.Get(&dtype, "dtype"); !s.ok()) return s;
+  if (dtype != kF32 && dtype != kF16) return in.Error(absl::StrCat("unknown dtype ", dtype));
+  if (absl::Status s = in.Get(&rows, "row count"); !s.ok()) return s;
+  std::vector<float> values;
+  std::vector<_Float16> half;
+  for (uint64_t r = 0; r < rows; ++r) {
+    uint64_t key = 0;
+    uint32_t n = 0;
+    if (absl::Status s = in.Get(&key, "a row's key"); !s.ok()) return s;
+    if (absl::Status s = in.Get(&n, "a row's length"); !s.ok()) return s;
+    if (dtype == kF32) {
+      if (absl::Status s = in.GetFloats(n, &values, "a row's values"); !s.ok()) return s;
+    } else {
+      if (absl::Status s = in.GetArray(n, &half, "a row's values"); !s.ok()) return s;
+      values.assign(half.begin(), half.end());
+    }
+    if (absl::Status s = visit(key, values); !s.ok()) return s;
+  }
+  return in.End();
+}
+
+std::string EncodeInt64Table(int columns, const std::vector<int64_t>& values) {
+  std::string out(kInt64TableMagic, 8);
+  Put(&out, kFilesVersion);
+  Put(&out, static_cast<uint32_t>(columns));
+  Put(&out, static_cast<uint64_t>(columns > 0 ? values.size() / columns : 0));
+  out.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(int64_t));
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> DecodeInt64Table(absl::string_view bytes, int columns,
+                                                      const std::string& what) {
+  Cursor in(bytes, what);
+  uint32_t file_columns = 0;
+  uint64_t rows = 0;
+  if (absl::Status s = in.Header(kInt64TableMagic); !s.ok()) return s;
+  if (absl::Status s = in.Get(&file_columns, "column count"); !s.ok()) return s;
+  if (file_columns != static_cast<uint32_t>(columns)) {
+    return in.Error(absl::StrCat(file_columns, " columns, want ", columns));
+  }
+  if (absl::Status s = in.Get(&rows, "row count"); !s.ok()) return s;
+  std::vector<int64_t> values;
+  if (rows > std::numeric_limits<uint64_t>::max() / (columns + 1)) return in.Error("absurd row count");
+  if (absl::Status s = in.GetArray(rows * columns, &values, "the values"); !s.ok()) return s;
+  if (absl::Status s = in.End(); !s.ok()) return s;
+  return values;
 }
 
 }  // namespace choir::checkpoint

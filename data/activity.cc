@@ -1,5 +1,6 @@
 #include "data/activity.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -208,6 +209,21 @@ absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem* fs, const std::stri
     for (const auto& [user, day] : days) ++index.users_[user].active_days;
   }
   return index;
+}
+
+std::vector<ActivityIndex::UserCounts> ActivityIndex::KnownUsers() const {
+  std::vector<UserCounts> out;
+  out.reserve(users_.size());
+  for (const auto& [user, a] : users_) out.push_back(UserCounts{user, a.purchases, a.clicks, a.active_days});
+  std::sort(out.begin(), out.end(), [](const UserCounts& x, const UserCounts& y) { return x.user < y.user; });
+  return out;
+}
+
+void ActivityIndex::SetKnownUser(const UserCounts& counts) {
+  UserActivity& a = users_[counts.user];
+  a.purchases = counts.purchases;
+  a.clicks = counts.clicks;
+  a.active_days = counts.active_days;
 }
 
 }  // namespace choir::data

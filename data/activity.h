@@ -13,6 +13,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -56,6 +57,18 @@ class ActivityIndex {
   void ActivityFeatures(int64_t user, float out[kNumActivityFeatures]) const;
 
   int64_t known_users() const { return users_.size(); }
+
+  // What the index knows of one user: the serving bundle carries it (worker/bundle.h).
+  struct UserCounts {
+    int64_t user = 0;
+    int64_t purchases = 0;
+    int64_t clicks = 0;
+    int32_t active_days = 0;
+  };
+  // Every known user, by increasing id.
+  std::vector<UserCounts> KnownUsers() const;
+  // Records `counts` for its user (replacing what was known).
+  void SetKnownUser(const UserCounts& counts);
   // Where the purchase counts came from ("behaviors" or "train conversions").
   const std::string& source() const { return source_; }
   const ActivityBuckets& config() const { return config_; }

@@ -29,6 +29,7 @@ constexpr uint32_t kNil = UINT32_MAX;
 static_assert(kNil == ps_internal::RowIndex::kNone, "a missing row reads as kNil");
 
 constexpr uint64_t kShardSalt = 0xd1b54a32d192ed03ULL;
+constexpr uintptr_t kCacheLine = 64;
 
 // An admission counter: pushes seen (low 16 bits) and the step of the last one (high 48 bits).
 constexpr uint64_t kCountBits = 16;
@@ -209,10 +210,13 @@ class SparseTable::Shard {
       const uint32_t r = index_.Find(keys[i]);
       if (r != kNil) {
         const int si = slot_of[i];
-        const char* p = reinterpret_cast<const char*>(arenas_[si].Row(r));
+        const char* row = reinterpret_cast<const char*>(arenas_[si].Row(r));
         const int floats = whole_row ? slot_infos_[si].stride : slot_infos_[si].config.dim;
-        const char* row_end = p + static_cast<size_t>(floats) * sizeof(float);
-        for (; p < row_end; p += 64) __builtin_prefetch(p);
+        const char* row_end = row + static_cast<size_t>(floats) * sizeof(float);
+        // Every cache line the row touches: rows need not start on a line.
+        const char* p = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(row) &
+                                                      ~uintptr_t{kCacheLine - 1});
+        for (; p < row_end; p += kCacheLine) __builtin_prefetch(p);
         if (whole_row) __builtin_prefetch(&arenas_[si].Pushes(r));
       }
       ring[k % kAhead] = r;
@@ -656,6 +660,23 @@ size_t SparseTable::MemoryBytes() const {
     bytes += shard->MemoryBytes();
   }
   return bytes;
+}
+
+absl::Status InitialValues(const TableOptions& options, uint64_t key, absl::Span<float> out) {
+  auto it = options.slots.find(SlotOf(key));
+  if (it == options.slots.end() || static_cast<size_t>(it->second.dim) != out.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("initial values of key ", key, " (slot ", SlotOf(key), "): ",
+                                                   it == options.slots.end() ? "slot not configured"
+                                                                             : "wrong row size"));
+  }
+  const SlotConfig& config = it->second;
+  if (config.admit_min_count > 0) {
+    std::fill(out.begin(), out.end(), 0.0f);
+    return absl::OkStatus();
+  }
+  const uint64_t seed_mix = ps_internal::InitSeedMix(options.seed);
+  for (int j = 0; j < config.dim; ++j) out[j] = ps_internal::InitValue(key, seed_mix, j, config.init_scale);
+  return absl::OkStatus();
 }
 
 }  // namespace choir

@@ -73,6 +73,12 @@ absl::Status ValidateTableOptions(const TableOptions& options);
 // independent of key-range or key-modulo sharding across servers.
 int ShardOf(uint64_t key, int num_shards);
 
+// What a Pull of `key` reads from a table of `options` that does not hold the key: its
+// deterministic initial values, or zeros in a slot with admit_min_count (not admitted yet).
+// The serving Predictor reads this for keys absent from a bundle, as the trainer's evaluation
+// would. INVALID_ARGUMENT for an unconfigured slot or out.size() != the slot's dim.
+absl::Status InitialValues(const TableOptions& options, uint64_t key, absl::Span<float> out);
+
 class SparseTable {
  public:
   // INVALID_ARGUMENT when ValidateTableOptions fails.

@@ -314,6 +314,43 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
           absl::StrCat(options.groups_tsv, ":", line, ": user ", table.ids[u], " appears twice"));
     }
   }
+  if (options.assigned != nullptr) {
+    const AssignedUsers& a = *options.assigned;
+    if (a.codes.size() != a.ids.size() * static_cast<size_t>(L)) {
+      return absl::InvalidArgumentError(absl::StrCat("group features: ", a.ids.size(), " assigned users with ",
+                                                     a.codes.size(), " codes, want ", L, " per user"));
+    }
+    for (size_t u = 0; u < a.ids.size(); ++u) {
+      if (f->user_row_.contains(a.ids[u])) continue;
+      const int32_t* codes = &a.codes[u * L];
+      const int64_t finest = levels.back().Find(codes);
+      if (finest >= 0 && row_of_finest[finest] >= 0) {  // the full tuple of some training user
+        f->user_row_.emplace(a.ids[u], row_of_finest[finest]);
+        continue;
+      }
+      // A tuple no user of groups.tsv has: the levels down to the first prefix without a group.
+      GroupRow row = f->no_group_;
+      for (int l = 0; l < L; ++l) {
+        const Level& level = levels[l];
+        const int64_t r = level.Find(codes);
+        if (r < 0) break;
+        row.ids[l] = r + 1;
+        std::copy(&level.stats[r * 4], &level.stats[r * 4 + 4], row.stats.begin() + 4 * l);
+        if (l + 1 == f->attribute_level_) {
+          for (int k = 0; k < 3; ++k) row.attributes[k] = level.attributes[r * 3 + k];
+        }
+        if (l + 1 == f->sequence_level_) {
+          const auto [offset, size] = level.seq[r];
+          row.seq_items = absl::MakeConstSpan(f->seq_items_).subspan(offset, size);
+          row.seq_categories = absl::MakeConstSpan(f->seq_categories_).subspan(offset, size);
+        }
+      }
+      const int32_t row_index = static_cast<int32_t>(f->rows_.size());
+      f->rows_.push_back(std::move(row));
+      if (finest >= 0) row_of_finest[finest] = row_index;
+      f->user_row_.emplace(a.ids[u], row_index);
+    }
+  }
   f->level_counts_.reserve(L);
   for (Level& level : levels) f->level_counts_.push_back(std::move(level.counts));
   // Standardisation of UserStats over the users of groups.tsv (z-scores): log-counts near 10
@@ -323,14 +360,14 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
   f->stats_scale_.assign(columns, 1.0f);
   std::vector<double> sum(columns, 0.0), sum_sq(columns, 0.0);
   std::vector<float> raw(columns);
-  for (const auto& [user, row] : f->user_row_) {
+  for (const int64_t user : table.ids) {
     f->RawUserStats(user, raw.data());
     for (size_t c = 0; c < columns; ++c) {
       sum[c] += raw[c];
       sum_sq[c] += static_cast<double>(raw[c]) * raw[c];
     }
   }
-  const double users = std::max<double>(1.0, static_cast<double>(f->user_row_.size()));
+  const double users = std::max<double>(1.0, static_cast<double>(n));
   for (size_t c = 0; c < columns; ++c) {
     const double mean = sum[c] / users;
     const double var = std::max(0.0, sum_sq[c] / users - mean * mean);

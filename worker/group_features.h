@@ -26,6 +26,13 @@ struct OwnCounts {
   int64_t impressions = 0, clicks = 0, conversions = 0;
 };
 
+// Users given groups after groups.tsv was written: new users whose profile embeddings were
+// coded through the codebooks of `choir groups build` (the Predictor does this).
+struct AssignedUsers {
+  std::vector<int64_t> ids;
+  std::vector<int32_t> codes;  // [ids.size(), levels] row-major, as groups::AssignRqCodes
+};
+
 struct GroupFeatureOptions {
   // groups.tsv of `choir groups build` / `choir groups assign`. Required.
   std::string groups_tsv;
@@ -43,6 +50,13 @@ struct GroupFeatureOptions {
   // small groups, the group CVR including the user is mostly the user's own training labels,
   // which a model memorises (train loss far below the test loss). Not owned; read in Load.
   const absl::flat_hash_map<int64_t, OwnCounts>* own_counts = nullptr;
+  // Users to add to those of groups.tsv (not owned; may be null). A user of groups.tsv keeps
+  // its groups there. An assigned user's code prefix without a group at some level (no
+  // training user had it) leaves that level and the finer ones without a group (ids 0,
+  // global rates), and attributes or the sequence of such a level empty. Assigned users do not
+  // enter the standardisation of UserStats. INVALID_ARGUMENT when codes.size() is not
+  // ids.size() * levels.
+  const AssignedUsers* assigned = nullptr;
 };
 
 // What one user's groups contribute to a sample.

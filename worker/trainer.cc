@@ -39,214 +39,13 @@
 #include "worker/batch_reader.h"
 #include "worker/group_features.h"
 #include "worker/keys.h"
+#include "worker/internal/model_setup.h"
 #include "worker/local_embedding_store.h"
 
 namespace choir::worker {
 namespace {
 
 using models::Tensor;
-
-// Where the group channel's features come from (choirrec, dnn+groupid); null members for
-// models that do not read them.
-struct GroupSources {
-  const GroupFeatures* groups = nullptr;
-  const data::ActivityIndex* activity = nullptr;
-  // Slots of the group-id embeddings (one per level) and of the attribute-completion
-  // embeddings (gender, age, city tier).
-  uint32_t first_group_slot = 0;
-  uint32_t first_attribute_slot = 0;
-  // Slots of the group sequences' keys, parallel to ModelShape::group_sequence_targets: the
-  // item slot for seq_items, the category slot for seq_categories.
-  std::vector<uint32_t> group_sequence_slots;
-  std::vector<bool> group_sequence_is_item;
-};
-
-// Turns batches into model inputs through the embedding store, and model input gradients
-// back into sparse pushes. Keys of one batch, in order: slots, sequences, group ids, group
-// attributes, group sequences; all pulled in one deduplicated request.
-class SparseBridge {
- public:
-  SparseBridge(const models::ModelShape& shape, EmbeddingStore* store, GroupSources groups)
-      : shape_(shape), store_(store), groups_(std::move(groups)) {}
-
-  absl::Status Gather(const Batch& batch, models::ModelInputs* in) {
-    const int d = shape_.embedding_dim, slots = shape_.num_slots, L = shape_.max_seq_len;
-    const int B = batch.size;
-    all_keys_.assign(batch.cat_keys.begin(), batch.cat_keys.end());
-    for (const auto& keys : batch.seq_keys) all_keys_.insert(all_keys_.end(), keys.begin(), keys.end());
-    CollectGroupKeys(batch);
-    DedupKeys(all_keys_, &unique_, &index_);
-    unique_rows_.resize(unique_.size() * d);
-    RETURN_IF_ERROR(store_->Pull(unique_, absl::MakeSpan(unique_rows_)));
-    rows_.resize(all_keys_.size() * d);
-    RETURN_IF_ERROR(GatherRows(index_, d, unique_rows_, absl::MakeSpan(rows_)));
-
-    in->slots.ResizeUninitialized(B, slots * d);
-    std::copy(rows_.begin(), rows_.begin() + static_cast<size_t>(B) * slots * d, in->slots.data());
-    in->dense.ResizeUninitialized(B, shape_.num_dense);
-    std::copy(batch.dense.begin(), batch.dense.end(), in->dense.data());
-    size_t offset = static_cast<size_t>(B) * slots * d;
-    FillSequences(batch.seq_lengths, L, &offset, &in->sequences, &in->lengths);
-    auto take = [&](int width, Tensor<float>* t) {
-      t->ResizeUninitialized(B, width * d);
-      std::copy(rows_.begin() + offset, rows_.begin() + offset + static_cast<size_t>(B) * width * d, t->data());
-      offset += static_cast<size_t>(B) * width * d;
-    };
-    if (shape_.group_levels > 0) take(shape_.group_levels, &in->group_ids);
-    if (shape_.group_attribute_slots > 0) take(shape_.group_attribute_slots, &in->group_attributes);
-    FillSequences(group_lengths_, shape_.group_max_seq_len, &offset, &in->group_sequences, &in->group_lengths);
-    if (shape_.group_stats > 0) {
-      in->group_stats.ResizeUninitialized(B, shape_.group_stats);
-      for (int b = 0; b < B; ++b) groups_.groups->UserStats(batch.user_ids[b], in->group_stats.row(b));
-    }
-    if (groups_.activity != nullptr) {
-      in->activity.ResizeUninitialized(B, shape_.activity_features);
-      in->purchases.resize(B);
-      for (int b = 0; b < B; ++b) {
-        const int64_t user = batch.user_ids[b];
-        if (shape_.activity_features > 0) groups_.activity->ActivityFeatures(user, in->activity.row(b));
-        in->purchases[b] = std::max<int64_t>(0, groups_.activity->Purchases(user));
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // Pushes the gradients of the last Gather's inputs, multiplied by `scale` (this worker's share
-  // of the global batch).
-  absl::Status Scatter(const Batch& batch, const models::ModelGrads& grads, float scale = 1) {
-    const int d = shape_.embedding_dim;
-    grads_.resize(rows_.size());
-    std::copy(grads.slots.data(), grads.slots.data() + grads.slots.size(), grads_.begin());
-    size_t offset = static_cast<size_t>(grads.slots.size());
-    ScatterSequences(grads.sequences, batch.seq_lengths, shape_.max_seq_len, &offset);
-    auto put = [&](const Tensor<float>& t) {
-      std::copy(t.data(), t.data() + t.size(), grads_.begin() + offset);
-      offset += t.size();
-    };
-    if (shape_.group_levels > 0) put(grads.group_ids);
-    if (shape_.group_attribute_slots > 0) put(grads.group_attributes);
-    ScatterSequences(grads.group_sequences, group_lengths_, shape_.group_max_seq_len, &offset);
-    CHECK_EQ(offset, grads_.size());
-    unique_grads_.assign(unique_.size() * d, 0.0f);
-    RETURN_IF_ERROR(SumDuplicateGrads(index_, d, grads_, absl::MakeSpan(unique_grads_)));
-    if (scale != 1) {
-      for (float& g : unique_grads_) g *= scale;
-    }
-    return store_->Push(unique_, unique_grads_);
-  }
-
- private:
-  // Appends the group keys of the batch's users (ids, attributes, sequences) to all_keys_ and
-  // records the group sequences' lengths.
-  void CollectGroupKeys(const Batch& batch) {
-    const size_t q_count = shape_.group_sequence_targets.size();
-    group_lengths_.assign(q_count, std::vector<uint32_t>(batch.size, 0));
-    if (groups_.groups == nullptr) return;
-    if (shape_.group_levels > 0) {
-      for (int b = 0; b < batch.size; ++b) {
-        const GroupRow& row = groups_.groups->Of(batch.user_ids[b]);
-        for (int l = 0; l < shape_.group_levels; ++l) {
-          all_keys_.push_back(FeatureKey(groups_.first_group_slot + l, row.ids[l]));
-        }
-      }
-    }
-    if (shape_.group_attribute_slots > 0) {
-      for (int b = 0; b < batch.size; ++b) {
-        const GroupRow& row = groups_.groups->Of(batch.user_ids[b]);
-        for (int a = 0; a < shape_.group_attribute_slots; ++a) {
-          all_keys_.push_back(FeatureKey(groups_.first_attribute_slot + a, row.attributes[a]));
-        }
-      }
-    }
-    // Group sequences: the most recent group_max_seq_len elements, most recent first (the
-    // order of the users' own sequences).
-    for (size_t q = 0; q < q_count; ++q) {
-      for (int b = 0; b < batch.size; ++b) {
-        const GroupRow& row = groups_.groups->Of(batch.user_ids[b]);
-        absl::Span<const int64_t> seq = groups_.group_sequence_is_item[q] ? row.seq_items : row.seq_categories;
-        const size_t n = std::min<size_t>(seq.size(), shape_.group_max_seq_len);
-        for (size_t k = 0; k < n; ++k) {
-          all_keys_.push_back(FeatureKey(groups_.group_sequence_slots[q], seq[seq.size() - 1 - k]));
-        }
-        group_lengths_[q][b] = n;
-      }
-    }
-  }
-
-  void FillSequences(const std::vector<std::vector<uint32_t>>& lengths, int max_len, size_t* offset,
-                     std::vector<Tensor<float>>* sequences, std::vector<std::vector<int>>* out_lengths) {
-    const int d = shape_.embedding_dim;
-    sequences->resize(lengths.size());
-    out_lengths->resize(lengths.size());
-    for (size_t q = 0; q < lengths.size(); ++q) {
-      const int B = lengths[q].size();
-      Tensor<float>& seq = (*sequences)[q];
-      seq.Resize(B * max_len, d);
-      (*out_lengths)[q].resize(B);
-      for (int b = 0; b < B; ++b) {
-        const int len = lengths[q][b];
-        (*out_lengths)[q][b] = len;
-        std::copy(rows_.begin() + *offset, rows_.begin() + *offset + static_cast<size_t>(len) * d,
-                  seq.row(b * max_len));
-        *offset += static_cast<size_t>(len) * d;
-      }
-    }
-  }
-
-  void ScatterSequences(const std::vector<Tensor<float>>& dsequences,
-                        const std::vector<std::vector<uint32_t>>& lengths, int max_len, size_t* offset) {
-    const int d = shape_.embedding_dim;
-    for (size_t q = 0; q < dsequences.size(); ++q) {
-      for (size_t b = 0; b < lengths[q].size(); ++b) {
-        const int len = lengths[q][b];
-        const float* src = dsequences[q].row(b * max_len);
-        std::copy(src, src + static_cast<size_t>(len) * d, grads_.begin() + *offset);
-        *offset += static_cast<size_t>(len) * d;
-      }
-    }
-  }
-
-  const models::ModelShape& shape_;
-  EmbeddingStore* store_;
-  GroupSources groups_;
-  std::vector<std::vector<uint32_t>> group_lengths_;
-  std::vector<uint64_t> all_keys_, unique_;
-  std::vector<uint32_t> index_;
-  std::vector<float> unique_rows_, rows_, grads_, unique_grads_;
-};
-
-absl::StatusOr<std::vector<eval::Prediction>> Predict(FileSystem* fs, const std::vector<std::string>& files,
-                                                      const FeatureLayout& layout, const JobConfig& job,
-                                                      models::Model* model, SparseBridge* bridge,
-                                                      const data::ActivityIndex& activity) {
-  BatchReaderOptions options;
-  options.batch_size = 4096;
-  options.shuffle_buffer = 0;
-  options.budget.max_errors = job.data().max_bad_rows();
-  options.budget.max_fraction = job.data().max_bad_fraction();
-  ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, files, layout, options));
-  model->SetTraining(false);
-  std::vector<eval::Prediction> out;
-  Batch batch;
-  models::ModelInputs in;
-  Tensor<float> logits;
-  while (true) {
-    ASSIGN_OR_RETURN(bool more, reader->Next(&batch));
-    if (!more) break;
-    RETURN_IF_ERROR(bridge->Gather(batch, &in));
-    model->Forward(in, &logits);
-    for (int b = 0; b < batch.size; ++b) {
-      eval::Prediction p;
-      p.user_id = batch.user_ids[b];
-      p.label = batch.labels[b];
-      p.score = models::Sigmoid<double>(logits.at(b, 0));
-      p.bucket = activity.Of(p.user_id);
-      out.push_back(p);
-    }
-  }
-  model->SetTraining(true);
-  return out;
-}
 
 }  // namespace
 
@@ -270,41 +69,6 @@ absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const Reweigh
 
 namespace {
 
-// Each field's own message, so a user knows which line of the job file to change.
-absl::Status ValidateConfig(const JobConfig& job) {
-  const TrainerConfig& tc = job.trainer();
-  const ModelConfig& m = job.model();
-  auto bad = [](absl::string_view field, absl::string_view want) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want));
-  };
-  if (tc.batch_size() < 1) return bad("trainer.batch_size", ">= 1");
-  if (tc.sparse_staleness() < 0 || tc.sparse_staleness() > 1) return bad("trainer.sparse_staleness", "0 or 1");
-  if (tc.epochs() < 1) return bad("trainer.epochs", ">= 1");
-  if (tc.max_steps() < 0) return bad("trainer.max_steps", ">= 0");
-  if (tc.eval_every_steps() < 0) return bad("trainer.eval_every_steps", ">= 0");
-  if (tc.shuffle_buffer() < 0) return bad("trainer.shuffle_buffer", ">= 0");
-  if (tc.checkpoint_every_steps() < 0) return bad("trainer.checkpoint_every_steps", ">= 0");
-  if (tc.keep_checkpoints() < 1) return bad("trainer.keep_checkpoints", ">= 1");
-  if (!(tc.learning_rate() > 0) || !std::isfinite(tc.learning_rate())) return bad("trainer.learning_rate", "> 0");
-  if (!(tc.learning_rate_end() > 0) || !std::isfinite(tc.learning_rate_end())) {
-    return bad("trainer.learning_rate_end", "> 0");
-  }
-  if (!(tc.sparse_learning_rate() > 0) || !std::isfinite(tc.sparse_learning_rate())) {
-    return bad("trainer.sparse_learning_rate", "> 0");
-  }
-  if (!(tc.sparse_initial_accumulator() >= 0)) return bad("trainer.sparse_initial_accumulator", ">= 0");
-  if (!(tc.dense_initial_accumulator() >= 0)) return bad("trainer.dense_initial_accumulator", ">= 0");
-  if (m.embedding_dim() < 1) return bad("model.embedding_dim", ">= 1");
-  if (m.max_seq_len() < 1) return bad("model.max_seq_len", ">= 1");
-  for (int h : m.hidden()) {
-    if (h < 1) return bad("model.hidden", "a list of sizes >= 1");
-  }
-  for (int h : m.attention_hidden()) {
-    if (h < 1) return bad("model.attention_hidden", "a list of sizes >= 1");
-  }
-  return ReweightingOptionsOf(tc.reweighting()).status();
-}
-
 // Clicked rows of the files (one pass over the click column).
 absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::string>& files,
                                     const FeatureLayout& layout, const JobConfig& job) {
@@ -315,95 +79,6 @@ absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::strin
     return absl::OkStatus();
   }));
   return clicks;
-}
-
-// Each user's rows of the train split (all rows, whatever the task), for the leave-one-out
-// group statistics.
-absl::StatusOr<absl::flat_hash_map<int64_t, OwnCounts>> CountOwnRows(FileSystem* fs,
-                                                                     const std::vector<std::string>& files,
-                                                                     const FeatureLayout& layout,
-                                                                     const JobConfig& job) {
-  ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
-  absl::flat_hash_map<int64_t, OwnCounts> counts;
-  RETURN_IF_ERROR(data::ForEachBlock(fs, files, &errors, [&](const data::RowBlock& b) {
-    for (size_t r = 0; r < b.num_rows(); ++r) {
-      OwnCounts& c = counts[b.Int(layout.user_column, r)];
-      ++c.impressions;
-      c.clicks += b.Int(layout.click_column, r) != 0;
-      if (layout.conversion_column >= 0) c.conversions += b.Int(layout.conversion_column, r) != 0;
-    }
-    return absl::OkStatus();
-  }));
-  return counts;
-}
-
-absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const ModelConfig& model,
-                                                          const absl::flat_hash_map<int64_t, OwnCounts>* own) {
-  const GroupsConfig& gc = model.groups();
-  if (gc.table().empty() || gc.priors().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model.type ", model.type(),
-        " needs model.groups.table and model.groups.priors (from `choir groups build` and `choir groups "
-        "priors`; on the command line: --groups groups.tsv --priors DIR)"));
-  }
-  if (gc.attribute_level() < 1) return absl::InvalidArgumentError("model.groups.attribute_level must be >= 1");
-  if (gc.sequence_level() < 1) return absl::InvalidArgumentError("model.groups.sequence_level must be >= 1");
-  if (gc.max_seq_len() < 1) return absl::InvalidArgumentError("model.groups.max_seq_len must be >= 1");
-  GroupFeatureOptions options;
-  options.groups_tsv = gc.table();
-  options.priors_dir = gc.priors();
-  options.attribute_level = gc.attribute_level();
-  options.sequence_level = gc.sequence_level();
-  options.own_counts = own;
-  ASSIGN_OR_RETURN(std::unique_ptr<GroupFeatures> groups, GroupFeatures::Load(fs, options));
-  LOG(INFO) << "groups: " << groups->users() << " users in " << groups->distinct_rows() << " groups at "
-            << groups->levels() << " levels (" << gc.table() << ", priors " << gc.priors() << ")";
-  return groups;
-}
-
-// Fills the group channel's part of the shape (attributes, statistics, group sequences, the
-// item/context slots it sees, activity features) and where its keys live.
-absl::Status AddGroupChannel(const ModelConfig& model, const FeatureLayout& layout, const GroupFeatures& groups,
-                             models::ModelShape* shape, GroupSources* sources) {
-  const GroupsConfig& gc = model.groups();
-  shape->group_attribute_slots = static_cast<int>(GroupRow{}.attributes.size());
-  shape->group_stats = groups.num_stats();
-  shape->group_max_seq_len = gc.max_seq_len();
-  auto slot_of = [&](const std::string& field) {
-    for (int i = 0; i < layout.num_slots(); ++i) {
-      if (layout.categorical[i].field == field) return i;
-    }
-    return -1;
-  };
-  for (const auto& [field, is_item] : {std::pair<std::string, bool>{gc.item_field(), true},
-                                       std::pair<std::string, bool>{gc.category_field(), false}}) {
-    const int slot = slot_of(field);
-    if (slot < 0) {
-      LOG(WARNING) << "model.groups: the data has no field '" << field << "'; the group sequence of "
-                   << (is_item ? "items" : "categories") << " is left out";
-      continue;
-    }
-    shape->group_sequence_targets.push_back(slot);
-    sources->group_sequence_slots.push_back(layout.categorical[slot].slot);
-    sources->group_sequence_is_item.push_back(is_item);
-  }
-  std::vector<std::string> prefixes(model.choirrec().group_channel_fields().begin(),
-                                    model.choirrec().group_channel_fields().end());
-  if (prefixes.empty()) prefixes = {"item_", "ctx_"};
-  for (int i = 0; i < layout.num_slots(); ++i) {
-    for (const std::string& prefix : prefixes) {
-      if (absl::StartsWith(layout.categorical[i].field, prefix)) {
-        shape->group_channel_slots.push_back(i);
-        break;
-      }
-    }
-  }
-  if (shape->group_channel_slots.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("model.choirrec.group_channel_fields: no categorical field starts with ",
-                                                   absl::StrJoin(prefixes, " or ")));
-  }
-  shape->activity_features = data::ActivityIndex::kNumActivityFeatures;
-  return absl::OkStatus();
 }
 
 // The layer factory of trainer.device: the CPU layers, or the CUDA layers on cuda_device.
@@ -422,93 +97,6 @@ absl::StatusOr<std::unique_ptr<models::LayerFactory<float>>> MakeLayerFactory(co
   return absl::FailedPreconditionError(
       "trainer.device: 'cuda' but this choir was built without CUDA (rebuild with -DWITH_CUDA=ON)");
 #endif
-}
-
-// Everything training needs that follows from the job file and the data: the feature layout,
-// the model and its shape, the semantic groups, the activity index and the sparse table.
-struct JobSetup {
-  data::DatasetManifest manifest;
-  data::SplitInfo train_split;
-  std::vector<std::string> train_files;
-  FeatureLayout layout;
-  models::ModelShape shape;
-  std::unique_ptr<GroupFeatures> groups;
-  GroupSources sources;
-  std::unique_ptr<data::ActivityIndex> activity;
-  std::unique_ptr<models::Model> model;
-  TableOptions table;  // what the embedding store (or every parameter server) holds
-};
-
-absl::StatusOr<JobSetup> Setup(FileSystem* fs, const JobConfig& job, models::LayerFactory<float>* factory) {
-  const std::string& dir = job.data().dir();
-  const TrainerConfig& tc = job.trainer();
-  if (dir.empty()) return absl::InvalidArgumentError("data.dir is empty: which dataset to train on?");
-  RETURN_IF_ERROR(ValidateConfig(job));
-  JobSetup setup;
-  ASSIGN_OR_RETURN(setup.manifest, data::ReadManifest(fs, dir));
-  ASSIGN_OR_RETURN(setup.train_split, data::FindSplit(setup.manifest, "train"));
-  setup.train_files = data::SplitPaths(dir, setup.train_split);
-  const std::vector<std::string>& train_files = setup.train_files;
-  if (train_files.empty()) return absl::FailedPreconditionError(absl::StrCat(dir, ": train split has no files"));
-  ASSIGN_OR_RETURN(std::unique_ptr<data::ShardReader> first, data::ShardReader::Open(fs, train_files.front()));
-  ASSIGN_OR_RETURN(setup.layout, BuildFeatureLayout(first->schema(), job.model(), job.task()));
-  first.reset();
-  FeatureLayout& layout = setup.layout;
-
-  models::ModelShape& shape = setup.shape;
-  shape.num_slots = layout.num_slots();
-  shape.embedding_dim = job.model().embedding_dim();
-  shape.num_dense = layout.dense.size();
-  shape.max_seq_len = layout.max_seq_len;
-  for (const auto& s : layout.sequences) shape.sequence_targets.push_back(s.target);
-
-  // The semantic groups (choirrec, dnn+groupid) and the activity index (bucket reports,
-  // choirrec's gates and KD gate).
-  const std::string& type = job.model().type();
-  const bool choirrec = type == "choirrec";
-  GroupSources& sources = setup.sources;
-  if (choirrec || type == "dnn+groupid") {
-    absl::flat_hash_map<int64_t, OwnCounts> own;
-    if (choirrec) {
-      ASSIGN_OR_RETURN(own, CountOwnRows(fs, train_files, layout, job));
-    }
-    ASSIGN_OR_RETURN(setup.groups, LoadGroups(fs, job.model(), &own));
-    shape.group_levels = setup.groups->levels();
-    sources.groups = setup.groups.get();
-    if (choirrec) RETURN_IF_ERROR(AddGroupChannel(job.model(), layout, *setup.groups, &shape, &sources));
-  }
-  {
-    ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
-    ASSIGN_OR_RETURN(data::ActivityIndex index,
-                     data::BuildActivityIndex(fs, dir, setup.manifest, job.data().buckets(), &errors));
-    setup.activity = std::make_unique<data::ActivityIndex>(std::move(index));
-  }
-  if (choirrec) sources.activity = setup.activity.get();
-
-  if (choirrec) {
-    ASSIGN_OR_RETURN(setup.model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), factory));
-  } else {
-    ASSIGN_OR_RETURN(setup.model, models::RankingModel::Create(job.model(), shape, tc.seed(), factory));
-  }
-  // The model's own shape: what its type and ablation switches read.
-  shape = setup.model->shape();
-  if (shape.sequence_targets.empty()) layout.sequences.clear();  // do not read sequences at all
-  // Slots after the schema's (0..num_slots-1): group ids, then attribute completion.
-  sources.first_group_slot = shape.num_slots;
-  sources.first_attribute_slot = shape.num_slots + shape.group_levels;
-
-  TableOptions& table = setup.table;
-  table.seed = tc.seed();
-  const int total_slots = shape.num_slots + shape.group_levels + shape.group_attribute_slots;
-  for (int s = 0; s < total_slots; ++s) {
-    SlotConfig slot;
-    slot.dim = shape.embedding_dim;
-    slot.optimizer = OptimizerKind::kAdagrad;
-    slot.learning_rate = tc.sparse_learning_rate();
-    slot.adagrad_initial_accumulator = tc.sparse_initial_accumulator();
-    table.slots[s] = slot;
-  }
-  return setup;
 }
 
 // Samples [begin, end) of `batch` (whose rows have num_cat categorical keys and num_dense
@@ -746,7 +334,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   job.mutable_trainer()->set_device("cpu");
   job.clear_cluster();
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(job.trainer()));
-  ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, factory.get()));
+  ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, factory.get()));
   ASSIGN_OR_RETURN(std::unique_ptr<EmbeddingStore> store, NewLocalEmbeddingStore(setup.table));
   models::Adagrad<float> optimizer{models::AdagradOptions()};
   ASSIGN_OR_RETURN(scheduler::ReweightingOptions rw_options, ReweightingOptionsOf(job.trainer().reweighting()));
@@ -756,9 +344,9 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
                                  &optimizer, store.get(), &reweighter, &state));
   ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
   const std::vector<std::string> test_files = data::SplitPaths(job.data().dir(), test_split);
-  SparseBridge bridge(setup.shape, store.get(), setup.sources);
+  internal::SparseBridge bridge(setup.shape, store.get(), setup.sources);
   ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
-                   Predict(fs, test_files, setup.layout, job, setup.model.get(), &bridge, *setup.activity));
+                   internal::PredictFiles(fs, test_files, setup.layout, job, setup.model.get(), &bridge, *setup.activity));
   result.test_samples = static_cast<int64_t>(preds.size());
   ASSIGN_OR_RETURN(result.test, eval::Evaluate(preds));
   RETURN_IF_ERROR(fs->CreateDirs(Dirname(eval_json)));
@@ -769,7 +357,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
 
 absl::StatusOr<TableOptions> SparseTableFor(FileSystem* fs, const JobConfig& job) {
   models::CpuLayerFactory<float> factory;
-  ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, &factory));
+  ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, &factory));
   return setup.table;
 }
 
@@ -797,7 +385,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   const bool checkpoints = evaluates && !tc.out_dir().empty() && !cluster_reweighting;
   const std::string checkpoint_root = JoinPath(tc.out_dir(), "checkpoint");
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
-  ASSIGN_OR_RETURN(JobSetup setup, Setup(fs, job, factory.get()));
+  ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, factory.get()));
   const data::DatasetManifest& manifest = setup.manifest;
   const data::SplitInfo& train_split = setup.train_split;
   const std::vector<std::string>& train_files = setup.train_files;
@@ -815,8 +403,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     ASSIGN_OR_RETURN(owned_store, NewLocalEmbeddingStore(setup.table));
   }
   EmbeddingStore* store = owned_store.get();
-  SparseBridge bridge(shape, store, setup.sources);
-  SparseBridge eval_bridge(shape, store, setup.sources);  // evaluation's own buffers
+  internal::SparseBridge bridge(shape, store, setup.sources);
+  internal::SparseBridge eval_bridge(shape, store, setup.sources);  // evaluation's own buffers
   // In a cluster each step reads one global batch of num_workers * batch_size samples, of which
   // worker w trains on the w-th slice; gradients are scaled by each slice's share, summed
   // (dense: allreduce; sparse: on the servers) and applied once: the same update as one worker
@@ -986,8 +574,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     // step computes and pushes, so they may miss this step's update (reads at most one step
     // stale). Steps alternate between two bridges and two input buffers.
     const bool prefetch = tc.sparse_staleness() > 0;
-    SparseBridge second_bridge(shape, store, setup.sources);
-    SparseBridge* bridges[2] = {&bridge, &second_bridge};
+    internal::SparseBridge second_bridge(shape, store, setup.sources);
+    internal::SparseBridge* bridges[2] = {&bridge, &second_bridge};
     models::ModelInputs inputs[2];
     Step steps[2];
     bool next_read = false;  // steps[1 - cur] holds the next step, already read
@@ -1087,7 +675,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
           runtime == nullptr) {
         const auto eval_start = std::chrono::steady_clock::now();
         ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
-                         Predict(fs, test_files, layout, job, model.get(), &eval_bridge, *activity));
+                         internal::PredictFiles(fs, test_files, layout, job, model.get(), &eval_bridge, *activity));
         ASSIGN_OR_RETURN(eval::EvalReport report, eval::Evaluate(preds));
         LOG(INFO) << absl::StrFormat("step %d: test AUC %.4f, GAUC %.4f (low %.4f, high %.4f), logloss %.4f",
                                      result.steps, report.overall.auc, report.overall.gauc,
@@ -1133,7 +721,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (evaluates) RETURN_IF_ERROR(fs->CreateDirs(tc.out_dir()));
   if (evaluates && !test_files.empty()) {
     ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
-                     Predict(fs, test_files, layout, job, model.get(), &eval_bridge, *activity));
+                     internal::PredictFiles(fs, test_files, layout, job, model.get(), &eval_bridge, *activity));
     result.test_samples = preds.size();
     ASSIGN_OR_RETURN(result.test, eval::Evaluate(preds));
     RETURN_IF_ERROR(eval::WriteEvalJson(fs, JoinPath(tc.out_dir(), "eval.json"), result.test));

@@ -144,5 +144,21 @@ if [[ -n "$cached" && "$cached" -ge 48 && "$cached" -lt 181 ]]; then pass; else 
 cmp -s "$T/d.npy" "$T/emb.npy" && pass || fail "resumed output differs from an uninterrupted run"
 stop_server
 
+# Train, export, predict: `choir predict` from the bundle alone writes what training wrote.
+expect 0 "train dnn" -- "$CHOIR" train --data "$T/a" --out "$T/run" --model dnn --set 'model.embedding_dim=8;trainer.batch_size=128;trainer.max_steps=5' --quiet
+expect 0 "export" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/bundle"
+contains "export" "sparse rows (fp32"
+expect 0 "predict" -- "$CHOIR" predict --bundle "$T/bundle" --in "$T/a" --out "$T/p.tsv"
+cmp -s "$T/p.tsv" "$T/run/preds.tsv" && pass || fail "predict differs from the training run's preds.tsv"
+expect 1 "export over a bundle" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/bundle"
+contains "export over a bundle" "already holds a bundle (--force replaces it)"
+expect 0 "export --force --fp16" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/bundle" --force --fp16
+expect 1 "export into a foreign folder" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/a"
+contains "export into a foreign folder" "which is not part of a bundle"
+printf 'x' | dd of="$T/bundle/dense.bin" bs=1 seek=100 conv=notrunc status=none
+expect 1 "predict from a damaged bundle" -- "$CHOIR" predict --bundle "$T/bundle" --in "$T/a" --out "$T/q.tsv"
+contains "predict from a damaged bundle" "bundle file $T/bundle/dense.bin is corrupt"
+[[ ! -e "$T/q.tsv" ]] && pass || fail "a failed predict wrote q.tsv"
+
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

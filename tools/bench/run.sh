@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Runs Choir's benchmarks; prints one JSON object per line (bench, metric, value, unit, ...).
-#   tools/bench/run.sh [NAME...]     names: data, train, encoder, groups, ps, checkpoint (default: all)
+#   tools/bench/run.sh [NAME...]     names: data, train, encoder, groups, ps, checkpoint, predictor (default: all)
 #   BENCH_USERS="100000 1000000" tools/bench/run.sh data
 # encoder: the built-in MiniLM against the PyTorch reference (tools/text/bench_encoder_torch.py,
 #   needs python3-torch and transformers) on the same 1000 profile texts, batch 64, 1 and 2
 #   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N);
 # ps: parameter-server pull/push keys/s over ZeroMQ loopback, 1 server, 1-2 workers, dims 8/16/64,
 #   4k/16k/64k keys per request from a 10^6-row table (and dim 16 from a 65,536-row one), the
-#   median of 3 runs each; checkpoint: write (synced) and restore MB/s of 10^6 rows, dims 16/64.
+#   median of 3 runs each; checkpoint: write (synced) and restore MB/s of 10^6 rows, dims 16/64;
+# predictor: Predict latency p50/p99 and samples/s at batch 1, 256 and 4096 from a bundle of din
+#   trained on 20,000 users (BENCH_BUNDLE=DIR BENCH_BUNDLE_DATA=DATASET: that bundle instead, e.g.
+#   the quickstart's choirrec).
 # Each case runs in its own process so its peak memory is its own. Builds first when needed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="$ROOT/build/bin"
 [[ -x "$BIN/choir_bench_data" && -x "$BIN/choir_bench_train" && -x "$BIN/choir_bench_groups" && -x "$BIN/bench_encoder" &&
-   -x "$BIN/choir_bench_ps" && -x "$BIN/choir_bench_checkpoint" ]] ||
+   -x "$BIN/choir_bench_ps" && -x "$BIN/choir_bench_checkpoint" && -x "$BIN/choir_bench_predictor" ]] ||
   "$ROOT/tools/setup.sh" >&2
 NAMES=("$@")
-[[ ${#NAMES[@]} -eq 0 ]] && NAMES=(data train encoder groups ps checkpoint)
+[[ ${#NAMES[@]} -eq 0 ]] && NAMES=(data train encoder groups ps checkpoint predictor)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-bench.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -82,6 +85,17 @@ for name in "${NAMES[@]}"; do
         "$BIN/choir_bench_checkpoint" --dir "$WORK" --rows 1000000 --dim "$dim" --repeat 3 2>/dev/null
       done
       ;;
-    *) echo "bench: unknown benchmark '$name' (known: data, train, encoder, groups, ps, checkpoint)" >&2; exit 2 ;;
+    predictor)
+      bundle="${BENCH_BUNDLE:-}" data="${BENCH_BUNDLE_DATA:-}"
+      if [[ -z "$bundle" ]]; then
+        data="$WORK/pred-data" bundle="$WORK/pred-bundle"
+        "$BIN/choir" data gen --out "$data" --users 20000 --quiet >&2
+        "$BIN/choir" train --config "$ROOT/configs/quickstart.pbtxt" --data "$data" --out "$WORK/pred-run" \
+          --model din --set 'trainer.max_steps=100' --quiet >&2
+        "$BIN/choir" export --checkpoint "$WORK/pred-run/checkpoint" --out "$bundle" >&2
+      fi
+      "$BIN/choir_bench_predictor" --bundle "$bundle" --data "$data" 2>/dev/null
+      ;;
+    *) echo "bench: unknown benchmark '$name' (known: data, train, encoder, groups, ps, checkpoint, predictor)" >&2; exit 2 ;;
   esac
 done

@@ -51,8 +51,8 @@ DEFINE_int32(retry_backoff_ms, 1000, "embed: first pause before a retry, millise
 DEFINE_string(cache, "",
               "embed: append-only embedding cache that makes reruns resume (default: <out>.cache).");
 
-DEFINE_string(emb, "", "groups build/assign: the users' embeddings (.npy float32 [n, d]).");
-DEFINE_string(ids, "", "groups build/assign: profiles.tsv whose rows match --emb (user ids).");
+DEFINE_string(emb, "", "groups build/assign: the users' embeddings (.npy float32 [n, d]); predict: new users' embeddings, placed in groups with the bundle's codebooks.");
+DEFINE_string(ids, "", "groups build/assign, predict: profiles.tsv whose rows match --emb (user ids).");
 DEFINE_int32(levels, 3, "groups build: RQ-KMeans levels.");
 DEFINE_int32(k, 256, "groups build: centroids per level (scaled down with a warning for few users).");
 DEFINE_int32(iterations, 20, "groups build: Lloyd iterations per level.");

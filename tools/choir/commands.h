@@ -19,6 +19,8 @@ absl::Status RunConfigPrint(const Args& args);
 absl::Status RunTrain(const Args& args);
 absl::Status RunEval(const Args& args);
 absl::Status RunReport(const Args& args);
+absl::Status RunExport(const Args& args);
+absl::Status RunPredict(const Args& args);
 absl::Status RunGroupsProfile(const Args& args);
 absl::Status RunEmbed(const Args& args);
 absl::Status RunGroupsBuild(const Args& args);

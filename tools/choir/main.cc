@@ -51,6 +51,9 @@ constexpr Command kCommands[] = {
      "--config job.pbtxt [--set 'a.b=c;...'] [--data DIR] [--out DIR] [--model dnn|din|dnn+groupid|choirrec] "
      "[--groups groups.tsv --priors DIR] [--resume latest|DIR]"},
     {"eval", nullptr, choir::cli::RunEval, "--checkpoint DIR --out eval.json [--data DIR]"},
+    {"export", nullptr, choir::cli::RunExport, "--checkpoint DIR --out BUNDLE [--fp16] [--data DIR] [--force]"},
+    {"predict", nullptr, choir::cli::RunPredict,
+     "--bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] [--emb new_users.npy --ids new_users.tsv]"},
     {"report", nullptr, choir::cli::RunReport,
      "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
     {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},

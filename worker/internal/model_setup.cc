@@ -1,0 +1,310 @@
+#include "worker/internal/model_setup.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/error_budget.h"
+#include "data/row_block.h"
+#include "data/shard.h"
+#include "models/choirrec_model.h"
+#include "models/ranking_model.h"
+#include "worker/trainer.h"
+
+namespace choir::worker::internal {
+
+absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const std::vector<std::string>& files,
+                                                           const FeatureLayout& layout, const JobConfig& job,
+                                                           models::Model* model, SparseBridge* bridge,
+                                                           const data::ActivityIndex& activity) {
+  BatchReaderOptions options;
+  options.batch_size = 4096;
+  options.shuffle_buffer = 0;
+  options.budget.max_errors = job.data().max_bad_rows();
+  options.budget.max_fraction = job.data().max_bad_fraction();
+  ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, files, layout, options));
+  model->SetTraining(false);
+  std::vector<eval::Prediction> out;
+  Batch batch;
+  models::ModelInputs in;
+  Tensor<float> logits;
+  while (true) {
+    ASSIGN_OR_RETURN(bool more, reader->Next(&batch));
+    if (!more) break;
+    RETURN_IF_ERROR(bridge->Gather(batch, &in));
+    model->Forward(in, &logits);
+    for (int b = 0; b < batch.size; ++b) {
+      eval::Prediction p;
+      p.user_id = batch.user_ids[b];
+      p.label = batch.labels[b];
+      p.score = models::Sigmoid<double>(logits.at(b, 0));
+      p.bucket = activity.Of(p.user_id);
+      out.push_back(p);
+    }
+  }
+  model->SetTraining(true);
+  return out;
+}
+
+// Each user's rows of the train split (all rows, whatever the task), for the leave-one-out
+// group statistics.
+absl::StatusOr<absl::flat_hash_map<int64_t, OwnCounts>> CountOwnRows(FileSystem* fs,
+                                                                     const std::vector<std::string>& files,
+                                                                     const FeatureLayout& layout,
+                                                                     const JobConfig& job) {
+  ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
+  absl::flat_hash_map<int64_t, OwnCounts> counts;
+  RETURN_IF_ERROR(data::ForEachBlock(fs, files, &errors, [&](const data::RowBlock& b) {
+    for (size_t r = 0; r < b.num_rows(); ++r) {
+      OwnCounts& c = counts[b.Int(layout.user_column, r)];
+      ++c.impressions;
+      c.clicks += b.Int(layout.click_column, r) != 0;
+      if (layout.conversion_column >= 0) c.conversions += b.Int(layout.conversion_column, r) != 0;
+    }
+    return absl::OkStatus();
+  }));
+  return counts;
+}
+
+bool ReadsGroups(const std::string& type) { return type == "choirrec" || type == "dnn+groupid"; }
+
+absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const ModelConfig& model,
+                                                          const absl::flat_hash_map<int64_t, OwnCounts>* own,
+                                                          const std::string& table, const std::string& priors,
+                                                          const AssignedUsers* assigned) {
+  const GroupsConfig& gc = model.groups();
+  if (gc.table().empty() || gc.priors().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.type ", model.type(),
+        " needs model.groups.table and model.groups.priors (from `choir groups build` and `choir groups "
+        "priors`; on the command line: --groups groups.tsv --priors DIR)"));
+  }
+  if (gc.attribute_level() < 1) return absl::InvalidArgumentError("model.groups.attribute_level must be >= 1");
+  if (gc.sequence_level() < 1) return absl::InvalidArgumentError("model.groups.sequence_level must be >= 1");
+  if (gc.max_seq_len() < 1) return absl::InvalidArgumentError("model.groups.max_seq_len must be >= 1");
+  GroupFeatureOptions options;
+  options.groups_tsv = table.empty() ? gc.table() : table;
+  options.priors_dir = priors.empty() ? gc.priors() : priors;
+  options.attribute_level = gc.attribute_level();
+  options.sequence_level = gc.sequence_level();
+  options.own_counts = own;
+  options.assigned = assigned;
+  ASSIGN_OR_RETURN(std::unique_ptr<GroupFeatures> groups, GroupFeatures::Load(fs, options));
+  LOG(INFO) << "groups: " << groups->users() << " users in " << groups->distinct_rows() << " groups at "
+            << groups->levels() << " levels (" << options.groups_tsv << ", priors " << options.priors_dir << ")";
+  return groups;
+}
+
+// Fills the group channel's part of the shape (attributes, statistics, group sequences, the
+// item/context slots it sees, activity features) and where its keys live.
+absl::Status AddGroupChannel(const ModelConfig& model, const FeatureLayout& layout, const GroupFeatures& groups,
+                             models::ModelShape* shape, GroupSources* sources) {
+  const GroupsConfig& gc = model.groups();
+  shape->group_attribute_slots = static_cast<int>(GroupRow{}.attributes.size());
+  shape->group_stats = groups.num_stats();
+  shape->group_max_seq_len = gc.max_seq_len();
+  auto slot_of = [&](const std::string& field) {
+    for (int i = 0; i < layout.num_slots(); ++i) {
+      if (layout.categorical[i].field == field) return i;
+    }
+    return -1;
+  };
+  for (const auto& [field, is_item] : {std::pair<std::string, bool>{gc.item_field(), true},
+                                       std::pair<std::string, bool>{gc.category_field(), false}}) {
+    const int slot = slot_of(field);
+    if (slot < 0) {
+      LOG(WARNING) << "model.groups: the data has no field '" << field << "'; the group sequence of "
+                   << (is_item ? "items" : "categories") << " is left out";
+      continue;
+    }
+    shape->group_sequence_targets.push_back(slot);
+    sources->group_sequence_slots.push_back(layout.categorical[slot].slot);
+    sources->group_sequence_is_item.push_back(is_item);
+  }
+  std::vector<std::string> prefixes(model.choirrec().group_channel_fields().begin(),
+                                    model.choirrec().group_channel_fields().end());
+  if (prefixes.empty()) prefixes = {"item_", "ctx_"};
+  for (int i = 0; i < layout.num_slots(); ++i) {
+    for (const std::string& prefix : prefixes) {
+      if (absl::StartsWith(layout.categorical[i].field, prefix)) {
+        shape->group_channel_slots.push_back(i);
+        break;
+      }
+    }
+  }
+  if (shape->group_channel_slots.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("model.choirrec.group_channel_fields: no categorical field starts with ",
+                                                   absl::StrJoin(prefixes, " or ")));
+  }
+  shape->activity_features = data::ActivityIndex::kNumActivityFeatures;
+  return absl::OkStatus();
+}
+
+absl::Status BuildModel(const JobConfig& job, const data::Schema& schema,
+                        std::unique_ptr<GroupFeatures> groups,
+                        std::unique_ptr<data::ActivityIndex> activity,
+                        models::LayerFactory<float>* factory, ModelSetup* out) {
+  const TrainerConfig& tc = job.trainer();
+  ASSIGN_OR_RETURN(out->layout, BuildFeatureLayout(schema, job.model(), job.task()));
+  FeatureLayout& layout = out->layout;
+  models::ModelShape& shape = out->shape;
+  shape = models::ModelShape();
+  shape.num_slots = layout.num_slots();
+  shape.embedding_dim = job.model().embedding_dim();
+  shape.num_dense = layout.dense.size();
+  shape.max_seq_len = layout.max_seq_len;
+  for (const auto& s : layout.sequences) shape.sequence_targets.push_back(s.target);
+
+  // The semantic groups (choirrec, dnn+groupid) and the activity index (bucket reports,
+  // choirrec's gates and KD gate).
+  const std::string& type = job.model().type();
+  const bool choirrec = type == "choirrec";
+  GroupSources& sources = out->sources;
+  sources = GroupSources();
+  if (ReadsGroups(type)) {
+    if (groups == nullptr) return absl::InternalError(absl::StrCat("model.type ", type, " without its groups"));
+    out->groups = std::move(groups);
+    shape.group_levels = out->groups->levels();
+    sources.groups = out->groups.get();
+    if (choirrec) RETURN_IF_ERROR(AddGroupChannel(job.model(), layout, *out->groups, &shape, &sources));
+  }
+  if (activity == nullptr) return absl::InternalError("BuildModel without an activity index");
+  out->activity = std::move(activity);
+  if (choirrec) sources.activity = out->activity.get();
+
+  if (choirrec) {
+    ASSIGN_OR_RETURN(out->model, models::ChoirRecModel<float>::Create(job.model(), shape, tc.seed(), factory));
+  } else {
+    ASSIGN_OR_RETURN(out->model, models::RankingModel::Create(job.model(), shape, tc.seed(), factory));
+  }
+  // The model's own shape: what its type and ablation switches read.
+  shape = out->model->shape();
+  if (shape.sequence_targets.empty()) layout.sequences.clear();  // do not read sequences at all
+  // Slots after the schema's (0..num_slots-1): group ids, then attribute completion.
+  sources.first_group_slot = shape.num_slots;
+  sources.first_attribute_slot = shape.num_slots + shape.group_levels;
+
+  TableOptions& table = out->table;
+  table = TableOptions();
+  table.seed = tc.seed();
+  const int total_slots = shape.num_slots + shape.group_levels + shape.group_attribute_slots;
+  for (int s = 0; s < total_slots; ++s) {
+    SlotConfig slot;
+    slot.dim = shape.embedding_dim;
+    slot.optimizer = OptimizerKind::kAdagrad;
+    slot.learning_rate = tc.sparse_learning_rate();
+    slot.adagrad_initial_accumulator = tc.sparse_initial_accumulator();
+    table.slots[s] = slot;
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Each field's own message, so a user knows which line of the job file to change.
+absl::Status ValidateConfig(const JobConfig& job) {
+  const TrainerConfig& tc = job.trainer();
+  const ModelConfig& m = job.model();
+  auto bad = [](absl::string_view field, absl::string_view want) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want));
+  };
+  if (tc.batch_size() < 1) return bad("trainer.batch_size", ">= 1");
+  if (tc.sparse_staleness() < 0 || tc.sparse_staleness() > 1) return bad("trainer.sparse_staleness", "0 or 1");
+  if (tc.epochs() < 1) return bad("trainer.epochs", ">= 1");
+  if (tc.max_steps() < 0) return bad("trainer.max_steps", ">= 0");
+  if (tc.eval_every_steps() < 0) return bad("trainer.eval_every_steps", ">= 0");
+  if (tc.shuffle_buffer() < 0) return bad("trainer.shuffle_buffer", ">= 0");
+  if (tc.checkpoint_every_steps() < 0) return bad("trainer.checkpoint_every_steps", ">= 0");
+  if (tc.keep_checkpoints() < 1) return bad("trainer.keep_checkpoints", ">= 1");
+  if (!(tc.learning_rate() > 0) || !std::isfinite(tc.learning_rate())) return bad("trainer.learning_rate", "> 0");
+  if (!(tc.learning_rate_end() > 0) || !std::isfinite(tc.learning_rate_end())) {
+    return bad("trainer.learning_rate_end", "> 0");
+  }
+  if (!(tc.sparse_learning_rate() > 0) || !std::isfinite(tc.sparse_learning_rate())) {
+    return bad("trainer.sparse_learning_rate", "> 0");
+  }
+  if (!(tc.sparse_initial_accumulator() >= 0)) return bad("trainer.sparse_initial_accumulator", ">= 0");
+  if (!(tc.dense_initial_accumulator() >= 0)) return bad("trainer.dense_initial_accumulator", ">= 0");
+  if (m.embedding_dim() < 1) return bad("model.embedding_dim", ">= 1");
+  if (m.max_seq_len() < 1) return bad("model.max_seq_len", ">= 1");
+  for (int h : m.hidden()) {
+    if (h < 1) return bad("model.hidden", "a list of sizes >= 1");
+  }
+  for (int h : m.attention_hidden()) {
+    if (h < 1) return bad("model.attention_hidden", "a list of sizes >= 1");
+  }
+  return ReweightingOptionsOf(tc.reweighting()).status();
+}
+
+
+}  // namespace
+
+absl::StatusOr<JobSetup> SetupJob(FileSystem* fs, const JobConfig& job, models::LayerFactory<float>* factory) {
+  const std::string& dir = job.data().dir();
+  if (dir.empty()) return absl::InvalidArgumentError("data.dir is empty: which dataset to train on?");
+  RETURN_IF_ERROR(ValidateConfig(job));
+  JobSetup setup;
+  ASSIGN_OR_RETURN(setup.manifest, data::ReadManifest(fs, dir));
+  ASSIGN_OR_RETURN(setup.train_split, data::FindSplit(setup.manifest, "train"));
+  setup.train_files = data::SplitPaths(dir, setup.train_split);
+  const std::vector<std::string>& train_files = setup.train_files;
+  if (train_files.empty()) return absl::FailedPreconditionError(absl::StrCat(dir, ": train split has no files"));
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<data::ShardReader> first, data::ShardReader::Open(fs, train_files.front()));
+    setup.schema = first->schema();
+  }
+  std::unique_ptr<GroupFeatures> groups;
+  if (ReadsGroups(job.model().type())) {
+    if (job.model().type() == "choirrec") {
+      ASSIGN_OR_RETURN(FeatureLayout layout, BuildFeatureLayout(setup.schema, job.model(), job.task()));
+      ASSIGN_OR_RETURN(setup.own_counts, CountOwnRows(fs, train_files, layout, job));
+    }
+    ASSIGN_OR_RETURN(groups, LoadGroups(fs, job.model(), &setup.own_counts));
+  }
+  std::unique_ptr<data::ActivityIndex> activity;
+  {
+    ErrorCounter errors(ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()});
+    ASSIGN_OR_RETURN(data::ActivityIndex index,
+                     data::BuildActivityIndex(fs, dir, setup.manifest, job.data().buckets(), &errors));
+    activity = std::make_unique<data::ActivityIndex>(std::move(index));
+  }
+  RETURN_IF_ERROR(BuildModel(job, setup.schema, std::move(groups), std::move(activity), factory, &setup));
+  return setup;
+}
+
+std::vector<std::vector<float>> ModelWeights(models::Model* model) {
+  std::vector<std::vector<float>> out;
+  auto add = [&](const Tensor<float>& t) {
+    const Tensor<float> host = t.To(models::Device::kCpu);
+    out.emplace_back(host.data(), host.data() + host.size());
+  };
+  for (const models::Param<float>* p : model->Params()) add(p->value);
+  for (const Tensor<float>* b : model->Buffers()) add(*b);
+  return out;
+}
+
+absl::Status SetModelWeights(const std::vector<std::vector<float>>& weights, const std::string& what,
+                             models::Model* model) {
+  const std::vector<models::Param<float>*> params = model->Params();
+  const std::vector<Tensor<float>*> buffers = model->Buffers();
+  if (weights.size() != params.size() + buffers.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " holds ", weights.size(),
+                                                      " tensors; this model has ", params.size(),
+                                                      " parameters and ", buffers.size(), " buffers"));
+  }
+  auto set = [&](const std::vector<float>& values, const std::string& name, Tensor<float>* t) {
+    if (static_cast<int64_t>(values.size()) != t->size()) {
+      return absl::FailedPreconditionError(absl::StrCat(what, ": ", name, " has ", values.size(),
+                                                        " values, this model has ", t->size()));
+    }
+    Tensor<float> host(t->rows(), t->cols());
+    std::copy(values.begin(), values.end(), host.data());
+    t->CopyFrom(host);
+    return absl::OkStatus();
+  };
+  size_t i = 0;
+  for (models::Param<float>* p : params) RETURN_IF_ERROR(set(weights[i++], p->name, &p->value));
+  for (size_t b = 0; b < buffers.size(); ++b) RETURN_IF_ERROR(set(weights[i++], absl::StrCat("buffer ", b), buffers[b]));
+  return absl::OkStatus();
+}
+
+}  // namespace choir::worker::internal
