@@ -4,7 +4,8 @@
 # installs what is missing (tools/setup.sh), builds, generates the synthetic Taobao-like
 # dataset, converts the public Ali-CCP / Taobao samples when ../shared/data is present,
 # inspects the data, builds the semantic groups (profiles -> MiniLM embeddings -> RQ-KMeans
-# codes -> group priors), trains dnn, din and choirrec, and compares them per activity bucket
+# codes -> group priors), trains dnn, din and choirrec, exports choirrec as a serving bundle and
+# scores the test split from it, and compares the models per activity bucket
 # (report.md). The embedding step is the long one (about 10 minutes for 100k users on 2 cores);
 # its cache makes a rerun skip it.
 set -euo pipefail
@@ -70,6 +71,16 @@ for model in dnn din choirrec; do
   "$CHOIR" train --config "$CONFIG" --data "$OUT/data" --out "$OUT/$model" --model "$model" \
     --groups "$G/groups.tsv" --priors "$G/priors"
 done
+
+step "serving: export choirrec's last checkpoint -> $OUT/choirrec/bundle; score the test split from it"
+"$CHOIR" export --checkpoint "$OUT/choirrec/checkpoint" --out "$OUT/choirrec/bundle" --force --quiet
+"$CHOIR" predict --bundle "$OUT/choirrec/bundle" --in "$OUT/data" --out "$OUT/choirrec/bundle.preds.tsv" --quiet
+if cmp -s "$OUT/choirrec/bundle.preds.tsv" "$OUT/choirrec/preds.tsv"; then
+  echo "the bundle's predictions equal training's (preds.tsv)" >&2
+else
+  echo "quickstart: the bundle's predictions differ from $OUT/choirrec/preds.tsv" >&2
+  exit 1
+fi
 
 step "report: choirrec and din against dnn -> $OUT/report.md, plots in $OUT/plots"
 {
