@@ -272,6 +272,20 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
         {0.0f, 0.0f, static_cast<float>(priors.global_ctr), static_cast<float>(priors.global_cvr)});
   }
 
+  // Fills level l (0-based) of `row` from row r of that level's file.
+  auto set_level = [&](int l, int64_t r, GroupRow* row) {
+    const Level& level = levels[l];
+    row->ids[l] = r + 1;
+    std::copy(&level.stats[r * 4], &level.stats[r * 4 + 4], row->stats.begin() + 4 * l);
+    if (l + 1 == f->attribute_level_) {
+      for (int a = 0; a < 3; ++a) row->attributes[a] = level.attributes[r * 3 + a];
+    }
+    if (l + 1 == f->sequence_level_) {
+      const auto [offset, size] = level.seq[r];
+      row->seq_items = absl::MakeConstSpan(f->seq_items_).subspan(offset, size);
+      row->seq_categories = absl::MakeConstSpan(f->seq_categories_).subspan(offset, size);
+    }
+  };
   // One row per distinct full code tuple, found through its finest-level group.
   std::vector<int32_t> row_of_finest(levels.back().rows, -1);
   f->user_row_.reserve(n);
@@ -288,23 +302,11 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
     if (finest < 0) return missing(L);
     int32_t& row_index = row_of_finest[finest];
     if (row_index < 0) {
-      GroupRow row;
-      row.ids.reserve(L);
-      row.stats.reserve(4 * L);
+      GroupRow row = f->no_group_;
       for (int l = 0; l < L; ++l) {
-        const Level& level = levels[l];
-        const int64_t r = l == L - 1 ? finest : level.Find(codes);
+        const int64_t r = l == L - 1 ? finest : levels[l].Find(codes);
         if (r < 0) return missing(l + 1);
-        row.ids.push_back(r + 1);
-        row.stats.insert(row.stats.end(), &level.stats[r * 4], &level.stats[r * 4 + 4]);
-        if (l + 1 == f->attribute_level_) {
-          for (int a = 0; a < 3; ++a) row.attributes[a] = level.attributes[r * 3 + a];
-        }
-        if (l + 1 == f->sequence_level_) {
-          const auto [offset, size] = level.seq[r];
-          row.seq_items = absl::MakeConstSpan(f->seq_items_).subspan(offset, size);
-          row.seq_categories = absl::MakeConstSpan(f->seq_categories_).subspan(offset, size);
-        }
+        set_level(l, r, &row);
       }
       row_index = static_cast<int32_t>(f->rows_.size());
       f->rows_.push_back(std::move(row));
@@ -331,19 +333,9 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
       // A tuple no user of groups.tsv has: the levels down to the first prefix without a group.
       GroupRow row = f->no_group_;
       for (int l = 0; l < L; ++l) {
-        const Level& level = levels[l];
-        const int64_t r = level.Find(codes);
+        const int64_t r = levels[l].Find(codes);
         if (r < 0) break;
-        row.ids[l] = r + 1;
-        std::copy(&level.stats[r * 4], &level.stats[r * 4 + 4], row.stats.begin() + 4 * l);
-        if (l + 1 == f->attribute_level_) {
-          for (int k = 0; k < 3; ++k) row.attributes[k] = level.attributes[r * 3 + k];
-        }
-        if (l + 1 == f->sequence_level_) {
-          const auto [offset, size] = level.seq[r];
-          row.seq_items = absl::MakeConstSpan(f->seq_items_).subspan(offset, size);
-          row.seq_categories = absl::MakeConstSpan(f->seq_categories_).subspan(offset, size);
-        }
+        set_level(l, r, &row);
       }
       const int32_t row_index = static_cast<int32_t>(f->rows_.size());
       f->rows_.push_back(std::move(row));

@@ -193,6 +193,35 @@ TEST_F(GroupFeaturesTest, UnknownUserGetsTheNoGroupRowWithGlobalRates) {
   EXPECT_EQ(&(*f)->Of(-5), &none);
 }
 
+TEST_F(GroupFeaturesTest, AssignedUsersJoinTheGroupsOfTheirCodesDownToTheFirstUnknownPrefix) {
+  // 20: a known tuple (2, 3); 21: level-1 group 2 but no training user had 2-7; 22: no group 5
+  // at all; 10 is in groups.tsv and keeps its groups.
+  AssignedUsers assigned;
+  assigned.ids = {20, 21, 22, 10};
+  assigned.codes = {2, 3, 2, 7, 5, 0, 10, 0};
+  options_.assigned = &assigned;
+  options_.sequence_level = 1;
+  absl::StatusOr<std::unique_ptr<GroupFeatures>> f = Load();
+  ASSERT_TRUE(f.ok()) << f.status();
+  const GroupFeatures& g = **f;
+  EXPECT_EQ(g.Of(20).ids, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(g.Of(21).ids, (std::vector<int64_t>{1, 0}));
+  EXPECT_EQ(Vec(g.Of(21).seq_items), (std::vector<int64_t>{101, 300, 100}));  // level 1's sequence
+  EXPECT_EQ(g.Of(21).stats[4 + 2], 0.125f);                                   // level 2: global CTR
+  EXPECT_EQ(g.Of(22).ids, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(g.Of(10).ids, (std::vector<int64_t>{1, 1}));
+  // Standardisation is over groups.tsv's users only: the same as without assigned users.
+  options_.assigned = nullptr;
+  absl::StatusOr<std::unique_ptr<GroupFeatures>> plain = Load();
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(g.stats_mean(), (*plain)->stats_mean());
+  EXPECT_EQ(g.stats_scale(), (*plain)->stats_scale());
+  // Codes of the wrong width are refused.
+  assigned.codes.pop_back();
+  options_.assigned = &assigned;
+  EXPECT_EQ(Load().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(GroupFeaturesTest, LevelsAreClampedAndSelectAttributesAndSequence) {
   options_.attribute_level = 1;
   options_.sequence_level = 7;  // clamped to 2

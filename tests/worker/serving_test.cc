@@ -99,6 +99,16 @@ class ServingTest : public ::testing::Test {
     return data::SplitPaths("/ds", *split);
   }
 
+  // The test split's samples in file order, one per batch.
+  static std::unique_ptr<BatchReader> OneByOne(const Predictor& p) {
+    BatchReaderOptions options;
+    options.batch_size = 1;
+    options.shuffle_buffer = 0;
+    absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, TestFiles(), p.layout(), options);
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    return reader.ok() ? std::move(*reader) : nullptr;
+  }
+
   static std::unique_ptr<Predictor> Load(const std::string& bundle, const PredictorOptions& options = {}) {
     absl::StatusOr<std::unique_ptr<Predictor>> p = Predictor::Load(fs_, bundle, options);
     EXPECT_TRUE(p.ok()) << p.status();
@@ -161,15 +171,11 @@ TEST_F(ServingTest, BatchesOfOneScoreAsBatchesOf4096) {
   ASSERT_NE(p, nullptr);
   absl::StatusOr<std::vector<eval::Prediction>> all = p->PredictFiles(fs_, TestFiles());
   ASSERT_TRUE(all.ok());
-  BatchReaderOptions options;
-  options.batch_size = 1;
-  options.shuffle_buffer = 0;
-  absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, TestFiles(), p->layout(), options);
-  ASSERT_TRUE(reader.ok());
+  std::unique_ptr<BatchReader> reader = OneByOne(*p);
   Batch batch;
   std::vector<double> scores;
   for (int i = 0; i < 200; ++i) {
-    absl::StatusOr<bool> more = (*reader)->Next(&batch);
+    absl::StatusOr<bool> more = reader->Next(&batch);
     ASSERT_TRUE(more.ok() && *more);
     ASSERT_TRUE(p->Predict(batch, &scores).ok());
     ASSERT_EQ(scores.size(), 1u);
@@ -258,13 +264,8 @@ TEST_F(ServingTest, NewUsersArePlacedInGroupsThroughTheCodebooks) {
   EXPECT_EQ(with->BucketOf(twin), data::Bucket::kNew);
 
   // A sample of the twin scores differently with its groups than without.
-  BatchReaderOptions ro;
-  ro.batch_size = 1;
-  ro.shuffle_buffer = 0;
-  absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, TestFiles(), with->layout(), ro);
-  ASSERT_TRUE(reader.ok());
   Batch batch;
-  ASSERT_TRUE(*(*reader)->Next(&batch));
+  ASSERT_TRUE(*OneByOne(*with)->Next(&batch));
   batch.user_ids[0] = twin;
   for (const auto& c : with->layout().categorical) {
     if (c.column == with->layout().user_column) {
