@@ -271,17 +271,6 @@ absl::StatusOr<JobSetup> SetupJob(FileSystem* fs, const JobConfig& job, models::
   return setup;
 }
 
-std::vector<std::vector<float>> ModelWeights(models::Model* model) {
-  std::vector<std::vector<float>> out;
-  auto add = [&](const Tensor<float>& t) {
-    const Tensor<float> host = t.To(models::Device::kCpu);
-    out.emplace_back(host.data(), host.data() + host.size());
-  };
-  for (const models::Param<float>* p : model->Params()) add(p->value);
-  for (const Tensor<float>* b : model->Buffers()) add(*b);
-  return out;
-}
-
 absl::Status SetModelWeights(const std::vector<std::vector<float>>& weights, const std::string& what,
                              models::Model* model) {
   const std::vector<models::Param<float>*> params = model->Params();

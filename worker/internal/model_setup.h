@@ -248,8 +248,8 @@ absl::Status BuildModel(const JobConfig& job, const data::Schema& schema,
                         std::unique_ptr<data::ActivityIndex> activity,
                         models::LayerFactory<float>* factory, ModelSetup* out);
 
-// Everything training (and the export) needs that follows from the job file and the data: the model and its
-// inputs (ModelSetup) and the training files.
+// Everything training (and the export) needs that follows from the job file and the data: the
+// model and its inputs (ModelSetup) and the training files.
 struct JobSetup : ModelSetup {
   data::DatasetManifest manifest;
   data::SplitInfo train_split;
@@ -263,11 +263,9 @@ struct JobSetup : ModelSetup {
 // for a bad job, the reader's error for bad data.
 absl::StatusOr<JobSetup> SetupJob(FileSystem* fs, const JobConfig& job, models::LayerFactory<float>* factory);
 
-// The model's dense state as a checkpoint or a bundle stores it: every parameter's values,
-// then every buffer (Dice statistics).
-std::vector<std::vector<float>> ModelWeights(models::Model* model);
-// Sets what ModelWeights returned; FAILED_PRECONDITION naming `what` and the tensor for a
-// count or size that does not fit this model.
+// Sets the model's dense state as a bundle stores it: every parameter's values, then every
+// buffer (Dice statistics). FAILED_PRECONDITION naming `what` and the tensor for a count or
+// size that does not fit this model.
 absl::Status SetModelWeights(const std::vector<std::vector<float>>& weights, const std::string& what,
                              models::Model* model);
 
