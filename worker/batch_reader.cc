@@ -255,7 +255,7 @@ class BatchReaderImpl : public BatchReader {
       float label = 0;
       switch (layout_.task) {
         case TASK_CVR:
-          if (click == 0) {
+          if (click == 0 && !options_.keep_unclicked) {
             ++filtered_;
             continue;
           }

@@ -80,6 +80,9 @@ struct BatchReaderOptions {
   ErrorBudget budget;
   // Blocks decoded ahead by the background thread. Default 4.
   int prefetch_blocks = 4;
+  // TASK_CVR: also deliver unclicked rows (label: conversion, 0 for them) instead of skipping
+  // them: serving scores every impression's conversion probability. Training never does.
+  bool keep_unclicked = false;
 };
 
 class BatchReader {

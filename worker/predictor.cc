@@ -196,11 +196,12 @@ absl::Status Predictor::Predict(const Batch& batch, std::vector<double>* scores)
 }
 
 absl::StatusOr<std::vector<eval::Prediction>> Predictor::PredictFiles(FileSystem* fs,
-                                                                      const std::vector<std::string>& files) {
+                                                                      const std::vector<std::string>& files,
+                                                                      bool every_row) {
   std::lock_guard<std::mutex> lock(state_->mu);
   internal::ModelSetup& setup = state_->setup;
   return internal::PredictFiles(fs, files, setup.layout, state_->job, setup.model.get(), state_->bridge.get(),
-                                *setup.activity);
+                                *setup.activity, every_row);
 }
 
 data::Bucket Predictor::BucketOf(int64_t user) const { return state_->setup.activity->Of(user); }

@@ -59,11 +59,13 @@ class Predictor {
   // by a BatchReader). Thread-safe; calls run one at a time.
   absl::Status Predict(const Batch& batch, std::vector<double>* scores);
 
-  // Scores every sample of shard files `files` in file order (the task's filter: CVR scores
-  // the clicked rows, as training and evaluation see them), in batches of 4096, exactly as
-  // `choir eval` does. The files' schema must be the bundle's. Bad blocks count against the
+  // Scores the samples of shard files `files` in file order, in batches of 4096, exactly as
+  // `choir eval` does: the task's rows (CVR: the clicked ones, as training and evaluation see
+  // them), or with `every_row` every row (CVR: the conversion probability of every impression,
+  // label = conversion). The files' schema must be the bundle's. Bad blocks count against the
   // job's data error budget (data.max_bad_rows, data.max_bad_fraction).
-  absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const std::vector<std::string>& files);
+  absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const std::vector<std::string>& files,
+                                                             bool every_row = false);
 
   // The user's activity bucket and group ids per level (0: no group; empty for models without
   // groups), as Predict sees them.

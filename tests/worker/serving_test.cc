@@ -183,6 +183,27 @@ TEST_F(ServingTest, BatchesOfOneScoreAsBatchesOf4096) {
   }
 }
 
+TEST_F(ServingTest, EveryRowAddsTheUnclickedImpressionsAndKeepsTheClickedOnesScores) {
+  Export("choirrec", "/bundle/every");
+  std::unique_ptr<Predictor> p = Load("/bundle/every");
+  ASSERT_NE(p, nullptr);
+  ASSERT_EQ(p->job().task(), TASK_CVR);
+  absl::StatusOr<std::vector<eval::Prediction>> clicked = p->PredictFiles(fs_, TestFiles());
+  absl::StatusOr<std::vector<eval::Prediction>> every = p->PredictFiles(fs_, TestFiles(), /*every_row=*/true);
+  ASSERT_TRUE(clicked.ok() && every.ok());
+  EXPECT_GT(every->size(), 2 * clicked->size());  // most impressions are not clicked
+  // The clicked rows' predictions are a subsequence of every row's, in order.
+  size_t at = 0;
+  for (const eval::Prediction& c : *clicked) {
+    while (at < every->size() &&
+           !((*every)[at].user_id == c.user_id && std::fabs((*every)[at].score - c.score) <= 1e-6)) {
+      ++at;
+    }
+    ASSERT_LT(at, every->size()) << "clicked sample of user " << c.user_id << " not found in order";
+    ++at;
+  }
+}
+
 TEST_F(ServingTest, Fp16RowsHalveTheSparseFileAndMoveScoresLittle) {
   Export("choirrec", "/bundle/f32");
   Export("choirrec", "/bundle/f16", /*fp16=*/true);

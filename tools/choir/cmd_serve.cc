@@ -18,6 +18,7 @@
 
 DEFINE_bool(fp16, false, "export: store the sparse rows as fp16 (half the bytes; values rounded to 11 bits).");
 DEFINE_bool(force, false, "export: replace a bundle already at --out.");
+DEFINE_bool(every_row, false, "predict: score every row, not only the task's (CVR: unclicked impressions too).");
 DEFINE_string(bundle, "", "predict: the bundle folder of `choir export`.");
 
 DECLARE_string(in);
@@ -83,7 +84,7 @@ absl::Status RunPredict(const Args& args) {
   if (!args.empty() || FLAGS_bundle.empty() || FLAGS_in.empty() || FLAGS_out.empty() ||
       FLAGS_emb.empty() != FLAGS_ids.empty()) {
     return absl::InvalidArgumentError(
-        "usage: choir predict --bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] "
+        "usage: choir predict --bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] [--every_row] "
         "[--emb new_users.npy --ids new_users.tsv]");
   }
   FileSystem* fs = PosixFileSystem();
@@ -102,7 +103,7 @@ absl::Status RunPredict(const Args& args) {
   ASSIGN_OR_RETURN(std::unique_ptr<worker::Predictor> predictor, worker::Predictor::Load(fs, FLAGS_bundle, options));
   ASSIGN_OR_RETURN(std::vector<std::string> files, InputFiles(fs, FLAGS_in));
   const auto start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds, predictor->PredictFiles(fs, files));
+  ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds, predictor->PredictFiles(fs, files, FLAGS_every_row));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   RETURN_IF_ERROR(eval::WritePredictionsTsv(fs, FLAGS_out, preds));
   std::printf("%ld samples of %zu file(s) scored with %s (%s, step %ld) in %.2f s (%.0f samples/s) -> %s\n",

@@ -53,7 +53,7 @@ constexpr Command kCommands[] = {
     {"eval", nullptr, choir::cli::RunEval, "--checkpoint DIR --out eval.json [--data DIR]"},
     {"export", nullptr, choir::cli::RunExport, "--checkpoint DIR --out BUNDLE [--fp16] [--data DIR] [--force]"},
     {"predict", nullptr, choir::cli::RunPredict,
-     "--bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] [--emb new_users.npy --ids new_users.tsv]"},
+     "--bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] [--every_row] [--emb new_users.npy --ids new_users.tsv]"},
     {"report", nullptr, choir::cli::RunReport,
      "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
     {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},

@@ -15,10 +15,12 @@ namespace choir::worker::internal {
 absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const std::vector<std::string>& files,
                                                            const FeatureLayout& layout, const JobConfig& job,
                                                            models::Model* model, SparseBridge* bridge,
-                                                           const data::ActivityIndex& activity) {
+                                                           const data::ActivityIndex& activity,
+                                                           bool every_row) {
   BatchReaderOptions options;
   options.batch_size = 4096;
   options.shuffle_buffer = 0;
+  options.keep_unclicked = every_row;
   options.budget.max_errors = job.data().max_bad_rows();
   options.budget.max_fraction = job.data().max_bad_fraction();
   ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, files, layout, options));

@@ -203,12 +203,14 @@ class SparseBridge {
   std::vector<float> unique_rows_, rows_, grads_, unique_grads_;
 };
 
-// Scores the samples of `files` (file order, the task's filter) with `model` in evaluation
-// mode, batches of 4096; bad blocks count against the job's data error budget.
+// Scores the samples of `files` (file order, the task's filter unless `every_row`) with
+// `model` in evaluation mode, batches of 4096; bad blocks count against the job's data error
+// budget.
 absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const std::vector<std::string>& files,
                                                            const FeatureLayout& layout, const JobConfig& job,
                                                            models::Model* model, SparseBridge* bridge,
-                                                           const data::ActivityIndex& activity);
+                                                           const data::ActivityIndex& activity,
+                                                           bool every_row = false);
 
 // Each user's rows of `files` (all rows, whatever the task): the leave-one-out group
 // statistics of choirrec.
