@@ -18,6 +18,7 @@ inline constexpr char kSchedulerHeartbeatMethod[] = "heartbeat";
 inline constexpr char kSchedulerBarrierMethod[] = "barrier";
 inline constexpr char kSchedulerReportMethod[] = "report";
 inline constexpr char kSchedulerFinishMethod[] = "finish";
+inline constexpr char kSchedulerReweighterMethod[] = "reweighter";
 
 enum class PeerRole { kServer, kWorker };
 

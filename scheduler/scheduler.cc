@@ -16,6 +16,8 @@ namespace {
 using scheduler_internal::BodyFrame;
 using scheduler_internal::FromWire;
 using scheduler_internal::ParseBody;
+using scheduler_internal::ReweighterStateFromWire;
+using scheduler_internal::ReweighterStateToWire;
 using scheduler_internal::Seconds;
 using scheduler_internal::ToWire;
 using transport::Frame;
@@ -106,6 +108,7 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Start(
       {kSchedulerBarrierMethod, &Scheduler::HandleBarrier},
       {kSchedulerReportMethod, &Scheduler::HandleReport},
       {kSchedulerFinishMethod, &Scheduler::HandleFinish},
+      {kSchedulerReweighterMethod, &Scheduler::HandleReweighter},
   };
   for (const auto& [name, handler] : methods) {
     RETURN_IF_ERROR(rpc->Register(name, [self, handler = handler](RpcRequest& request) {
@@ -676,6 +679,62 @@ absl::StatusOr<std::vector<Frame>> Scheduler::HandleFinish(RpcRequest& request) 
     return status;
   }
   return response;
+}
+
+// ---------------------------------------------------------------------------------------------
+// reweighter
+
+absl::StatusOr<std::vector<Frame>> Scheduler::HandleReweighter(RpcRequest& request) {
+  wire::ReweighterRequest body;
+  absl::Status status;
+  std::string log_line;
+  wire::ReweighterState out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    absl::StatusOr<Peer*> sender = SenderLocked(request, /*worker_only=*/true);
+    status = sender.status();
+    if (status.ok()) {
+      status = ParseBody(request.frames, 1, "reweighter", absl::StatusCode::kInvalidArgument, &body);
+    }
+    if (status.ok() && body.set()) {
+      const std::string what = absl::StrCat("reweighter state from ", PeerName((*sender)->info));
+      absl::StatusOr<scheduler::SampleReweighter::State> state = ReweighterStateFromWire(body.state());
+      if (!state.ok()) {
+        status = absl::InvalidArgumentError(absl::StrCat(what, ": ", state.status().message()));
+      } else if (body.completed_round() < 0 || body.round_weights_size() != kB) {
+        status = absl::InvalidArgumentError(
+            absl::StrCat(what, ": completed_round must be >= 0 with ", kB, " round weights"));
+      } else if (round_arrivals_ > 0) {
+        status = absl::FailedPreconditionError(
+            absl::StrCat(what, ": round ", completed_round_ + 1, " already has reports"));
+      } else {
+        for (int b = 0; b < kB; ++b) {
+          if (!(body.round_weights(b) > 0) || !std::isfinite(body.round_weights(b))) {
+            status = absl::InvalidArgumentError(absl::StrCat(what, ": round weight ", b, " is ",
+                                                             body.round_weights(b)));
+          }
+        }
+        if (status.ok()) {
+          reweighter_.Restore(*state);
+          completed_round_ = body.completed_round();
+          for (int b = 0; b < kB; ++b) round_weights_[b] = body.round_weights(b);
+          log_line = absl::StrCat("scheduler: reweighter restored by ", PeerName((*sender)->info),
+                                  " at round ", completed_round_, ": weights ",
+                                  scheduler::FormatBucketWeights(round_weights_));
+        }
+      }
+    }
+    if (status.ok()) out = ReweighterStateToWire(reweighter_.state());
+  }
+  if (!status.ok()) {
+    LOG(WARNING) << "scheduler " << id_ << ": rejected reweighter call from " << request.peer << ": "
+                 << status;
+    return status;
+  }
+  if (!log_line.empty()) LOG(INFO) << log_line;
+  std::vector<Frame> frames;
+  frames.push_back(BodyFrame(out));
+  return frames;
 }
 
 // ---------------------------------------------------------------------------------------------

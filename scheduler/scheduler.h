@@ -1,6 +1,6 @@
 // Scheduler: the job's coordinator (DESIGN.md 1.5 and 2, scheduler/README.md).
 //
-// One scheduler per job serves five RPC methods over an RpcServer (core/transport.h). Peers
+// One scheduler per job serves six RPC methods over an RpcServer (core/transport.h). Peers
 // call it through SchedulerClient (scheduler/scheduler_client.h). Every request carries a
 // serialized message of scheduler/proto/scheduler.proto in frame 0 (element type bytes):
 //
@@ -21,6 +21,10 @@
 //              round is in, their statistics are summed in worker order, the reweighter is
 //              updated once, the weights logged, and every waiting worker answered with them
 //              (a repeat of the round just completed gets its weights again).
+//   reweighter ReweighterRequest{set, state, completed_round, round_weights} -> ReweighterState
+//              Workers only. get: the reweighter's state (a checkpoint). set: restores it with
+//              the rounds completed and their last weights (a resumed job, before its first
+//              step); FAILED_PRECONDITION while a round has reports in.
 //   finish     FinishRequest{step, loss} -> JobStateMessage
 //              Workers only. When every worker has finished, the job state becomes stopping.
 //
@@ -165,6 +169,7 @@ class Scheduler {
   absl::StatusOr<std::vector<transport::Frame>> HandleBarrier(transport::RpcRequest& request);
   absl::StatusOr<std::vector<transport::Frame>> HandleReport(transport::RpcRequest& request);
   absl::StatusOr<std::vector<transport::Frame>> HandleFinish(transport::RpcRequest& request);
+  absl::StatusOr<std::vector<transport::Frame>> HandleReweighter(transport::RpcRequest& request);
   void MonitorLoop();
 
   // The registered peer that sent `request`, or FAILED_PRECONDITION naming the sender (the

@@ -16,6 +16,8 @@ namespace {
 using scheduler_internal::BodyFrame;
 using scheduler_internal::FromWire;
 using scheduler_internal::ParseBody;
+using scheduler_internal::ReweighterStateFromWire;
+using scheduler_internal::ReweighterStateToWire;
 using scheduler_internal::Seconds;
 using scheduler_internal::ToWaitMicros;
 using scheduler_internal::ToWire;
@@ -310,6 +312,42 @@ absl::StatusOr<scheduler::BucketWeights> SchedulerClient::Report(
   std::lock_guard<std::mutex> lock(mu_);
   rounds_done_ = std::max(rounds_done_, round);
   return weights;
+}
+
+absl::StatusOr<scheduler::SampleReweighter::State> SchedulerClient::ReweighterState(absl::Time deadline) {
+  wire::ReweighterRequest body;
+  return CallReweighter(body, deadline);
+}
+
+absl::Status SchedulerClient::RestoreReweighter(const scheduler::SampleReweighter::State& state,
+                                                int64_t completed_round, const scheduler::BucketWeights& weights,
+                                                absl::Time deadline) {
+  wire::ReweighterRequest body;
+  body.set_set(true);
+  *body.mutable_state() = ReweighterStateToWire(state);
+  body.set_completed_round(completed_round);
+  for (double w : weights) body.add_round_weights(w);
+  return CallReweighter(body, deadline).status();
+}
+
+absl::StatusOr<scheduler::SampleReweighter::State> SchedulerClient::CallReweighter(
+    const scheduler::wire::ReweighterRequest& body, absl::Time deadline) {
+  std::vector<Frame> frames;
+  frames.push_back(BodyFrame(body));
+  absl::StatusOr<transport::Response> response =
+      rpc_->Call(options_.scheduler_id, kSchedulerReweighterMethod, std::move(frames), deadline);
+  if (!response.ok()) return response.status();
+  const std::string what = absl::StrCat("reweighter answer from scheduler ", options_.scheduler_id);
+  wire::ReweighterState out;
+  RETURN_IF_ERROR(ParseBody(response->frames, 1, what, absl::StatusCode::kDataLoss, &out));
+  absl::StatusOr<scheduler::SampleReweighter::State> state = ReweighterStateFromWire(out);
+  if (!state.ok()) return absl::DataLossError(absl::StrCat(what, ": ", state.status().message()));
+  return state;
+}
+
+void SchedulerClient::ResumeRounds(int64_t completed_round) {
+  std::lock_guard<std::mutex> lock(mu_);
+  rounds_done_ = completed_round;
 }
 
 absl::Status SchedulerClient::Finish(int64_t step, double loss, absl::Time deadline) {

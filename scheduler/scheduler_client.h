@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "core/transport.h"
 #include "scheduler/membership.h"
+#include "scheduler/proto/scheduler.pb.h"
 #include "scheduler/reweighting.h"
 
 namespace choir {
@@ -113,6 +114,16 @@ class SchedulerClient {
   absl::StatusOr<scheduler::BucketWeights> Report(const scheduler::BucketStats& stats,
                                                   absl::Time deadline);
 
+  // Workers: the scheduler's reweighter state (what a checkpoint keeps).
+  absl::StatusOr<scheduler::SampleReweighter::State> ReweighterState(absl::Time deadline);
+  // Workers (one of them, before the first step of a resumed job): restores the scheduler's
+  // reweighter with `completed_round` rounds done and the last round's `weights`.
+  absl::Status RestoreReweighter(const scheduler::SampleReweighter::State& state, int64_t completed_round,
+                                 const scheduler::BucketWeights& weights, absl::Time deadline);
+  // Workers (every one, before the first step of a resumed job): the next Report is round
+  // completed_round + 1.
+  void ResumeRounds(int64_t completed_round);
+
   // Workers: this worker is done after `step` steps with final loss `loss` (for the log).
   // Idempotent. When it is the last worker, the job becomes stopping.
   absl::Status Finish(int64_t step, double loss, absl::Time deadline);
@@ -136,6 +147,9 @@ class SchedulerClient {
   void HeartbeatLoop();
   // The wait to ask the scheduler for, for a call ending at `deadline`.
   int64_t WaitMicros(absl::Time deadline) const;
+  // One reweighter call (get or set); the state in the answer.
+  absl::StatusOr<scheduler::SampleReweighter::State> CallReweighter(const scheduler::wire::ReweighterRequest& body,
+                                                                    absl::Time deadline);
   // Records a job state the scheduler answered; returns a line to log (empty: none).
   std::string ApplyStateLocked(const scheduler::wire::JobStateMessage& message);
   absl::Status JobStatusLocked() const;

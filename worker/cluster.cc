@@ -139,6 +139,12 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
   runtime.report = [&](const scheduler::BucketStats& stats) {
     return client->Report(stats, absl::Now() + Ms(c.rpc_deadline_ms()));
   };
+  runtime.reweighter_state = [&]() { return client->ReweighterState(absl::Now() + Ms(c.rpc_deadline_ms())); };
+  runtime.restore_reweighter = [&](const scheduler::SampleReweighter::State& state, int64_t rounds,
+                                   const scheduler::BucketWeights& weights) {
+    return client->RestoreReweighter(state, rounds, weights, absl::Now() + Ms(c.rpc_deadline_ms()));
+  };
+  runtime.resume_rounds = [&](int64_t rounds) { client->ResumeRounds(rounds); };
   int64_t steps = 0;
   runtime.job_status = [&]() {
     if (before_step) before_step(steps++);

@@ -7,6 +7,7 @@
 #include <deque>
 #include <future>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
@@ -185,11 +186,50 @@ nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count, int num_wo
   return id;
 }
 
-// Writes the checkpoint of `state.steps` under `root` and keeps the newest `keep`.
+// Reweighting in a cluster at a checkpoint: the scheduler's reweighter (on worker 0) and every
+// worker's statistics since the last round.
+struct ClusterReweighting {
+  scheduler::SampleReweighter::State scheduler_state;
+  std::vector<scheduler::BucketStats> per_worker;
+};
+
+// Called by every worker at a checkpoint step: their statistics meet through one allreduce
+// (each worker fills its own row of zeros, so the sum is exact); worker 0 also asks the
+// scheduler for its reweighter's state.
+absl::StatusOr<ClusterReweighting> GatherReweighting(const WorkerRuntime& runtime,
+                                                     const scheduler::BucketStats& mine) {
+  constexpr int kB = data::kNumBuckets;
+  const int w = runtime.worker_index, n = runtime.num_workers;
+  std::vector<double> all(static_cast<size_t>(n) * 2 * kB, 0.0);
+  for (int b = 0; b < kB; ++b) {
+    all[(2 * w) * kB + b] = static_cast<double>(mine.count[b]);
+    all[(2 * w + 1) * kB + b] = mine.loss_sum[b];
+  }
+  if (n > 1) {
+    if (runtime.collective == nullptr) return absl::InternalError("a cluster checkpoint without a collective");
+    RETURN_IF_ERROR(runtime.collective->AllReduceSum(all.data(), static_cast<int64_t>(all.size())));
+  }
+  ClusterReweighting out;
+  out.per_worker.resize(n);
+  for (int v = 0; v < n; ++v) {
+    for (int b = 0; b < kB; ++b) {
+      out.per_worker[v].count[b] = static_cast<int64_t>(all[(2 * v) * kB + b]);
+      out.per_worker[v].loss_sum[b] = all[(2 * v + 1) * kB + b];
+    }
+  }
+  if (w == 0) {
+    ASSIGN_OR_RETURN(out.scheduler_state, runtime.reweighter_state());
+  }
+  return out;
+}
+
+// Writes the checkpoint of `state.steps` under `root` and keeps the newest `keep`. With
+// `cluster` the reweighter's state is the scheduler's and every worker's statistics are kept.
 absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobConfig& job,
                             int num_workers, models::Model* model,
                             models::Adagrad<float>* optimizer, EmbeddingStore* store,
-                            const scheduler::SampleReweighter& reweighter, const LoopState& state) {
+                            const scheduler::SampleReweighter& reweighter, const LoopState& state,
+                            const ClusterReweighting* cluster) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(checkpoint::Writer writer, checkpoint::Writer::Begin(fs, root, state.steps));
   const std::vector<models::Param<float>*> params = model->Params();
@@ -205,7 +245,7 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
     writer.AddWrittenFile(name, info);
     bytes += info.bytes;
   }
-  const scheduler::SampleReweighter::State rw = reweighter.state();
+  const scheduler::SampleReweighter::State rw = cluster != nullptr ? cluster->scheduler_state : reweighter.state();
   std::string job_text;
   google::protobuf::TextFormat::PrintToString(job, &job_text);
   nlohmann::json meta = {
@@ -227,6 +267,15 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
       {"reweighter_cumulative", ArrayJson(rw.cumulative)},
       {"reweighter_updates", rw.updates},
   };
+  if (cluster != nullptr) {
+    nlohmann::json counts = nlohmann::json::array(), losses = nlohmann::json::array();
+    for (const scheduler::BucketStats& s : cluster->per_worker) {
+      counts.push_back(ArrayJson(s.count));
+      losses.push_back(ArrayJson(s.loss_sum));
+    }
+    meta["worker_bucket_count"] = std::move(counts);
+    meta["worker_bucket_loss_sum"] = std::move(losses);
+  }
   if (job.model().has_groups() && !job.model().groups().table().empty()) {
     ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));
     meta["groups_table"] = job.model().groups().table();
@@ -241,9 +290,10 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
 }
 
 // Restores everything SaveCheckpoint wrote from the checkpoint in `dir`; the sparse rows only
-// when `store` is not null. `num_workers` as for RunIdentity (0: evaluation, any data stream).
+// when `store` is not null. `num_workers` as for RunIdentity (0: evaluation, any data stream);
+// `worker_index`: whose reweighting statistics to take when every worker's were kept.
 absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobConfig& job,
-                            int num_workers, models::Model* model,
+                            int num_workers, int worker_index, models::Model* model,
                             models::Adagrad<float>* optimizer, EmbeddingStore* store,
                             scheduler::SampleReweighter* reweighter, LoopState* state) {
   ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, dir));
@@ -274,6 +324,17 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
     state->samples = meta.at("samples").get<int64_t>();
     RETURN_IF_ERROR(ArrayFromJson(meta, "bucket_count", &state->bucket_stats.count));
     RETURN_IF_ERROR(ArrayFromJson(meta, "bucket_loss_sum", &state->bucket_stats.loss_sum));
+    if (meta.contains("worker_bucket_count") && num_workers > 0) {
+      const nlohmann::json& counts = meta["worker_bucket_count"];
+      const nlohmann::json& losses = meta.at("worker_bucket_loss_sum");
+      if (!counts.is_array() || !losses.is_array() || counts.size() != static_cast<size_t>(num_workers) ||
+          losses.size() != counts.size()) {
+        return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta: worker_bucket_* is not one entry per worker"));
+      }
+      const nlohmann::json mine = {{"count", counts[worker_index]}, {"loss", losses[worker_index]}};
+      RETURN_IF_ERROR(ArrayFromJson(mine, "count", &state->bucket_stats.count));
+      RETURN_IF_ERROR(ArrayFromJson(mine, "loss", &state->bucket_stats.loss_sum));
+    }
     RETURN_IF_ERROR(ArrayFromJson(meta, "current_weights", &state->current_weights));
     scheduler::SampleReweighter::State rw;
     RETURN_IF_ERROR(ArrayFromJson(meta, "reweighter_weights", &rw.weights));
@@ -340,7 +401,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   ASSIGN_OR_RETURN(scheduler::ReweightingOptions rw_options, ReweightingOptionsOf(job.trainer().reweighting()));
   ASSIGN_OR_RETURN(scheduler::SampleReweighter reweighter, scheduler::SampleReweighter::Create(rw_options));
   LoopState state;
-  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, /*num_workers=*/0, setup.model.get(),
+  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, /*num_workers=*/0, /*worker_index=*/0, setup.model.get(),
                                  &optimizer, store.get(), &reweighter, &state));
   ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
   const std::vector<std::string> test_files = data::SplitPaths(job.data().dir(), test_split);
@@ -370,19 +431,12 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   }
   // Checkpoints: worker 0 of a cluster (or the single process) writes them; the parameter
   // servers write their own rows into the same directory.
-  const bool in_cluster = runtime != nullptr;
-  const bool cluster_reweighting = in_cluster && tc.reweighting().policy() != "none";
-  if (cluster_reweighting && (tc.checkpoint_every_steps() > 0 || !tc.resume().empty())) {
-    return absl::InvalidArgumentError(
-        "trainer.checkpoint_every_steps and trainer.resume (--resume) with "
-        "trainer.reweighting in a cluster: the scheduler's reweighting state is not "
-        "checkpointed yet (docs/checkpoints.md); use local mode or reweighting policy none");
-  }
-  if (cluster_reweighting && evaluates && tc.checkpoint_at_end()) {
-    LOG(WARNING) << "no checkpoint at the end: the scheduler's reweighting state is not "
-                    "checkpointed yet in a cluster (docs/checkpoints.md)";
-  }
-  const bool checkpoints = evaluates && !tc.out_dir().empty() && !cluster_reweighting;
+  // With reweighting in a cluster the scheduler holds the reweighter and every worker its
+  // statistics since the last round: every worker joins each checkpoint (GatherReweighting).
+  const bool cluster_reweighting =
+      runtime != nullptr && runtime->report && tc.reweighting().policy() != "none";
+  const bool checkpoints = evaluates && !tc.out_dir().empty();
+  const bool joins_checkpoints = checkpoints || (cluster_reweighting && !tc.out_dir().empty());
   const std::string checkpoint_root = JoinPath(tc.out_dir(), "checkpoint");
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, factory.get()));
@@ -482,10 +536,15 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   int64_t last_checkpoint = -1;   // the step of the last checkpoint written
   auto save_checkpoint = [&]() -> absl::Status {
     const auto save_start = std::chrono::steady_clock::now();
+    last_checkpoint = result.steps;
+    std::optional<ClusterReweighting> gathered;
+    if (cluster_reweighting) {
+      ASSIGN_OR_RETURN(gathered, GatherReweighting(*runtime, bucket_stats));
+    }
+    if (!checkpoints) return absl::OkStatus();  // not worker 0: its part is done
     LoopState state{result.steps, result.samples, bucket_stats, current_weights};
     RETURN_IF_ERROR(SaveCheckpoint(fs, checkpoint_root, job, num_workers, model.get(), &optimizer,
-                                   store, reweighter, state));
-    last_checkpoint = result.steps;
+                                   store, reweighter, state, gathered ? &*gathered : nullptr));
     checkpoint_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start).count();
     return absl::OkStatus();
@@ -504,9 +563,15 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     ASSIGN_OR_RETURN(const std::string resume_dir, checkpoint::Resolve(fs, tc.resume(), checkpoint_root));
     LoopState state;
     // In a cluster every worker loads the dense state; worker 0 alone sends the sparse rows to
-    // the servers (the broadcast before the first step holds the others back until it is done).
-    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, model.get(), &optimizer,
+    // the servers and restores the scheduler's reweighter (the broadcast before the first step
+    // holds the others back until it is done).
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
                                    evaluates ? store : nullptr, &reweighter, &state));
+    if (cluster_reweighting) {
+      const int64_t rounds = state.steps / reweighting_options.every_steps;
+      runtime->resume_rounds(rounds);
+      if (evaluates) RETURN_IF_ERROR(runtime->restore_reweighter(reweighter.state(), rounds, state.current_weights));
+    }
     store->ResumeAt(static_cast<uint64_t>(state.steps));
     result.steps = state.steps;
     result.samples = state.samples;
@@ -695,7 +760,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
                                : std::string());
         fuse_sum = kd_active = 0;
       }
-      if (checkpoints && tc.checkpoint_every_steps() > 0 &&
+      if (joins_checkpoints && tc.checkpoint_every_steps() > 0 &&
           result.steps % tc.checkpoint_every_steps() == 0) {
         if (prefetched.valid()) prefetched.wait();  // no pull in flight while rows are written
         RETURN_IF_ERROR(save_checkpoint());
@@ -703,7 +768,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       if (prefetch) cur = 1 - cur;
     }
   }
-  if (checkpoints && tc.checkpoint_at_end() && result.steps > 0 && last_checkpoint != result.steps) {
+  if (joins_checkpoints && tc.checkpoint_at_end() && result.steps > 0 && last_checkpoint != result.steps) {
     RETURN_IF_ERROR(save_checkpoint());
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() -

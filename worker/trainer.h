@@ -51,6 +51,14 @@ struct WorkerRuntime {
   std::function<absl::StatusOr<scheduler::BucketWeights>(const scheduler::BucketStats&)> report;
   // OK while the job runs, the reason it stopped otherwise (a dead peer); checked every step.
   std::function<absl::Status()> job_status;
+  // Checkpoints of a job with reweighting (set with `report`): the scheduler's reweighter state
+  // (worker 0 saves it); resuming, restoring it with the rounds completed and their weights
+  // (worker 0, before the first step), and the round of the next report (every worker).
+  std::function<absl::StatusOr<scheduler::SampleReweighter::State>()> reweighter_state;
+  std::function<absl::Status(const scheduler::SampleReweighter::State&, int64_t completed_round,
+                             const scheduler::BucketWeights& weights)>
+      restore_reweighter;
+  std::function<void(int64_t completed_round)> resume_rounds;
 };
 
 // Trains `job.model` on DIR/train of `job.data.dir`, evaluates on DIR/test, and writes

@@ -1,5 +1,6 @@
 #include "scheduler/internal/wire.h"
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -83,6 +84,42 @@ int64_t ToWaitMicros(absl::Duration duration) {
 
 std::string Seconds(absl::Duration duration) {
   return absl::StrFormat("%.1f s", absl::ToDoubleSeconds(duration));
+}
+
+wire::ReweighterState ReweighterStateToWire(const scheduler::SampleReweighter::State& state) {
+  wire::ReweighterState out;
+  for (int b = 0; b < data::kNumBuckets; ++b) {
+    out.add_weights(state.weights[b]);
+    out.add_running_loss(state.running_loss[b]);
+    out.add_has_loss(state.has_loss[b]);
+    out.add_cumulative(state.cumulative[b]);
+  }
+  out.set_updates(state.updates);
+  return out;
+}
+
+absl::StatusOr<scheduler::SampleReweighter::State> ReweighterStateFromWire(const wire::ReweighterState& in) {
+  constexpr int kB = data::kNumBuckets;
+  if (in.weights_size() != kB || in.running_loss_size() != kB || in.has_loss_size() != kB ||
+      in.cumulative_size() != kB || in.updates() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a reweighter state needs ", kB,
+                                                   " weights, running losses, flags and counts"));
+  }
+  scheduler::SampleReweighter::State state;
+  for (int b = 0; b < kB; ++b) {
+    if (!(in.weights(b) > 0) || !std::isfinite(in.weights(b)) || !std::isfinite(in.running_loss(b)) ||
+        in.cumulative(b) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("reweighter state: bucket ", b, " has weight ",
+                                                     in.weights(b), ", loss ", in.running_loss(b),
+                                                     ", count ", in.cumulative(b)));
+    }
+    state.weights[b] = in.weights(b);
+    state.running_loss[b] = in.running_loss(b);
+    state.has_loss[b] = in.has_loss(b);
+    state.cumulative[b] = in.cumulative(b);
+  }
+  state.updates = in.updates();
+  return state;
 }
 
 }  // namespace choir::scheduler_internal

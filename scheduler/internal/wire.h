@@ -14,6 +14,7 @@
 #include "google/protobuf/message_lite.h"
 #include "scheduler/membership.h"
 #include "scheduler/proto/scheduler.pb.h"
+#include "scheduler/reweighting.h"
 
 namespace choir::scheduler_internal {
 
@@ -30,6 +31,11 @@ absl::Status ParseBody(const std::vector<transport::Frame>& frames, size_t want_
                        google::protobuf::MessageLite* out);
 
 wire::PeerEntry ToWire(const PeerInfo& peer);
+
+// The reweighter's state on the wire; INVALID_ARGUMENT unless every array has kNumBuckets
+// entries, the weights are finite and positive, the losses finite, the counts and updates >= 0.
+wire::ReweighterState ReweighterStateToWire(const scheduler::SampleReweighter::State& state);
+absl::StatusOr<scheduler::SampleReweighter::State> ReweighterStateFromWire(const wire::ReweighterState& in);
 // INVALID_ARGUMENT for an unknown role; the index and id are not checked here.
 absl::StatusOr<PeerInfo> FromWire(const wire::PeerEntry& entry);
 

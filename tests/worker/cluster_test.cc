@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "checkpoint/checkpoint.h"
 #include "core/fs.h"
 #include "core/transport.h"
 #include "gtest/gtest.h"
@@ -216,13 +217,52 @@ TEST_F(ClusterTest, AJobResumedAfterAServerCrashEndsLikeAnUninterruptedOne) {
   EXPECT_EQ(Scores(fs_, "/ck_eval/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
 }
 
-TEST_F(ClusterTest, CheckpointsWithReweightingAreRefusedInACluster) {
-  JobConfig job = ClusterJob("/ck_rw", 1, 2, "inproc");
-  job.mutable_trainer()->mutable_reweighting()->set_policy("adaptive");
-  job.mutable_trainer()->set_checkpoint_every_steps(4);
-  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job);
-  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-  EXPECT_NE(r.status().message().find("reweighting"), std::string::npos) << r.status();
+TEST_F(ClusterTest, AJobWithReweightingResumesExactlyFromTheSchedulersAndWorkersState) {
+  // Adaptive weights moving every 3 steps, checkpoints every 4: the checkpoint of step 4 holds
+  // one step of statistics of each worker since round 1, and the scheduler's reweighter.
+  auto job_for = [](const std::string& out) {
+    JobConfig job = ClusterJob(out, 1, 2, "inproc");
+    job.mutable_trainer()->set_max_steps(10);
+    job.mutable_trainer()->set_checkpoint_every_steps(4);
+    ReweightingConfig* rw = job.mutable_trainer()->mutable_reweighting();
+    rw->set_policy("adaptive");
+    rw->set_eta(1.0);
+    rw->set_every_steps(3);
+    return job;
+  };
+  absl::StatusOr<TrainResult> full = RunLocalCluster(fs_, job_for("/rw_full"));
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(full->steps, 10);
+  absl::StatusOr<checkpoint::Reader> ck = checkpoint::Reader::Open(fs_, "/rw_full/checkpoint/step-000000000004");
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  ASSERT_EQ(ck->meta()["worker_bucket_count"].size(), 2u);
+  EXPECT_EQ(ck->meta()["reweighter_updates"], 1);  // round 1, at step 3
+  int64_t since_round = 0;
+  for (const auto& worker : ck->meta()["worker_bucket_count"]) {
+    int64_t n = 0;
+    for (const auto& c : worker) n += c.get<int64_t>();
+    EXPECT_GT(n, 0);  // each worker's step 4 slice
+    since_round += n;
+  }
+  EXPECT_EQ(since_round, 256 * 2);
+
+  // Without reweighting the predictions differ: the weights matter to the comparison below.
+  JobConfig plain = job_for("/rw_plain");
+  plain.mutable_trainer()->mutable_reweighting()->set_policy("none");
+  ASSERT_TRUE(RunLocalCluster(fs_, plain).ok());
+  EXPECT_NE(Scores(fs_, "/rw_plain/preds.tsv"), Scores(fs_, "/rw_full/preds.tsv"));
+
+  JobConfig resumed = job_for("/rw_resumed");
+  resumed.mutable_trainer()->set_resume("/rw_full/checkpoint/step-000000000004");
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, resumed);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 10);
+  EXPECT_EQ(Scores(fs_, "/rw_resumed/preds.tsv"), Scores(fs_, "/rw_full/preds.tsv"));
+  absl::StatusOr<checkpoint::Reader> a = checkpoint::Reader::Open(fs_, "/rw_resumed/checkpoint/step-000000000010");
+  absl::StatusOr<checkpoint::Reader> b = checkpoint::Reader::Open(fs_, "/rw_full/checkpoint/step-000000000010");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->meta()["reweighter_weights"], b->meta()["reweighter_weights"]);
+  EXPECT_EQ(a->meta()["reweighter_updates"], 3);
 }
 
 TEST_F(ClusterTest, ADroppedRequestFailsTheStepWithADeadlineNamingAServer) {
