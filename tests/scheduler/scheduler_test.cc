@@ -585,6 +585,44 @@ TEST_P(SchedulerTest, ReportRoundGivesEveryWorkerTheWeightsOfTheSummedStatistics
   }
 }
 
+TEST_P(SchedulerTest, ReweighterStateSurvivesARestartOfTheJob) {
+  // Two rounds in one job; a second job restored from the first's state after round 1 gives
+  // round 2 the same weights, bit for bit.
+  SchedulerOptions options = Options(0, 2);
+  options.reweighting.policy = scheduler::ReweightingPolicy::kAdaptive;
+  options.reweighting.eta = 0.5;
+  auto round = [&](int r) {
+    std::vector<absl::StatusOr<scheduler::BucketWeights>> got(2, absl::UnknownError("not run"));
+    std::thread other([&] { got[1] = workers_[1]->Report(RoundStats(1, r), In(kLong)); });
+    got[0] = workers_[0]->Report(RoundStats(0, r), In(kLong));
+    other.join();
+    EXPECT_TRUE(got[0].ok() && got[1].ok()) << got[0].status() << got[1].status();
+    return got[0].ok() ? *got[0] : scheduler::BucketWeights{};
+  };
+  StartJob(options);
+  const scheduler::BucketWeights first = round(1);
+  absl::StatusOr<scheduler::SampleReweighter::State> saved = workers_[0]->ReweighterState(In(kLong));
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  EXPECT_EQ(saved->updates, 1);
+  const scheduler::BucketWeights second = round(2);
+  EXPECT_NE(first, second);
+  StopJob();
+
+  StartJob(options);
+  for (auto& w : workers_) w->ResumeRounds(1);
+  ASSERT_TRUE(workers_[0]->RestoreReweighter(*saved, 1, first, In(kLong)).ok());
+  EXPECT_EQ(round(2), second);
+  // A state that is not one (a weight of 0) is refused and changes nothing.
+  scheduler::SampleReweighter::State bad = *saved;
+  bad.weights[2] = 0;
+  absl::Status refused = workers_[0]->RestoreReweighter(bad, 2, first, In(kLong));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  absl::StatusOr<scheduler::SampleReweighter::State> now = workers_[0]->ReweighterState(In(kLong));
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->updates, 2);
+  StopJob();
+}
+
 TEST_P(SchedulerTest, ReportWithADeadWorkerFailsInsteadOfHanging) {
   DetectFailuresQuickly();
   StartJob(Options(0, 2));
