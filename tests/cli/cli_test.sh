@@ -160,5 +160,28 @@ expect 1 "predict from a damaged bundle" -- "$CHOIR" predict --bundle "$T/bundle
 contains "predict from a damaged bundle" "bundle file $T/bundle/dense.bin is corrupt"
 [[ ! -e "$T/q.tsv" ]] && pass || fail "a failed predict wrote q.tsv"
 
+# A model trained on a generic CSV dataset scores a CSV file given to predict as it is.
+python3 - "$T" <<'PY'
+import random, sys
+random.seed(3)
+for name, n in (("events_train.csv", 2000), ("events_test.csv", 600)):
+    with open(f"{sys.argv[1]}/{name}", "w") as f:
+        f.write("user_id,item_id,click,conversion,timestamp,city,price:float,hist:list\n")
+        for i in range(n):
+            u, it, c = random.randint(1, 300), random.randint(1, 200), int(random.random() < 0.5)
+            cv = int(c and random.random() < 0.2 + 0.5 * (it % 2))
+            hist = "|".join(str(random.randint(1, 200)) for _ in range(random.randint(0, 4)))
+            f.write(f"{u},{it},{c},{cv},{1700000000 + 60 * i},{u % 7},{random.random() * 100:.3f},{hist}\n")
+PY
+expect 0 "convert csv dataset" -- "$CHOIR" data convert --format csv --in "$T/events_train.csv,$T/events_test.csv" --out "$T/csvds"
+expect 0 "train on csv" -- "$CHOIR" train --data "$T/csvds" --out "$T/csvrun" --model dnn --set 'model.embedding_dim=8;trainer.batch_size=128' --quiet
+expect 0 "export csv model" -- "$CHOIR" export --checkpoint "$T/csvrun/checkpoint" --out "$T/csvbundle"
+expect 0 "predict a csv file" -- "$CHOIR" predict --bundle "$T/csvbundle" --in "$T/events_test.csv" --out "$T/csvp.tsv"
+cmp -s "$T/csvp.tsv" "$T/csvrun/preds.tsv" && pass || fail "predict of the CSV file differs from the training run's preds.tsv"
+[[ ! -e "$T/csvp.tsv.input.tmp" ]] && pass || fail "predict left its conversion behind"
+cut -d, -f1-6 "$T/events_test.csv" >"$T/fewer.csv"
+expect 1 "predict a csv with other columns" -- "$CHOIR" predict --bundle "$T/csvbundle" --in "$T/fewer.csv" --out "$T/csvq.tsv"
+contains "predict a csv with other columns" "the bundle's model reads user_id:INT64:USER_ID"
+
 echo "$passed passed, $failures failed"
 [[ $failures -eq 0 ]]

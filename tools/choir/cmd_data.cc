@@ -23,7 +23,7 @@ DEFINE_int32(threads, 0, "data gen: generation threads (default: cores - 1; one 
 DEFINE_int64(items, 0, "data gen: catalogue size (default: users / 4, within [2000, 2000000]).");
 DEFINE_bool(no_compress, false, "Write shards without zstd.");
 DEFINE_string(format, "", "data convert: aliccp-aitm, aliccp-rechub, taobao-ad or csv.");
-DEFINE_string(in, "", "data convert: input file(s), comma-separated, or a folder (all its files); predict: a shard file, a folder of shards or a dataset folder.");
+DEFINE_string(in, "", "data convert: input file(s), comma-separated, or a folder (all its files); predict: a shard file, a folder of shards, a dataset folder or a generic CSV/TSV file.");
 DEFINE_string(task, "", "data convert: cvr (drops conversions without click), ctr or ctcvr (default: the job file's task, cvr).");
 DEFINE_int64(max_bad_rows, -1, "Bad rows tolerated (skip-and-count) before failing (default: job file, 0).");
 DEFINE_double(max_bad_fraction, -1, "Or as a fraction of rows (default: job file, 0 = off).");

@@ -3,11 +3,16 @@
 #include <chrono>
 #include <cstdio>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "checkpoint/checkpoint.h"
 #include "core/status.h"
+#include "data/convert.h"
 #include "data/dataset.h"
+#include "data/shard.h"
+#include "glog/logging.h"
 #include "data/groups/groups_tsv.h"
 #include "data/groups/npy.h"
 #include "gflags/gflags.h"
@@ -32,12 +37,54 @@ DECLARE_string(checkpoint);
 namespace choir::cli {
 namespace {
 
-// The shard files --in names: a shard file; a dataset folder (dataset.pbtxt): its split; any
-// other folder: its *.shard files, sorted.
+// "user_id:INT64:USER_ID, price:FLOAT:FEATURE, ...".
+std::string DescribeSchema(const data::Schema& schema) {
+  std::vector<std::string> fields;
+  for (const data::Field& f : schema.fields()) {
+    fields.push_back(absl::StrCat(f.name(), ":", data::FieldType_Name(f.type()), ":", data::FieldRole_Name(f.role())));
+  }
+  return absl::StrJoin(fields, ", ");
+}
 
-absl::StatusOr<std::vector<std::string>> InputFiles(FileSystem* fs, const std::string& in) {
+// A generic CSV/TSV file (docs/data-formats.md), converted as `choir data convert --format csv`
+// does into the folder `tmp`, with the bundle's task and error budget; its shard files. The
+// file must have the bundle's columns, label columns included (0 where unknown).
+absl::StatusOr<std::vector<std::string>> ConvertGeneric(FileSystem* fs, const std::string& in,
+                                                        const worker::Predictor& predictor, const std::string& tmp) {
+  data::ConvertOptions options;
+  options.format = data::InputFormat::kCsv;
+  options.inputs = {in};
+  options.split = "test";
+  options.out_dir = tmp;
+  options.task = predictor.job().task();
+  options.budget.max_errors = predictor.job().data().max_bad_rows();
+  options.budget.max_fraction = predictor.job().data().max_bad_fraction();
+  ASSIGN_OR_RETURN(data::ConvertReport report, data::Convert(fs, options));
+  LOG(INFO) << in << ": " << report.rows_written << " rows converted (" << report.rows_rejected << " rejected, "
+            << report.rows_dropped << " dropped by the task)";
+  ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadManifest(fs, tmp));
+  ASSIGN_OR_RETURN(data::SplitInfo split, data::FindSplit(manifest, "test"));
+  std::vector<std::string> files = data::SplitPaths(tmp, split);
+  if (!files.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<data::ShardReader> first, data::ShardReader::Open(fs, files.front()));
+    const data::Schema& want = predictor.layout().schema;
+    if (first->schema().SerializeAsString() != want.SerializeAsString()) {
+      return absl::InvalidArgumentError(absl::StrCat(in, " has the columns ", DescribeSchema(first->schema()),
+                                                     "; the bundle's model reads ", DescribeSchema(want)));
+    }
+  }
+  return files;
+}
+
+// The shard files --in names: a shard file; a dataset folder (dataset.pbtxt): its split; any
+// other folder: its *.shard files, sorted; any other file: a generic CSV/TSV (ConvertGeneric).
+absl::StatusOr<std::vector<std::string>> InputFiles(FileSystem* fs, const std::string& in,
+                                                    const worker::Predictor& predictor, const std::string& tmp) {
   if (!fs->Exists(in)) return absl::NotFoundError(absl::StrCat("--in ", in, " does not exist"));
-  if (!fs->IsDirectory(in)) return std::vector<std::string>{in};
+  if (!fs->IsDirectory(in)) {
+    if (absl::EndsWith(in, ".shard")) return std::vector<std::string>{in};
+    return ConvertGeneric(fs, in, predictor, tmp);
+  }
   if (fs->Exists(JoinPath(in, data::kManifestName))) {
     ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadManifest(fs, in));
     ASSIGN_OR_RETURN(data::SplitInfo split, data::FindSplit(manifest, FLAGS_split.empty() ? "test" : FLAGS_split));
@@ -51,7 +98,8 @@ absl::StatusOr<std::vector<std::string>> InputFiles(FileSystem* fs, const std::s
   std::sort(files.begin(), files.end());
   if (files.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--in ", in, " holds no .shard files and no ", data::kManifestName,
-                                                   " (convert CSV or TSV first: choir data convert --format csv)"));
+                                                   " (give a CSV or TSV file itself, or convert a folder of them "
+                                                   "first: choir data convert --format csv)"));
   }
   return files;
 }
@@ -101,7 +149,13 @@ absl::Status RunPredict(const Args& args) {
     options.embedding_dim = static_cast<int>(emb.cols);
   }
   ASSIGN_OR_RETURN(std::unique_ptr<worker::Predictor> predictor, worker::Predictor::Load(fs, FLAGS_bundle, options));
-  ASSIGN_OR_RETURN(std::vector<std::string> files, InputFiles(fs, FLAGS_in));
+  // A generic CSV/TSV is converted next to the output and the conversion removed afterwards.
+  const std::string tmp = FLAGS_out + ".input.tmp";
+  if (fs->Exists(tmp)) RETURN_IF_ERROR(fs->DeleteRecursively(tmp));
+  absl::Cleanup remove_tmp = [&] {
+    if (fs->Exists(tmp)) fs->DeleteRecursively(tmp).IgnoreError();
+  };
+  ASSIGN_OR_RETURN(std::vector<std::string> files, InputFiles(fs, FLAGS_in, *predictor, tmp));
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds, predictor->PredictFiles(fs, files, FLAGS_every_row));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
