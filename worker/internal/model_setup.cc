@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/error_budget.h"
+#include "core/progress.h"
 #include "data/row_block.h"
 #include "data/shard.h"
 #include "models/choirrec_model.h"
@@ -25,6 +26,7 @@ absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const
   options.budget.max_fraction = job.data().max_bad_fraction();
   ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, files, layout, options));
   model->SetTraining(false);
+  Progress progress("samples scored", 0);
   std::vector<eval::Prediction> out;
   Batch batch;
   models::ModelInputs in;
@@ -42,6 +44,7 @@ absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const
       p.bucket = activity.Of(p.user_id);
       out.push_back(p);
     }
+    progress.Add(batch.size);
   }
   model->SetTraining(true);
   return out;
