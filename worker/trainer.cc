@@ -437,6 +437,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       runtime != nullptr && runtime->report && tc.reweighting().policy() != "none";
   const bool checkpoints = evaluates && !tc.out_dir().empty();
   const bool joins_checkpoints = checkpoints || (cluster_reweighting && !tc.out_dir().empty());
+  if (cluster_reweighting && !(runtime->reweighter_state && runtime->restore_reweighter && runtime->resume_rounds)) {
+    return absl::InternalError("a cluster worker with reweighting needs the runtime's reweighter hooks");
+  }
   const std::string checkpoint_root = JoinPath(tc.out_dir(), "checkpoint");
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, factory.get()));
