@@ -119,7 +119,11 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
     if (!options.overwrite) {
       return absl::FailedPreconditionError(absl::StrCat(out, " already holds a bundle (--force replaces it)"));
     }
+    LOG(WARNING) << "replacing the bundle " << out;
+    // The manifest first: an interrupted replacement leaves an unfinished bundle, never a
+    // committed one with files of two exports.
     RETURN_IF_ERROR(fs->DeleteFile(JoinPath(out, checkpoint::kManifestName)));
+    RETURN_IF_ERROR(fs->DeleteRecursively(out));
   }
   ASSIGN_OR_RETURN(checkpoint::Writer writer,
                    checkpoint::Writer::BeginDirectory(fs, out, reader.step(), kBundleFormat));
