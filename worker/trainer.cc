@@ -30,15 +30,11 @@
 #if CHOIR_WITH_CUDA
 #include "models/cuda/cuda.h"
 #endif
-#include "models/choirrec_model.h"
 #include "models/model.h"
 #include "models/optimizer.h"
-#include "ps/feature_key.h"
-#include "models/ranking_model.h"
 #include "scheduler/reweighting.h"
 #include "tools/eval/report.h"
 #include "worker/batch_reader.h"
-#include "worker/group_features.h"
 #include "worker/keys.h"
 #include "worker/internal/model_setup.h"
 #include "worker/local_embedding_store.h"
