@@ -1,5 +1,6 @@
 # WITH_CUDA=AUTO|ON|OFF. The CPU build is complete without CUDA.
 set(CHOIR_WITH_CUDA 0)
+set(CHOIR_WITH_NCCL 0)
 if(NOT WITH_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
@@ -15,6 +16,16 @@ if(NOT WITH_CUDA STREQUAL "OFF")
     find_package(CUDAToolkit REQUIRED)
     set(CHOIR_WITH_CUDA 1)
     message(STATUS "Choir: CUDA enabled (architectures ${CMAKE_CUDA_ARCHITECTURES})")
+    # NCCL (the allreduce of dense gradients between GPUs, models/cuda/nccl_collective.h): the
+    # CUDA toolkit's or a system libnccl; without it GPU workers sum gradients on the host.
+    find_path(CHOIR_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+    find_library(CHOIR_NCCL NAMES nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+    if(CHOIR_NCCL AND CHOIR_NCCL_INCLUDE_DIR)
+      set(CHOIR_WITH_NCCL 1)
+      message(STATUS "Choir: NCCL found (${CHOIR_NCCL})")
+    else()
+      message(STATUS "Choir: NCCL not found (nccl.h, libnccl): GPU workers sum gradients on the host")
+    endif()
   elseif(WITH_CUDA STREQUAL "ON")
     message(FATAL_ERROR "WITH_CUDA=ON but no CUDA compiler was found")
   else()

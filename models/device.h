@@ -61,6 +61,9 @@ class DeviceBackend {
                              float eps) = 0;
   virtual void AdagradUpdate(double* w, const double* g, double* acc, int64_t n, double lr,
                              double eps) = 0;
+  // x *= a, element-wise (a worker's gradients scaled by its share of the global batch).
+  virtual void Scale(float* x, int64_t n, float a) = 0;
+  virtual void Scale(double* x, int64_t n, double a) = 0;
   // labels, weights and per_sample are host memory; logits and dlogits live on this device.
   virtual float BinaryCrossEntropy(const Tensor<float>& logits, absl::Span<const float> labels,
                                    absl::Span<const float> weights, Tensor<float>* dlogits,

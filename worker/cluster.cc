@@ -14,10 +14,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "choir/config.h"
 #include "core/collective.h"
+#include "core/crc32c.h"
 #include "core/mpi_collective.h"
 #include "core/status.h"
 #include "glog/logging.h"
+#if CHOIR_WITH_CUDA
+#include "models/cuda/cuda.h"
+#endif
+#if CHOIR_WITH_NCCL
+#include "models/cuda/nccl_collective.h"
+#endif
 #include "ps/server.h"
 #include "scheduler/membership.h"
 #include "scheduler/scheduler.h"
@@ -113,6 +121,7 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
                                       std::unique_ptr<transport::Endpoint> store_ep,
                                       std::unique_ptr<transport::Endpoint> client_ep,
                                       const std::string& scheduler_address, Collective* collective,
+                                      Collective* device_collective,
                                       const std::function<void(int64_t)>& before_step = nullptr) {
   const ClusterConfig& c = job.cluster();
   ASSIGN_OR_RETURN(std::unique_ptr<SchedulerClient> client,
@@ -127,6 +136,7 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
   runtime.worker_index = index;
   runtime.num_workers = workers;
   runtime.collective = collective;
+  runtime.device_collective = device_collective;
   runtime.make_store = [&](const TableOptions& table) -> absl::StatusOr<std::unique_ptr<EmbeddingStore>> {
     RemoteEmbeddingStoreOptions o;
     for (const PeerInfo& s : membership.servers) o.servers.push_back({s.id, s.address});
@@ -204,6 +214,48 @@ std::string ThisHost(const ClusterConfig& c) {
   return name;
 }
 
+// Whether the workers sum dense gradients with NCCL (trainer.dense_allreduce; the trainer has
+// checked the value and the device).
+bool UsesNccl(const TrainerConfig& tc, bool under_mpirun, int workers) {
+  if (tc.dense_allreduce() == "nccl") return true;
+  return tc.dense_allreduce() == "auto" && tc.device() == "cuda" && under_mpirun && workers > 1 &&
+         CHOIR_WITH_NCCL;
+}
+
+// The NCCL group of the workers, bootstrapped through their host collective (every worker
+// calls it), on the GPU trainer.cuda_device (resolved: >= 0).
+absl::StatusOr<std::unique_ptr<Collective>> NewNcclGroup(const JobConfig& job, Collective* bootstrap) {
+#if CHOIR_WITH_NCCL
+  models::cuda::NcclCollectiveOptions o;
+  o.device = job.trainer().cuda_device();
+  o.timeout = Ms(job.cluster().rpc_deadline_ms());
+  RETURN_IF_ERROR(models::cuda::InitCuda(o.device));
+  ASSIGN_OR_RETURN(std::unique_ptr<models::cuda::NcclCollective> nccl,
+                   models::cuda::NcclCollective::Create(bootstrap, o));
+  LOG(INFO) << "dense gradients: NCCL allreduce among " << nccl->size() << " GPU workers (this one rank "
+            << nccl->rank() << ", GPU " << o.device << ")";
+  return std::unique_ptr<Collective>(std::move(nccl));
+#else
+  (void)job;
+  (void)bootstrap;
+  return absl::FailedPreconditionError(
+      "trainer.dense_allreduce: 'nccl' but this choir was built without NCCL (install NCCL beside "
+      "CUDA and rebuild), or use 'host'");
+#endif
+}
+
+// This worker's index among the workers on its host, from every worker's host name (a
+// collective over the workers' group: every worker calls it).
+absl::StatusOr<int> IndexOnHost(Collective* workers_group, int index, int workers, const std::string& host) {
+  // CRC32C of the name as a double: exact, and the same on every host.
+  std::vector<double> hosts(workers, 0);
+  hosts[index] = static_cast<double>(crc32c::Value(host)) + 1;
+  RETURN_IF_ERROR(workers_group->AllReduceSum(hosts.data(), workers));
+  int local = 0;
+  for (int w = 0; w < index; ++w) local += hosts[w] == hosts[index];
+  return local;
+}
+
 }  // namespace
 
 absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job, const LocalClusterHooks& hooks) {
@@ -211,6 +263,7 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
   RETURN_IF_ERROR(ValidateCluster(c));
   const int servers = c.servers(), workers = c.workers();
   if (servers < 1) return absl::InvalidArgumentError("RunLocalCluster: cluster.servers must be >= 1");
+  RETURN_IF_ERROR(ValidateDeviceConfig(job.trainer()));
   ASSIGN_OR_RETURN(const TableOptions table, SparseTableFor(fs, job));
   ASSIGN_OR_RETURN(const SchedulerOptions scheduler_options, SchedulerOptionsFor(job, servers, workers));
   LOG(INFO) << "local cluster: 1 scheduler, " << servers << " parameter servers, " << workers << " workers over "
@@ -253,6 +306,18 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
   InProcessCollectiveOptions co;
   co.timeout = Ms(c.rpc_deadline_ms());
   std::vector<std::unique_ptr<Collective>> collectives = NewInProcessCollectives(workers, co);
+  // NCCL in one process: one worker, one GPU (NCCL allows one rank per GPU).
+  std::unique_ptr<Collective> nccl;
+  JobConfig worker_job = job;
+  if (worker_job.trainer().cuda_device() < 0) worker_job.mutable_trainer()->set_cuda_device(0);
+  if (UsesNccl(job.trainer(), /*under_mpirun=*/false, workers)) {
+    if (workers != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "trainer.dense_allreduce: 'nccl' in local mode needs cluster.workers 1 (it is ", workers,
+          "): one process drives one GPU; run the workers under mpirun, one per GPU"));
+    }
+    ASSIGN_OR_RETURN(nccl, NewNcclGroup(worker_job, collectives[0].get()));
+  }
 
   // The running servers, for hooks.kill_server.
   std::mutex running_mu;
@@ -284,8 +349,8 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
         if (hooks.before_step) hooks.before_step(w, step);
         if (w == 0 && step == hooks.kill_at_step) kill(hooks.kill_server);
       };
-      worker_result[w] = RunWorker(fs, job, w, workers, std::move(worker_store[w]), std::move(worker_client[w]),
-                                   scheduler_address, collectives[w].get(), before);
+      worker_result[w] = RunWorker(fs, worker_job, w, workers, std::move(worker_store[w]), std::move(worker_client[w]),
+                                   scheduler_address, collectives[w].get(), nccl.get(), before);
       worker_end[w] = absl::Now();
       // A worker that is done leaves the group: the others' collectives then fail at once
       // instead of waiting for it.
@@ -306,6 +371,7 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
 absl::StatusOr<TrainResult> RunMpiRank(FileSystem* fs, const JobConfig& job) {
   const ClusterConfig& c = job.cluster();
   RETURN_IF_ERROR(ValidateCluster(c));
+  RETURN_IF_ERROR(ValidateDeviceConfig(job.trainer()));
   ASSIGN_OR_RETURN(const MpiWorld world, GetMpiWorld());
   const int servers = c.servers();
   const int workers = world.size - 1 - servers;
@@ -357,10 +423,36 @@ absl::StatusOr<TrainResult> RunMpiRank(FileSystem* fs, const JobConfig& job) {
   for (int r = servers + 1; r < world.size; ++r) mo.ranks.push_back(r);
   mo.timeout = Ms(c.rpc_deadline_ms());
   ASSIGN_OR_RETURN(std::unique_ptr<Collective> group, NewMpiCollective(mo));
+  // A GPU worker: its device (cuda_device -1: one GPU per worker of this host) and, with NCCL,
+  // the workers' NCCL group.
+  JobConfig worker_job = job;
+  TrainerConfig& tc = *worker_job.mutable_trainer();
+  const bool nccl_wanted = UsesNccl(tc, /*under_mpirun=*/true, workers);
+  if (tc.device() == "cuda" && tc.cuda_device() < 0) {
+    ASSIGN_OR_RETURN(const int local, IndexOnHost(group.get(), index, workers, host));
+    int gpus = 0;
+#if CHOIR_WITH_CUDA
+    std::string why;
+    gpus = models::cuda::CudaDeviceCount(&why);
+    if (gpus == 0) return absl::FailedPreconditionError(absl::StrCat("worker ", index, " on ", host, ": no CUDA device: ", why));
+#endif
+    if (gpus > 0 && local >= gpus && nccl_wanted) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "worker %d is worker %d of host %s, which has %d GPUs: NCCL needs one GPU per worker; start at most %d "
+          "workers per host, or set trainer.dense_allreduce 'host'",
+          index, local, host, gpus, gpus));
+    }
+    tc.set_cuda_device(gpus > 0 ? local % gpus : 0);
+    LOG(INFO) << "worker " << index << ": worker " << local << " of host " << host << ", GPU " << tc.cuda_device();
+  }
+  std::unique_ptr<Collective> nccl;
+  if (nccl_wanted) {
+    ASSIGN_OR_RETURN(nccl, NewNcclGroup(worker_job, group.get()));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<transport::Endpoint> store, zmq(WorkerId(index), false));
   ASSIGN_OR_RETURN(std::unique_ptr<transport::Endpoint> client, zmq(ClientId(PeerRole::kWorker, index), false));
-  ASSIGN_OR_RETURN(TrainResult result, RunWorker(fs, job, index, workers, std::move(store), std::move(client),
-                                                 scheduler_address, group.get()));
+  ASSIGN_OR_RETURN(TrainResult result, RunWorker(fs, worker_job, index, workers, std::move(store), std::move(client),
+                                                 scheduler_address, group.get(), nccl.get()));
   if (index != 0) result = TrainResult();
   return result;
 }

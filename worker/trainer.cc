@@ -36,6 +36,7 @@
 #include "tools/eval/report.h"
 #include "worker/batch_reader.h"
 #include "worker/keys.h"
+#include "worker/internal/dense_exchange.h"
 #include "worker/internal/model_setup.h"
 #include "worker/local_embedding_store.h"
 
@@ -80,12 +81,11 @@ absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::strin
 
 // The layer factory of trainer.device: the CPU layers, or the CUDA layers on cuda_device.
 absl::StatusOr<std::unique_ptr<models::LayerFactory<float>>> MakeLayerFactory(const TrainerConfig& tc) {
+  RETURN_IF_ERROR(ValidateDeviceConfig(tc));
   if (tc.device() == "cpu") return std::make_unique<models::CpuLayerFactory<float>>();
-  if (tc.device() != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("trainer.device: '", tc.device(), "' (cpu or cuda)"));
-  }
 #if CHOIR_WITH_CUDA
-  RETURN_IF_ERROR(models::cuda::InitCuda(tc.cuda_device()));
+  // cuda_device -1 is resolved per worker under mpirun (worker/cluster.cc); elsewhere GPU 0.
+  RETURN_IF_ERROR(models::cuda::InitCuda(std::max(0, tc.cuda_device())));
   models::cuda::SetAllowTf32(tc.allow_tf32());
   LOG(INFO) << "dense towers on " << models::cuda::CudaDeviceDescription()
             << (tc.allow_tf32() ? " (TF32 products)" : " (fp32)");
@@ -412,6 +412,21 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   return result;
 }
 
+absl::Status ValidateDeviceConfig(const TrainerConfig& tc) {
+  if (tc.device() != "cpu" && tc.device() != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.device: '", tc.device(), "' (cpu or cuda)"));
+  }
+  const std::string& mode = tc.dense_allreduce();
+  if (mode != "auto" && mode != "host" && mode != "nccl") {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.dense_allreduce: '", mode, "' (auto, host or nccl)"));
+  }
+  if (mode == "nccl" && tc.device() != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.dense_allreduce: 'nccl' sums gradients on GPUs, but trainer.device is '", tc.device(), "'"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<TableOptions> SparseTableFor(FileSystem* fs, const JobConfig& job) {
   models::CpuLayerFactory<float> factory;
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, &factory));
@@ -591,14 +606,15 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     if (tc.max_steps() > 0) planned_samples = std::min<int64_t>(planned_samples, tc.max_steps() * global_batch);
     Progress progress("training samples", planned_samples);
     const std::vector<models::Param<float>*> params = model->Params();
-    // Dense gradients (and the step's loss) travel between workers as one flat buffer.
-    std::vector<float> flat(num_workers > 1 || runtime != nullptr ? models::ParamCount(params) + 1 : 0);
-    if (runtime != nullptr && runtime->collective != nullptr) {
+    // Dense gradients (and the step's loss) travel between workers as one flat buffer, on the
+    // GPU when the runtime brings a device collective (NCCL), in host memory otherwise.
+    std::optional<internal::DenseExchange> exchange;
+    if (runtime != nullptr) {
+      const bool on_device = runtime->device_collective != nullptr;
+      exchange.emplace(params, on_device ? runtime->device_collective : runtime->collective,
+                       on_device ? factory->device() : models::Device::kCpu);
       // Every worker starts from worker 0's parameters.
-      flat.resize(models::ParamCount(params) + 1);
-      models::CopyValuesTo(params, flat.data());
-      RETURN_IF_ERROR(runtime->collective->Broadcast(flat.data(), (flat.size() - 1) * sizeof(float), 0));
-      models::CopyValuesFrom(params, flat.data());
+      RETURN_IF_ERROR(exchange->BroadcastFromWorker0());
     }
     // One step: this worker's slice of a global batch; the last global batch may leave some
     // workers few or no samples (they still join the step's exchanges, with zero gradients).
@@ -696,18 +712,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         RETURN_IF_ERROR(store->Push({}, {}));  // a synchronous step needs every worker's push
       }
       double loss = stats.loss;  // the training objective: weighted when reweighting
-      if (!flat.empty()) {
+      if (exchange.has_value()) {
         // Sum of the slices' gradients, each scaled by its share: the global batch's gradient.
-        models::CopyGradsTo(params, flat.data());
-        if (share != 1) {
-          for (float& g : flat) g *= share;
-        }
-        flat.back() = static_cast<float>(loss * share);
-        if (runtime != nullptr && runtime->collective != nullptr) {
-          RETURN_IF_ERROR(runtime->collective->AllReduceSum(flat.data(), static_cast<int64_t>(flat.size())));
-        }
-        models::CopyGradsFrom(params, flat.data());
-        loss = flat.back();
+        ASSIGN_OR_RETURN(loss, exchange->AllReduce(share, loss));
       }
       fuse_sum += stats.mean_a_fuse * batch.size;
       kd_active += stats.kd_active;

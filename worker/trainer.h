@@ -46,6 +46,10 @@ struct WorkerRuntime {
   // The workers' group: dense gradients are allreduced through it every step, and worker 0's
   // initial parameters broadcast. Not owned.
   Collective* collective = nullptr;
+  // Optional: the same group on the dense towers' device (NCCL among GPU workers, whose data
+  // calls take device memory). When set, the dense exchange uses it and gradients stay on the
+  // GPU; `collective` still carries the host-side exchanges (checkpoint statistics). Not owned.
+  Collective* device_collective = nullptr;
   // A reweighting round: this worker's per-bucket statistics since the last round in, the
   // job's new weights out (the scheduler's report RPC). Null: the worker updates its own.
   std::function<absl::StatusOr<scheduler::BucketWeights>(const scheduler::BucketStats&)> report;
@@ -95,6 +99,10 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
 // The policy options of trainer.reweighting; INVALID_ARGUMENT naming the field
 // ("trainer.reweighting.beta must be ...") when the policy or an option is bad.
 absl::StatusOr<scheduler::ReweightingOptions> ReweightingOptionsOf(const ReweightingConfig& rc);
+
+// The device fields of `tc`: device "cpu" or "cuda", dense_allreduce "auto", "host" or "nccl"
+// (nccl only with cuda); INVALID_ARGUMENT naming the field otherwise.
+absl::Status ValidateDeviceConfig(const TrainerConfig& tc);
 
 // The sparse table of `job` (slots, dims, optimizers, seed): what every parameter server holds.
 // Reads what TrainAndEvaluate reads to build the model's shape.

@@ -107,6 +107,8 @@ class CudaBackend : public models::DeviceBackend {
                      double eps) override {
     AdagradUpdateDevice(w, g, acc, n, lr, eps);
   }
+  void Scale(float* x, int64_t n, float a) override { ScaleDevice(x, n, a); }
+  void Scale(double* x, int64_t n, double a) override { ScaleDevice(x, n, a); }
   float BinaryCrossEntropy(const models::Tensor<float>& logits, absl::Span<const float> labels,
                            absl::Span<const float> weights, models::Tensor<float>* dlogits,
                            std::vector<float>* per_sample) override {

@@ -64,6 +64,14 @@ __global__ void AdagradKernel(T* w, const T* g, T* acc, int64_t n, T lr, T eps) 
   }
 }
 
+template <typename T>
+__global__ void ScaleKernel(T* x, int64_t n, T a) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] *= a;
+  }
+}
+
 // Per sample: bce and dlogits; the weighted sum is reduced per block into partial[blockIdx].
 template <typename T>
 __global__ void BceKernel(const T* logits, const T* labels, const T* weights, int n, T inv_n,
@@ -159,6 +167,13 @@ void AdagradUpdateDevice(T* w, const T* g, T* acc, int64_t n, T lr, T eps) {
 }
 
 template <typename T>
+void ScaleDevice(T* x, int64_t n, T a) {
+  if (n == 0) return;
+  ScaleKernel<<<Blocks(n), kThreads, 0, Stream()>>>(x, n, a);
+  CHOIR_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
 T BinaryCrossEntropyDevice(const models::Tensor<T>& logits, absl::Span<const T> labels,
                            absl::Span<const T> weights, models::Tensor<T>* dlogits,
                            std::vector<T>* per_sample) {
@@ -207,6 +222,7 @@ T BinaryCrossEntropyDevice(const models::Tensor<T>& logits, absl::Span<const T> 
   template void CopyColsDevice<T>(const models::Tensor<T>&, int, int, models::Tensor<T>*);     \
   template void SgdUpdateDevice<T>(T*, const T*, int64_t, T);                                   \
   template void AdagradUpdateDevice<T>(T*, const T*, T*, int64_t, T, T);                        \
+  template void ScaleDevice<T>(T*, int64_t, T);                                                 \
   template T BinaryCrossEntropyDevice<T>(const models::Tensor<T>&, absl::Span<const T>,        \
                                          absl::Span<const T>, models::Tensor<T>*,              \
                                          std::vector<T>*);

@@ -345,5 +345,34 @@ TEST_F(ClusterTest, BadClusterFieldsAreNamed) {
   EXPECT_NE(r.status().message().find("cluster.workers"), std::string::npos) << r.status();
 }
 
+// trainer.dense_allreduce is checked before any role starts (and before any GPU is touched).
+TEST_F(ClusterTest, BadDenseAllreduceSettingsAreNamed) {
+  struct Case {
+    std::string device, mode;
+    int workers;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"cpu", "gloo", 1, "trainer.dense_allreduce: 'gloo' (auto, host or nccl)"},
+      {"cpu", "nccl", 1, "trainer.device is 'cpu'"},
+      {"cuda", "nccl", 2, "needs cluster.workers 1 (it is 2)"},
+  };
+  for (const Case& c : cases) {
+    JobConfig job = ClusterJob("/bad", 1, c.workers, "inproc");
+    job.mutable_trainer()->set_device(c.device);
+    job.mutable_trainer()->set_dense_allreduce(c.mode);
+    const absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job);
+    ASSERT_FALSE(r.ok()) << c.mode;
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+    EXPECT_NE(r.status().message().find(c.expected), std::string::npos) << r.status();
+  }
+  // The single-process trainer checks the same fields.
+  JobConfig job = SmallJob("/ds", "/bad-local", 3);
+  job.mutable_trainer()->set_dense_allreduce("nccl");
+  const absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("trainer.dense_allreduce"), std::string::npos) << r.status();
+}
+
 }  // namespace
 }  // namespace choir::worker

@@ -26,6 +26,8 @@ void SgdUpdateDevice(T* w, const T* g, int64_t n, T lr);
 template <typename T>
 void AdagradUpdateDevice(T* w, const T* g, T* acc, int64_t n, T lr, T eps);
 template <typename T>
+void ScaleDevice(T* x, int64_t n, T a);
+template <typename T>
 T BinaryCrossEntropyDevice(const models::Tensor<T>& logits, absl::Span<const T> labels,
                            absl::Span<const T> weights, models::Tensor<T>* dlogits,
                            std::vector<T>* per_sample);
