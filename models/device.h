@@ -21,12 +21,35 @@ const char* DeviceName(Device device);
 template <typename T>
 class Tensor;
 
+// A device's two queues. Compute: everything below unless a lane is named (kernels, products,
+// copies). Upload: copies from host memory that run while compute works (the next batch's
+// inputs); events order the two.
+enum class Lane { kCompute, kUpload };
+
 // One device's memory and the tensor operations that model code calls between layers. Every
-// call is ordered on the backend's stream; only the copies to host (and the functions that
-// return a host value) wait for it.
+// call is ordered on the backend's compute lane; only the copies to host (and the functions
+// that return a host value) wait for it.
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
+
+  // Page-locked host memory: copies from it to the device run asynchronously at the bus's full
+  // speed (Tensor::PinHost uses it).
+  virtual void* AllocatePinnedHost(size_t bytes) = 0;
+  virtual void FreePinnedHost(void* ptr) = 0;
+  // Queues a copy from host memory on `lane`. The host bytes must stay unchanged until the copy
+  // has run (an event recorded after it, then SynchronizeEvent).
+  virtual void CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes, Lane lane) = 0;
+  // Events: a point in one lane's queue that the other lane (on the device) or the host can
+  // wait for. An event never recorded counts as reached.
+  virtual void* CreateEvent() = 0;
+  virtual void DestroyEvent(void* event) = 0;
+  // The event marks the work queued on `lane` so far.
+  virtual void RecordEvent(void* event, Lane lane) = 0;
+  // Work queued on `lane` afterwards starts once the event's work has run; the host goes on.
+  virtual void WaitEvent(void* event, Lane lane) = 0;
+  // The host waits until the event's work has run.
+  virtual void SynchronizeEvent(void* event) = 0;
 
   virtual void* Allocate(size_t bytes) = 0;
   virtual void Free(void* ptr) = 0;

@@ -102,9 +102,32 @@ class BasicModel {
 // A batch's inputs on one device. A model on the GPU stages the trainer's host batch once per
 // step here (one copy per tensor the model reads, per `shape`); a batch already on that device
 // is used in place.
+//
+// The trainer of a GPU model stages ahead instead, with one stager per batch in flight:
+//
+//   stager.AwaitUploads();              // the host batch may be refilled (the last copies ran)
+//   gather the next batch into `host` (its tensors pinned: PinInputs)
+//   stager.StageAsync(device, shape, host);       // copies queued on the upload lane
+//   ...
+//   model->Forward(stager.Ready(), &logits);      // compute waits for the copies, on the device
+//   model->TrainBackward(...);
+//   stager.Release();                   // compute reading the staged batch is queued
+//
+// StageAsync may run on another thread than Ready/Release (calls on one stager are made one at
+// a time); its copies wait, on the device, for the compute before the last Release, so they
+// never overwrite a batch still being read, and run while later compute works.
 template <typename T>
 class InputStager {
  public:
+  InputStager() = default;
+  InputStager(const InputStager&) = delete;
+  InputStager& operator=(const InputStager&) = delete;
+  ~InputStager() {
+    for (void* e : {uploaded_, released_, allocated_}) {
+      if (e != nullptr) GetDeviceBackend(device_)->DestroyEvent(e);
+    }
+  }
+
   const BasicModelInputs<T>& Stage(Device device, const ModelShape& shape,
                                    const BasicModelInputs<T>& in) {
     if (device == Device::kCpu || in.slots.device() == device) return in;
@@ -112,6 +135,69 @@ class InputStager {
       to->SetDevice(device);
       to->CopyFrom(from);
     };
+    ForEachInput(shape, in, put);
+    CopyHostFields(in);
+    return staged_;
+  }
+
+  // Queues the copies of host batch `in` to `device` (not kCpu) on the upload lane and returns.
+  // `in` must stay unchanged until AwaitUploads returns.
+  void StageAsync(Device device, const ModelShape& shape, const BasicModelInputs<T>& in) {
+    CHECK(device != Device::kCpu) << "StageAsync onto the host";
+    CHECK(device_ == Device::kCpu || device_ == device) << "an InputStager serves one device";
+    device_ = device;
+    DeviceBackend* backend = GetDeviceBackend(device);
+    if (uploaded_ == nullptr) {
+      uploaded_ = backend->CreateEvent();
+      released_ = backend->CreateEvent();
+      allocated_ = backend->CreateEvent();
+    }
+    // Shape the device tensors first. New memory comes from the compute lane's pool: the
+    // uploads must not write it before its allocation there (only when a batch grows).
+    bool grew = false;
+    ForEachInput(shape, in, [device, &grew](const Tensor<T>& from, Tensor<T>* to) {
+      to->SetDevice(device);
+      const T* before = to->data();
+      to->ResizeUninitialized(from.rows(), from.cols());
+      grew |= to->data() != before;
+    });
+    if (grew) {
+      backend->RecordEvent(allocated_, Lane::kCompute);
+      backend->WaitEvent(allocated_, Lane::kUpload);
+    }
+    backend->WaitEvent(released_, Lane::kUpload);
+    ForEachInput(shape, in, [backend](const Tensor<T>& from, Tensor<T>* to) {
+      if (from.size() > 0) {
+        backend->CopyToDeviceAsync(to->data(), from.data(), static_cast<size_t>(from.size()) * sizeof(T),
+                                   Lane::kUpload);
+      }
+    });
+    backend->RecordEvent(uploaded_, Lane::kUpload);
+    CopyHostFields(in);
+  }
+
+  // The batch of the last StageAsync; compute queued from now on waits for its copies.
+  const BasicModelInputs<T>& Ready() {
+    CHECK(uploaded_ != nullptr) << "Ready before StageAsync";
+    GetDeviceBackend(device_)->WaitEvent(uploaded_, Lane::kCompute);
+    return staged_;
+  }
+
+  // The compute that reads the staged batch has been queued: the next StageAsync's copies wait
+  // for it.
+  void Release() {
+    if (released_ != nullptr) GetDeviceBackend(device_)->RecordEvent(released_, Lane::kCompute);
+  }
+
+  // The host waits until the last StageAsync's copies have read the host batch.
+  void AwaitUploads() {
+    if (uploaded_ != nullptr) GetDeviceBackend(device_)->SynchronizeEvent(uploaded_);
+  }
+
+ private:
+  // Calls put(host tensor, staged tensor) for every tensor `shape`'s model reads.
+  template <typename Put>
+  void ForEachInput(const ModelShape& shape, const BasicModelInputs<T>& in, Put&& put) {
     auto put_all = [&put](const std::vector<Tensor<T>>& from, std::vector<Tensor<T>>* to) {
       to->resize(from.size());
       for (size_t i = 0; i < from.size(); ++i) put(from[i], &(*to)[i]);
@@ -119,20 +205,39 @@ class InputStager {
     put(in.slots, &staged_.slots);
     if (shape.num_dense > 0) put(in.dense, &staged_.dense);
     if (!shape.sequence_targets.empty()) put_all(in.sequences, &staged_.sequences);
-    staged_.lengths = in.lengths;
     if (shape.group_levels > 0) put(in.group_ids, &staged_.group_ids);
     if (shape.group_attribute_slots > 0) put(in.group_attributes, &staged_.group_attributes);
     if (shape.group_stats > 0) put(in.group_stats, &staged_.group_stats);
     if (!shape.group_sequence_targets.empty()) put_all(in.group_sequences, &staged_.group_sequences);
-    staged_.group_lengths = in.group_lengths;
     if (shape.activity_features > 0) put(in.activity, &staged_.activity);
+  }
+  void CopyHostFields(const BasicModelInputs<T>& in) {
+    staged_.lengths = in.lengths;
+    staged_.group_lengths = in.group_lengths;
     staged_.purchases = in.purchases;
-    return staged_;
   }
 
- private:
   BasicModelInputs<T> staged_;
+  Device device_ = Device::kCpu;
+  void* uploaded_ = nullptr;   // upload lane: the last StageAsync's copies
+  void* released_ = nullptr;   // compute lane: the last Release
+  void* allocated_ = nullptr;  // compute lane: device tensors (re)allocated by StageAsync
 };
+
+// Pins the host memory of every tensor of `in` for copies to `device` (see Tensor::PinHost);
+// a no-op for tensors already pinned.
+template <typename T>
+void PinInputs(Device device, BasicModelInputs<T>* in) {
+  auto pin_all = [device](std::vector<Tensor<T>>* ts) {
+    for (Tensor<T>& t : *ts) t.PinHost(device);
+  };
+  for (Tensor<T>* t : {&in->slots, &in->dense, &in->group_ids, &in->group_attributes, &in->group_stats,
+                       &in->activity}) {
+    t->PinHost(device);
+  }
+  pin_all(&in->sequences);
+  pin_all(&in->group_sequences);
+}
 
 // Copies every gradient of `from` into `to`, each onto the device `to`'s tensor is on (host for
 // a default-constructed BasicModelGrads).

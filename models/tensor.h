@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -17,6 +19,40 @@
 #include "models/device.h"
 
 namespace choir::models {
+
+// The allocator of a tensor's host memory: ordinary memory, or page-locked memory of a device's
+// backend (`pinned_for` != kCpu) so that copies to that device run asynchronously. Moves and
+// swaps carry it along; a copy starts with ordinary memory.
+template <typename T>
+class HostAllocator {
+ public:
+  using value_type = T;
+  using propagate_on_container_move_assignment = std::true_type;
+  using propagate_on_container_swap = std::true_type;
+  using propagate_on_container_copy_assignment = std::false_type;
+  using is_always_equal = std::false_type;
+
+  HostAllocator() = default;
+  explicit HostAllocator(Device pinned_for) : pinned_for_(pinned_for) {}
+  template <typename U>
+  HostAllocator(const HostAllocator<U>& other) : pinned_for_(other.pinned_for()) {}  // NOLINT
+
+  T* allocate(size_t n) {
+    if (pinned_for_ == Device::kCpu) return std::allocator<T>().allocate(n);
+    return static_cast<T*>(GetDeviceBackend(pinned_for_)->AllocatePinnedHost(std::max<size_t>(n, 1) * sizeof(T)));
+  }
+  void deallocate(T* ptr, size_t n) {
+    if (pinned_for_ == Device::kCpu) return std::allocator<T>().deallocate(ptr, n);
+    GetDeviceBackend(pinned_for_)->FreePinnedHost(ptr);
+  }
+  HostAllocator select_on_container_copy_construction() const { return HostAllocator(); }
+  Device pinned_for() const { return pinned_for_; }
+  friend bool operator==(const HostAllocator& a, const HostAllocator& b) { return a.pinned_for_ == b.pinned_for_; }
+  friend bool operator!=(const HostAllocator& a, const HostAllocator& b) { return !(a == b); }
+
+ private:
+  Device pinned_for_ = Device::kCpu;
+};
 
 template <typename T>
 class Tensor {
@@ -112,6 +148,19 @@ class Tensor {
   void Zero() { Fill(T(0)); }
   bool SameShape(const Tensor& other) const { return rows_ == other.rows_ && cols_ == other.cols_; }
 
+  // A host tensor's memory becomes page-locked for copies to `device` (kCpu: ordinary memory
+  // again), contents kept; later growth stays pinned. For batches staged onto a GPU.
+  void PinHost(Device device) {
+    CHECK(on_host()) << "PinHost of a " << DeviceName(device_) << " tensor";
+    if (host_.get_allocator().pinned_for() == device) return;
+    HostVector pinned{HostAllocator<T>(device)};
+    pinned.reserve(host_.size());
+    pinned.assign(host_.begin(), host_.end());
+    host_.swap(pinned);
+  }
+  // The device whose pinned memory holds this host tensor (kCpu: ordinary memory).
+  Device pinned_for() const { return host_.get_allocator().pinned_for(); }
+
   // Moves this tensor to `device`, dropping its contents when the device changes (the shape
   // becomes 0 x 0). For outputs about to be resized by a layer of that device.
   void SetDevice(Device device) {
@@ -166,10 +215,12 @@ class Tensor {
     std::swap(device_capacity_, other->device_capacity_);
   }
 
+  using HostVector = std::vector<T, HostAllocator<T>>;
+
   Device device_ = Device::kCpu;
   int rows_ = 0;
   int cols_ = 0;
-  std::vector<T> host_;
+  HostVector host_;
   T* device_data_ = nullptr;
   int64_t device_capacity_ = 0;
 };

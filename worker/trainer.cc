@@ -658,6 +658,19 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     internal::SparseBridge* bridges[2] = {&bridge, &second_bridge};
     models::ModelInputs inputs[2];
     Step steps[2];
+    // A GPU model: each slot's batch is staged ahead on the upload lane (trainer.overlap_uploads).
+    const models::Device model_device = factory->device();
+    const bool overlap = model_device != models::Device::kCpu && tc.overlap_uploads();
+    models::InputStager<float> stagers[2];
+    auto gather = [&bridges, &steps, &inputs, &stagers, &shape, overlap, model_device](int slot) -> absl::Status {
+      if (overlap) stagers[slot].AwaitUploads();  // the slot's last copies have read its host batch
+      RETURN_IF_ERROR(bridges[slot]->Gather(steps[slot].batch, &inputs[slot]));
+      if (overlap) {
+        models::PinInputs(model_device, &inputs[slot]);
+        stagers[slot].StageAsync(model_device, shape, inputs[slot]);
+      }
+      return absl::OkStatus();
+    };
     bool next_read = false;  // steps[1 - cur] holds the next step, already read
     int cur = 0;
     // Declared last: destroyed (and so waited for) before what its thread uses.
@@ -681,16 +694,15 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         const int n = 1 - cur;
         ASSIGN_OR_RETURN(next_read, read_step(&steps[n]));
         if (next_read && steps[n].batch.size > 0) {
-          prefetched = std::async(std::launch::async,
-                                  [&bridges, &steps, &inputs, n] { return bridges[n]->Gather(steps[n].batch, &inputs[n]); });
+          prefetched = std::async(std::launch::async, [&gather, n] { return gather(n); });
         }
       }
       const float share = static_cast<float>(batch.size) / global_size;
       models::ZeroGrads(params);
       models::LossStats stats;
       if (batch.size > 0) {
-        if (!gathered) RETURN_IF_ERROR(bridges[cur]->Gather(batch, &in));
-        model->Forward(in, &logits);
+        if (!gathered) RETURN_IF_ERROR(gather(cur));
+        model->Forward(overlap ? stagers[cur].Ready() : in, &logits);
         if (reweighting) {
           sample_buckets.resize(batch.size);
           sample_weights.resize(batch.size);
@@ -701,6 +713,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         }
         stats = reweighting ? model->TrainBackward(batch.labels, sample_weights, &grads, &per_sample_bce)
                             : model->TrainBackward(batch.labels, {}, &grads, nullptr);
+        if (overlap) stagers[cur].Release();  // the slot's next copies wait for this step's kernels
         if (reweighting) {
           for (int b = 0; b < batch.size; ++b) {
             ++bucket_stats.count[sample_buckets[b]];

@@ -18,7 +18,8 @@ namespace {
 
 struct Context {
   int device = -1;
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;         // the compute lane
+  cudaStream_t upload_stream = nullptr;  // the upload lane
   cublasHandle_t blas = nullptr;
 };
 
@@ -32,8 +33,48 @@ std::mutex& InitMutex() {
   return *mu;
 }
 
+// Errors of calls made while the process exits (objects destroyed after the runtime unloaded):
+// what they would release is gone with the context.
+bool ExitingError(cudaError_t err) {
+  return err == cudaErrorCudartUnloading || err == cudaErrorContextIsDestroyed;
+}
+
+cudaStream_t LaneStream(models::Lane lane);
+
 class CudaBackend : public models::DeviceBackend {
  public:
+  void* AllocatePinnedHost(size_t bytes) override {
+    void* ptr = nullptr;
+    CHOIR_CUDA_CHECK(cudaHostAlloc(&ptr, std::max<size_t>(bytes, 1), cudaHostAllocDefault));
+    return ptr;
+  }
+  void FreePinnedHost(void* ptr) override {
+    const cudaError_t err = cudaFreeHost(ptr);
+    if (!ExitingError(err)) CHOIR_CUDA_CHECK(err);
+  }
+  void CopyToDeviceAsync(void* dst, const void* host_src, size_t bytes, models::Lane lane) override {
+    CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, LaneStream(lane)));
+  }
+  void* CreateEvent() override {
+    Stream();  // binds this thread to the device
+    cudaEvent_t event = nullptr;
+    CHOIR_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    return event;
+  }
+  void DestroyEvent(void* event) override {
+    const cudaError_t err = cudaEventDestroy(static_cast<cudaEvent_t>(event));
+    if (!ExitingError(err)) CHOIR_CUDA_CHECK(err);
+  }
+  void RecordEvent(void* event, models::Lane lane) override {
+    CHOIR_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), LaneStream(lane)));
+  }
+  void WaitEvent(void* event, models::Lane lane) override {
+    CHOIR_CUDA_CHECK(cudaStreamWaitEvent(LaneStream(lane), static_cast<cudaEvent_t>(event), 0));
+  }
+  void SynchronizeEvent(void* event) override {
+    CHOIR_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+  }
+
   void* Allocate(size_t bytes) override {
     void* ptr = nullptr;
     // Stream-ordered allocation from the device's pool: steady-state steps reuse memory
@@ -45,8 +86,7 @@ class CudaBackend : public models::DeviceBackend {
     const cudaError_t err = cudaFreeAsync(ptr, Stream());
     // A tensor destroyed during process exit, after the runtime has unloaded: the memory is gone
     // with the context anyway.
-    if (err == cudaErrorCudartUnloading || err == cudaErrorContextIsDestroyed) return;
-    CHOIR_CUDA_CHECK(err);
+    if (!ExitingError(err)) CHOIR_CUDA_CHECK(err);
   }
   void CopyToDevice(void* dst, const void* host_src, size_t bytes) override {
     CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, Stream()));
@@ -150,6 +190,13 @@ cudaStream_t Stream() {
   return Ctx().stream;
 }
 
+namespace {
+cudaStream_t LaneStream(models::Lane lane) {
+  cudaStream_t compute = Stream();  // checks InitCuda and binds the thread
+  return lane == models::Lane::kUpload ? Ctx().upload_stream : compute;
+}
+}  // namespace
+
 cublasHandle_t Blas() {
   CHECK(Ctx().blas != nullptr) << "CUDA used before InitCuda()";
   BindThreadToDevice();
@@ -189,6 +236,7 @@ absl::Status InitCuda(int device) {
   }
   CHOIR_CUDA_CHECK(cudaSetDevice(device));
   CHOIR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  CHOIR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.upload_stream, cudaStreamNonBlocking));
   CHOIR_CUBLAS_CHECK(cublasCreate(&ctx.blas));
   CHOIR_CUBLAS_CHECK(cublasSetStream(ctx.blas, ctx.stream));
   CHOIR_CUBLAS_CHECK(cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));
