@@ -59,7 +59,7 @@ else
   say "building with CUDA into $ROOT/build-gpu"
   cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$OUT/build.log" 2>&1 &&
     cmake --build "$ROOT/build-gpu" -j "$(nproc)" --target choir choir_bench_gpu choir_bench_train \
-      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test >>"$OUT/build.log" 2>&1 ||
+      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test >>"$OUT/build.log" 2>&1 ||
     { tail -30 "$OUT/build.log"; echo "gpu_check: build failed (did tools/setup.sh run?)" >&2; exit 1; }
   BIN="$ROOT/build-gpu/bin" TESTS="$ROOT/build-gpu/tests/gpu"
 fi
@@ -67,7 +67,7 @@ fi
 # Tests: every gpu test binary, with skipping turned into failure.
 FAILED=0
 : >"$OUT/tests.tsv"
-for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test; do
+for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test; do
   if [[ ! -x "$TESTS/$t" ]]; then
     say "$t: missing"; printf '%s\tmissing\t0\t0\n' "$t" >>"$OUT/tests.tsv"; FAILED=1; continue
   fi
@@ -85,9 +85,11 @@ done
 say "benchmark: dense towers (fp32)"
 timeout 240 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 1024,4096,16384 >"$OUT/bench_gpu.jsonl" 2>"$OUT/bench_gpu.err" ||
   { say "choir_bench_gpu failed"; tail -20 "$OUT/bench_gpu.err"; FAILED=1; }
-say "benchmark: dense towers (tf32, batch 16384)"
-timeout 120 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 16384 --tf32 --cpu_steps 0 >>"$OUT/bench_gpu.jsonl" 2>>"$OUT/bench_gpu.err" ||
-  { say "choir_bench_gpu --tf32 failed"; FAILED=1; }
+for precision in tf32 bf16; do
+  say "benchmark: dense towers ($precision, batch 16384)"
+  timeout 120 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 16384 --precision $precision --cpu_steps 0 \
+    >>"$OUT/bench_gpu.jsonl" 2>>"$OUT/bench_gpu.err" || { say "choir_bench_gpu --precision $precision failed"; FAILED=1; }
+done
 
 say "end-to-end: data (100,000 users, seed 1)"
 : >"$OUT/bench_train.jsonl"
@@ -98,12 +100,15 @@ if timeout 180 "$BIN/choir" data gen --out "$WORK/data" --users 100000 --seed 1 
       [[ -n "$GROUPS_TSV" && -n "$PRIORS" ]] || { say "choirrec end-to-end skipped (no --groups/--priors)"; continue; }
       set_groups="model.groups.table=$GROUPS_TSV;model.groups.priors=$PRIORS;"
     fi
-    for device in cpu cuda; do
-      say "end-to-end: $model on $device"
+    # cuda-stale1: the next batch's pull and upload overlap the step (trainer.sparse_staleness 1).
+    for run in cpu cuda cuda-stale1; do
+      device=${run%%-*}
+      extra=""; [[ $run == *stale1 ]] && extra=";trainer.sparse_staleness=1"
+      say "end-to-end: $model, $run"
       timeout 150 "$BIN/choir_bench_train" --data "$WORK/data" --model "$model" --threads "$(nproc)" \
         --config "$ROOT/configs/quickstart.pbtxt" --steps 100 --batch 4096 \
-        --set "${set_groups}trainer.device=$device" >>"$OUT/bench_train.jsonl" 2>"$OUT/train_${model}_$device.err" ||
-        { say "end-to-end $model/$device failed"; tail -20 "$OUT/train_${model}_$device.err"; FAILED=1; }
+        --set "${set_groups}trainer.device=$device$extra" >>"$OUT/bench_train.jsonl" 2>"$OUT/train_${model}_$run.err" ||
+        { say "end-to-end $model/$run failed"; tail -20 "$OUT/train_${model}_$run.err"; FAILED=1; }
     done
   done
 else
@@ -124,7 +129,7 @@ if gpu:
     print(f"device: {gpu[0]['device']}")
     for r in gpu:
         if r["metric"] == "sgemm_peak":
-            print(f"cuBLAS SGEMM 8192^3 peak ({r['precision']}): {r['value']:.1f} TFLOP/s")
+            print(f"cuBLAS GEMM 8192^3 peak ({r['precision']}): {r['value']:.1f} TFLOP/s")
     print(f"{'model':9s} {'prec':5s} {'batch':>6s} {'tower samples/s':>16s} {'matmul TFLOP/s':>15s} {'of peak':>8s} {'step+copies/s':>14s} {'GPU MB':>8s}")
     keyed = {}
     for r in gpu:
@@ -139,9 +144,9 @@ if gpu:
             print(f"cpu reference: {r['model']} batch {r['batch']}: {r['value']:,.0f} samples/s ({r['cpu']})")
 train = [r for r in rows if r.get("bench") == "train" and r["metric"] == "samples_per_s"]
 if train:
-    print(f"{'end-to-end':12s} {'device':6s} {'batch':>6s} {'samples/s':>12s} {'peak RSS MB':>12s}")
+    print(f"{'end-to-end':12s} {'device':6s} {'stale':>5s} {'batch':>6s} {'samples/s':>12s} {'peak RSS MB':>12s}")
     for r in train:
-        print(f"{r['model']:12s} {r['device']:6s} {r['batch']:6d} {r['value']:12,.0f} {r['peak_rss_mb']:12.0f}")
+        print(f"{r['model']:12s} {r['device']:6s} {r.get('sparse_staleness', 0):5d} {r['batch']:6d} {r['value']:12,.0f} {r['peak_rss_mb']:12.0f}")
 PY
 say "done (logs in $OUT)"
 exit $FAILED

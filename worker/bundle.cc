@@ -59,7 +59,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
     return absl::DataLossError(absl::StrCat(checkpoint_dir, ": the checkpoint's job does not parse"));
   }
   if (!options.data_dir.empty()) job.mutable_data()->set_dir(options.data_dir);
-  job.mutable_trainer()->set_device("cpu");
+  internal::RunOnCpu(job.mutable_trainer());
   job.clear_cluster();
   job.mutable_trainer()->clear_resume();
 

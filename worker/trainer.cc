@@ -86,9 +86,14 @@ absl::StatusOr<std::unique_ptr<models::LayerFactory<float>>> MakeLayerFactory(co
 #if CHOIR_WITH_CUDA
   // cuda_device -1 is resolved per worker under mpirun (worker/cluster.cc); elsewhere GPU 0.
   RETURN_IF_ERROR(models::cuda::InitCuda(std::max(0, tc.cuda_device())));
-  models::cuda::SetAllowTf32(tc.allow_tf32());
-  LOG(INFO) << "dense towers on " << models::cuda::CudaDeviceDescription()
-            << (tc.allow_tf32() ? " (TF32 products)" : " (fp32)");
+  models::cuda::MatmulPrecision precision = models::cuda::MatmulPrecision::kFp32;
+  CHECK(models::cuda::ParseMatmulPrecision(tc.matmul_precision(), &precision));  // validated above
+  if (tc.allow_tf32() && precision == models::cuda::MatmulPrecision::kFp32) {
+    precision = models::cuda::MatmulPrecision::kTf32;
+  }
+  models::cuda::SetMatmulPrecision(precision);
+  LOG(INFO) << "dense towers on " << models::cuda::CudaDeviceDescription() << " ("
+            << models::cuda::MatmulPrecisionName(precision) << " matrix products)";
   return std::make_unique<models::cuda::CudaLayerFactory<float>>();
 #else
   return absl::FailedPreconditionError(
@@ -388,7 +393,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   }
   JobConfig& job = result.job;
   if (!data_dir.empty()) job.mutable_data()->set_dir(data_dir);
-  job.mutable_trainer()->set_device("cpu");
+  internal::RunOnCpu(job.mutable_trainer());
   job.clear_cluster();
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(job.trainer()));
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, factory.get()));
@@ -419,6 +424,15 @@ absl::Status ValidateDeviceConfig(const TrainerConfig& tc) {
   const std::string& mode = tc.dense_allreduce();
   if (mode != "auto" && mode != "host" && mode != "nccl") {
     return absl::InvalidArgumentError(absl::StrCat("trainer.dense_allreduce: '", mode, "' (auto, host or nccl)"));
+  }
+  const std::string& precision = tc.matmul_precision();
+  if (precision != "fp32" && precision != "tf32" && precision != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.matmul_precision: '", precision, "' (fp32, tf32 or bf16)"));
+  }
+  if (tc.device() != "cuda" && (precision != "fp32" || tc.allow_tf32())) {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.matmul_precision '", precision, "'",
+                                                   tc.allow_tf32() ? " (allow_tf32)" : "",
+                                                   ": applies to trainer.device 'cuda' (CPU products are fp32)"));
   }
   if (mode == "nccl" && tc.device() != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -265,9 +265,43 @@ std::string CudaDeviceDescription() {
 
 void CudaSynchronize() { CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Stream())); }
 
-void SetAllowTf32(bool allow) {
-  CHOIR_CUBLAS_CHECK(cublasSetMathMode(
-      internal::Blas(), allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+namespace {
+std::atomic<MatmulPrecision> g_precision{MatmulPrecision::kFp32};
+}  // namespace
+
+MatmulPrecision internal::Precision() { return g_precision.load(std::memory_order_relaxed); }
+
+void SetMatmulPrecision(MatmulPrecision precision) {
+  // TF32 through the handle's math mode (cublasSgemm then uses the tensor cores); bf16 through
+  // cublasGemmEx's compute type at each product (layers.cu).
+  CHOIR_CUBLAS_CHECK(cublasSetMathMode(internal::Blas(), precision == MatmulPrecision::kTf32
+                                                             ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                             : CUBLAS_DEFAULT_MATH));
+  g_precision.store(precision, std::memory_order_relaxed);
+}
+
+MatmulPrecision GetMatmulPrecision() { return internal::Precision(); }
+
+const char* MatmulPrecisionName(MatmulPrecision precision) {
+  switch (precision) {
+    case MatmulPrecision::kFp32:
+      return "fp32";
+    case MatmulPrecision::kTf32:
+      return "tf32";
+    case MatmulPrecision::kBf16:
+      return "bf16";
+  }
+  return "?";
+}
+
+bool ParseMatmulPrecision(const std::string& name, MatmulPrecision* precision) {
+  for (MatmulPrecision p : {MatmulPrecision::kFp32, MatmulPrecision::kTf32, MatmulPrecision::kBf16}) {
+    if (name == MatmulPrecisionName(p)) {
+      *precision = p;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace choir::models::cuda

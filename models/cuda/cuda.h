@@ -34,9 +34,17 @@ std::string CudaDeviceDescription();
 // Waits for all queued GPU work.
 void CudaSynchronize();
 
-// Whether matrix products may use TF32 tensor cores (fp32 inputs rounded to 10-bit mantissas;
-// default off: fp32 results). Applies to products issued afterwards.
-void SetAllowTf32(bool allow);
+// The arithmetic of the float matrix products (Linear's forward and backward); tensors stay
+// fp32 either way and products accumulate in fp32. kFp32 (the default): plain fp32. kTf32: the
+// inputs rounded to TF32 (10-bit mantissas) on the tensor cores. kBf16: rounded to bf16 (7-bit
+// mantissas) on the tensor cores, the fastest. Double products are always fp64. Applies to
+// products issued afterwards.
+enum class MatmulPrecision { kFp32, kTf32, kBf16 };
+void SetMatmulPrecision(MatmulPrecision precision);
+MatmulPrecision GetMatmulPrecision();
+const char* MatmulPrecisionName(MatmulPrecision precision);  // "fp32", "tf32", "bf16"
+// "fp32", "tf32" or "bf16"; false otherwise.
+bool ParseMatmulPrecision(const std::string& name, MatmulPrecision* precision);
 
 // Floating-point operations of the matrix products issued so far (2 m n k each), for the
 // benchmark's achieved-TFLOP/s figure.

@@ -89,6 +89,13 @@ __global__ void BroadcastRowKernel(const T* b, int rows, int cols, T* y) {
 void GemmColMajor(cublasOperation_t trans_a, cublasOperation_t trans_b, int m, int n, int k,
                   float alpha, const float* a, int lda, const float* b, int ldb, float beta,
                   float* c, int ldc) {
+  if (internal::Precision() == MatmulPrecision::kBf16) {
+    // fp32 tensors, inputs rounded to bf16 on the tensor cores, fp32 accumulation and output.
+    CHOIR_CUBLAS_CHECK(cublasGemmEx(internal::Blas(), trans_a, trans_b, m, n, k, &alpha, a,
+                                    CUDA_R_32F, lda, b, CUDA_R_32F, ldb, &beta, c, CUDA_R_32F, ldc,
+                                    CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   CHOIR_CUBLAS_CHECK(cublasSgemm(internal::Blas(), trans_a, trans_b, m, n, k, &alpha, a, lda, b,
                                  ldb, &beta, c, ldc));
 }

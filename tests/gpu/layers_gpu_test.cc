@@ -104,12 +104,12 @@ void RandomizeBuffer(LayerPair<T>* pair, size_t index, double lo, double hi, std
 }
 
 template <typename T>
-void ExpectSameGrads(LayerPair<T>* pair, const char* when) {
+void ExpectSameGrads(LayerPair<T>* pair, const char* when, double tolerance = kTolerance<T>) {
   const std::vector<Param<T>*> cpu = pair->cpu->Params();
   const std::vector<Param<T>*> gpu = pair->gpu->Params();
   ASSERT_EQ(gpu.size(), cpu.size());
   for (size_t i = 0; i < cpu.size(); ++i) {
-    EXPECT_LE(RelativeError(gpu[i]->grad, cpu[i]->grad), kTolerance<T>)
+    EXPECT_LE(RelativeError(gpu[i]->grad, cpu[i]->grad), tolerance)
         << "gradient of " << cpu[i]->name << " " << when;
   }
 }
@@ -128,7 +128,8 @@ void ExpectSameBuffers(LayerPair<T>* pair, const char* when) {
 // with fresh random dy [rows, out] (dx compared each time), then a third Backward with
 // dx == nullptr. Parameter gradients are compared after the second and the third call.
 template <typename T>
-void ExpectSameStep(LayerPair<T>* pair, int rows, int in, int out, std::mt19937_64* rng) {
+void ExpectSameStep(LayerPair<T>* pair, int rows, int in, int out, std::mt19937_64* rng,
+                    double tolerance = kTolerance<T>) {
   const Tensor<T> x = RandomTensor<T>(rows, in, rng, -kInputRange, kInputRange);
   Tensor<T> y_cpu;
   pair->cpu->Forward(x, &y_cpu);
@@ -137,7 +138,7 @@ void ExpectSameStep(LayerPair<T>* pair, int rows, int in, int out, std::mt19937_
   EXPECT_EQ(y_gpu.device(), Device::kCuda);
   EXPECT_EQ(y_gpu.rows(), rows);
   EXPECT_EQ(y_gpu.cols(), out);
-  EXPECT_LE(RelativeError(y_gpu, y_cpu), kTolerance<T>) << "forward output";
+  EXPECT_LE(RelativeError(y_gpu, y_cpu), tolerance) << "forward output";
 
   Tensor<T> dy;
   for (int call = 1; call <= 2; ++call) {
@@ -147,14 +148,14 @@ void ExpectSameStep(LayerPair<T>* pair, int rows, int in, int out, std::mt19937_
     Tensor<T> dx_gpu = PoisonedDeviceTensor<T>(rows, in);
     pair->gpu->Backward(dy.To(Device::kCuda), &dx_gpu);
     EXPECT_EQ(dx_gpu.device(), Device::kCuda);
-    EXPECT_LE(RelativeError(dx_gpu, dx_cpu), kTolerance<T>) << "dx of backward call " << call;
+    EXPECT_LE(RelativeError(dx_gpu, dx_cpu), tolerance) << "dx of backward call " << call;
   }
-  ExpectSameGrads(pair, "after two backward calls");
+  ExpectSameGrads(pair, "after two backward calls", tolerance);
 
   dy = RandomTensor<T>(rows, out, rng);
   pair->cpu->Backward(dy, nullptr);
   pair->gpu->Backward(dy.To(Device::kCuda), nullptr);
-  ExpectSameGrads(pair, "after a third backward call without dx");
+  ExpectSameGrads(pair, "after a third backward call without dx", tolerance);
 }
 
 template <typename T>
@@ -183,6 +184,45 @@ TYPED_TEST(CudaLayersTest, LinearMatchesCpu) {
       ExpectSameStep(&pair, rows, in, out, &rng);
     }
   }
+}
+
+// Products with inputs rounded on the tensor cores (trainer.matmul_precision): TF32 keeps 10
+// mantissa bits (unit roundoff 2^-11), bf16 7 (2^-8); products accumulate in fp32. Rounding both
+// operands of every product gives a relative error of about sqrt(2/3) * u per product, which
+// sums over the random-signed terms to about the same relative L2 error: ~4e-4 (TF32) and
+// ~3e-3 (bf16). The tolerances allow 5x that; fp32's own 1e-5 would fail them.
+TEST(CudaReducedPrecisionTest, LinearWithTf32AndBf16ProductsMatchesCpuWithinTheirRounding) {
+  CHOIR_REQUIRE_GPU();
+  struct Mode {
+    MatmulPrecision precision;
+    double tolerance;
+  };
+  for (const Mode mode : {Mode{MatmulPrecision::kTf32, 2.5e-3}, Mode{MatmulPrecision::kBf16, 1.5e-2}}) {
+    SetMatmulPrecision(mode.precision);
+    const int shapes[][2] = {{7, 64}, {64, 7}, {300, 200}};
+    for (int rows : {37, 1024}) {
+      for (const auto& shape : shapes) {
+        const uint64_t seed = FreshSeed();
+        SCOPED_TRACE(::testing::Message() << MatmulPrecisionName(mode.precision) << ", seed " << seed << ", Linear "
+                                          << shape[0] << " -> " << shape[1] << ", " << rows << " rows");
+        std::mt19937_64 rng(seed);
+        LayerPair<float> pair =
+            MakePair<float>([&](LayerFactory<float>& f) { return f.MakeLinear(shape[0], shape[1], seed); });
+        RandomizeParam(&pair, 1, -1, 1, &rng);
+        ExpectSameStep(&pair, rows, shape[0], shape[1], &rng, mode.tolerance);
+      }
+    }
+    // The rounding shows: the products are not plain fp32 (else the option does nothing).
+    LayerPair<float> pair = MakePair<float>([&](LayerFactory<float>& f) { return f.MakeLinear(300, 200, 1); });
+    std::mt19937_64 rng(1);
+    const Tensor<float> x = RandomTensor<float>(1024, 300, &rng, -kInputRange, kInputRange);
+    Tensor<float> y_cpu, y_gpu(Device::kCuda);
+    pair.cpu->Forward(x, &y_cpu);
+    pair.gpu->Forward(x.To(Device::kCuda), &y_gpu);
+    EXPECT_GT(RelativeError(y_gpu, y_cpu), 1e-5) << MatmulPrecisionName(mode.precision)
+                                                 << " products gave fp32 results";
+  }
+  SetMatmulPrecision(MatmulPrecision::kFp32);
 }
 
 TYPED_TEST(CudaLayersTest, PointwiseActivationsMatchCpu) {

@@ -3,7 +3,7 @@
 // they achieve against the card's measured cuBLAS peak, and the same step on the CPU layers for
 // reference.
 //
-//   choir_bench_gpu [--models dnn,choirrec] [--batches 1024,4096,16384] [--steps 50] [--tf32]
+//   choir_bench_gpu [--models dnn,choirrec] [--batches 1024,4096,16384] [--steps 50] [--precision fp32|tf32|bf16]
 //
 // Prints JSON lines (bench, metric, value, unit, ...). Two figures per case:
 //  - tower: inputs already on the GPU, gradients left there (what the towers cost);
@@ -40,7 +40,7 @@
 DEFINE_string(models, "dnn,choirrec", "models to run: dnn, din, choirrec");
 DEFINE_string(batches, "1024,4096,16384", "batch sizes");
 DEFINE_int32(steps, 50, "timed steps per repetition (3 repetitions, the median is reported)");
-DEFINE_bool(tf32, false, "let matrix products use TF32 tensor cores");
+DEFINE_string(precision, "fp32", "matrix products: fp32, tf32 or bf16 (tensor cores; fp32 tensors)");
 DEFINE_int32(cpu_steps, 5, "steps of the CPU reference at the smallest batch (0: skip)");
 
 namespace choir {
@@ -185,9 +185,10 @@ Timing TimeSteps(models::Model* model, const std::vector<BasicModelInputs<float>
   return reps[1];
 }
 
-// Median TFLOP/s of a square fp32 cuBLAS product (n = 8192) on random data, with or without
-// TF32 tensor cores: the card's matrix-product ceiling for this precision.
-double MeasureSgemmPeak(bool tf32) {
+// Median TFLOP/s of a square cuBLAS product (n = 8192) of fp32 matrices on random data, with
+// the products' arithmetic of `precision` (as the towers issue them): the card's matrix-product
+// ceiling for this precision.
+double MeasureGemmPeak(models::cuda::MatmulPrecision precision) {
   const int n = 8192;
   std::mt19937_64 rng(3);
   Tensor<float> a = Random(n, n, &rng).To(Device::kCuda), b = Random(n, n, &rng).To(Device::kCuda);
@@ -195,6 +196,8 @@ double MeasureSgemmPeak(bool tf32) {
   c.ResizeUninitialized(n, n);
   cublasHandle_t handle;
   CHECK_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  const bool tf32 = precision == models::cuda::MatmulPrecision::kTf32;
+  const bool bf16 = precision == models::cuda::MatmulPrecision::kBf16;
   CHECK_EQ(cublasSetMathMode(handle, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
            CUBLAS_STATUS_SUCCESS);
   cudaEvent_t start, stop;
@@ -205,9 +208,16 @@ double MeasureSgemmPeak(bool tf32) {
   std::vector<double> tflops;
   for (int rep = 0; rep < 8; ++rep) {
     CHECK_EQ(cudaEventRecord(start), cudaSuccess);
-    CHECK_EQ(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.data(), n, b.data(), n,
-                         &zero, c.data(), n),
-             CUBLAS_STATUS_SUCCESS);
+    if (bf16) {
+      CHECK_EQ(cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.data(), CUDA_R_32F, n, b.data(),
+                            CUDA_R_32F, n, &zero, c.data(), CUDA_R_32F, n, CUBLAS_COMPUTE_32F_FAST_16BF,
+                            CUBLAS_GEMM_DEFAULT),
+               CUBLAS_STATUS_SUCCESS);
+    } else {
+      CHECK_EQ(cublasSgemm(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a.data(), n, b.data(), n,
+                           &zero, c.data(), n),
+               CUBLAS_STATUS_SUCCESS);
+    }
     CHECK_EQ(cudaEventRecord(stop), cudaSuccess);
     CHECK_EQ(cudaEventSynchronize(stop), cudaSuccess);
     float ms = 0;
@@ -236,11 +246,16 @@ int Run() {
     std::fprintf(stderr, "choir_bench_gpu: %s\n", init.ToString().c_str());
     return 1;
   }
-  models::cuda::SetAllowTf32(FLAGS_tf32);
-  const double peak = MeasureSgemmPeak(FLAGS_tf32);
+  models::cuda::MatmulPrecision precision;
+  if (!models::cuda::ParseMatmulPrecision(FLAGS_precision, &precision)) {
+    std::fprintf(stderr, "--precision: '%s' (fp32, tf32 or bf16)\n", FLAGS_precision.c_str());
+    return 2;
+  }
+  models::cuda::SetMatmulPrecision(precision);
+  const double peak = MeasureGemmPeak(precision);
   const nlohmann::json base = {{"bench", "gpu"},
                                {"device", models::cuda::CudaDeviceDescription()},
-                               {"precision", FLAGS_tf32 ? "tf32" : "fp32"},
+                               {"precision", FLAGS_precision},
                                {"sgemm_peak_tflops", peak}};
   auto emit = [&](nlohmann::json j, const char* metric, double value, const char* unit) {
     j.update(base);

@@ -109,7 +109,9 @@ int main(int argc, char** argv) {
                         {"steps", r->steps}, {"samples", r->samples}, {"seconds", r->seconds},
                         {"peak_rss_mb", r->peak_rss_mb}, {"cpu", choir::CpuModel()},
                         {"openblas_core", openblas_get_corename()}, {"sgemm_peak_gflops", peak},
-                        {"device", job.trainer().device()}};
+                        {"device", job.trainer().device()},
+                        {"sparse_staleness", job.trainer().sparse_staleness()},
+                        {"overlap_uploads", job.trainer().overlap_uploads()}};
   auto emit = [&](const char* metric, double value, const char* unit) {
     nlohmann::json j = ctx;
     j["bench"] = "train";

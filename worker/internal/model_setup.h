@@ -34,6 +34,17 @@ namespace choir::worker::internal {
 
 using models::Tensor;
 
+// The trainer fields of a job trained anywhere, for running its model on the CPU (checkpoint
+// evaluation, export): device cpu, and the GPU-only settings back to their defaults.
+inline void RunOnCpu(TrainerConfig* tc) {
+  tc->set_device("cpu");
+  tc->clear_cuda_device();
+  tc->clear_allow_tf32();
+  tc->clear_matmul_precision();
+  tc->clear_dense_allreduce();
+  tc->clear_overlap_uploads();
+}
+
 // Where the group channel's features come from (choirrec, dnn+groupid); null members for
 // models that do not read them.
 struct GroupSources {

@@ -38,12 +38,16 @@
 // After every kernel launch: launch-configuration errors surface here, at the launch site.
 #define CHOIR_CUDA_CHECK_LAUNCH() CHOIR_CUDA_CHECK(cudaGetLastError())
 
+#include "models/cuda/cuda.h"
+
 namespace choir::models::cuda::internal {
 
 // The process's stream: every kernel, copy and cuBLAS call of the backend is queued on it.
 cudaStream_t Stream();
 // The cuBLAS handle, bound to Stream().
 cublasHandle_t Blas();
+// The precision SetMatmulPrecision chose.
+MatmulPrecision Precision();
 
 // Adds a product's 2 m n k to MatmulFlopsIssued().
 void CountMatmulFlops(int64_t m, int64_t n, int64_t k);
