@@ -123,9 +123,11 @@ class InputStager {
   InputStager(const InputStager&) = delete;
   InputStager& operator=(const InputStager&) = delete;
   ~InputStager() {
-    for (void* e : {uploaded_, released_, allocated_}) {
-      if (e != nullptr) GetDeviceBackend(device_)->DestroyEvent(e);
-    }
+    if (uploaded_ == nullptr) return;
+    // Copies still in flight (a staged batch never used, after an error) read the caller's host
+    // batch and write the device tensors freed below: let them finish first.
+    GetDeviceBackend(device_)->SynchronizeEvent(uploaded_);
+    for (void* e : {uploaded_, released_, allocated_}) GetDeviceBackend(device_)->DestroyEvent(e);
   }
 
   const BasicModelInputs<T>& Stage(Device device, const ModelShape& shape,
@@ -152,14 +154,16 @@ class InputStager {
       released_ = backend->CreateEvent();
       allocated_ = backend->CreateEvent();
     }
-    // Shape the device tensors first. New memory comes from the compute lane's pool: the
-    // uploads must not write it before its allocation there (only when a batch grows).
+    // Shape the device tensors first. New memory comes from the compute lane's pool (possibly
+    // at the old address, or over blocks that compute freed but may still be reading in stream
+    // order): the uploads must not write it before its allocation point there. Only when a
+    // batch grows.
     bool grew = false;
     ForEachInput(shape, in, [device, &grew](const Tensor<T>& from, Tensor<T>* to) {
       to->SetDevice(device);
-      const T* before = to->data();
+      const int64_t before = to->device_capacity();
       to->ResizeUninitialized(from.rows(), from.cols());
-      grew |= to->data() != before;
+      grew |= to->device_capacity() != before;
     });
     if (grew) {
       backend->RecordEvent(allocated_, Lane::kCompute);

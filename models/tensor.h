@@ -146,6 +146,8 @@ class Tensor {
     }
   }
   void Zero() { Fill(T(0)); }
+  // Elements the device allocation holds (0 on the host): a change means new device memory.
+  int64_t device_capacity() const { return device_capacity_; }
   bool SameShape(const Tensor& other) const { return rows_ == other.rows_ && cols_ == other.cols_; }
 
   // A host tensor's memory becomes page-locked for copies to `device` (kCpu: ordinary memory

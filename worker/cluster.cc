@@ -244,16 +244,27 @@ absl::StatusOr<std::unique_ptr<Collective>> NewNcclGroup(const JobConfig& job, C
 #endif
 }
 
-// This worker's index among the workers on its host, from every worker's host name (a
-// collective over the workers' group: every worker calls it).
-absl::StatusOr<int> IndexOnHost(Collective* workers_group, int index, int workers, const std::string& host) {
-  // CRC32C of the name as a double: exact, and the same on every host.
+// Where this worker sits among the workers of its host.
+struct HostPlace {
+  int index = 0;    // among the workers on this host
+  int workers = 1;  // on this host
+};
+
+// From every worker's host name (a collective over the workers' group: every worker calls it).
+absl::StatusOr<HostPlace> PlaceOnHost(Collective* workers_group, int index, int workers, const std::string& host) {
+  // CRC32C of the name (+1, so that 0 means "not this rank") as a double: exact, the same on
+  // every host.
   std::vector<double> hosts(workers, 0);
   hosts[index] = static_cast<double>(crc32c::Value(host)) + 1;
   RETURN_IF_ERROR(workers_group->AllReduceSum(hosts.data(), workers));
-  int local = 0;
-  for (int w = 0; w < index; ++w) local += hosts[w] == hosts[index];
-  return local;
+  HostPlace place;
+  place.workers = 0;
+  for (int w = 0; w < workers; ++w) {
+    if (hosts[w] != hosts[index]) continue;
+    if (w < index) ++place.index;
+    ++place.workers;
+  }
+  return place;
 }
 
 }  // namespace
@@ -423,27 +434,38 @@ absl::StatusOr<TrainResult> RunMpiRank(FileSystem* fs, const JobConfig& job) {
   for (int r = servers + 1; r < world.size; ++r) mo.ranks.push_back(r);
   mo.timeout = Ms(c.rpc_deadline_ms());
   ASSIGN_OR_RETURN(std::unique_ptr<Collective> group, NewMpiCollective(mo));
-  // A GPU worker: its device (cuda_device -1: one GPU per worker of this host) and, with NCCL,
-  // the workers' NCCL group.
+  // A GPU worker: its device (cuda_device -1: one GPU per worker of its host) and, with NCCL,
+  // the workers' NCCL group. Every worker of a cuda job takes part in the same collectives.
   JobConfig worker_job = job;
   TrainerConfig& tc = *worker_job.mutable_trainer();
-  const bool nccl_wanted = UsesNccl(tc, /*under_mpirun=*/true, workers);
-  if (tc.device() == "cuda" && tc.cuda_device() < 0) {
-    ASSIGN_OR_RETURN(const int local, IndexOnHost(group.get(), index, workers, host));
+  bool nccl_wanted = UsesNccl(tc, /*under_mpirun=*/true, workers);
+  if (tc.device() == "cuda") {
+    ASSIGN_OR_RETURN(const HostPlace place, PlaceOnHost(group.get(), index, workers, host));
     int gpus = 0;
 #if CHOIR_WITH_CUDA
     std::string why;
     gpus = models::cuda::CudaDeviceCount(&why);
-    if (gpus == 0) return absl::FailedPreconditionError(absl::StrCat("worker ", index, " on ", host, ": no CUDA device: ", why));
+    if (gpus == 0) LOG(WARNING) << "worker " << index << " on " << host << ": no CUDA device: " << why;
 #endif
-    if (gpus > 0 && local >= gpus && nccl_wanted) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "worker %d is worker %d of host %s, which has %d GPUs: NCCL needs one GPU per worker; start at most %d "
-          "workers per host, or set trainer.dense_allreduce 'host'",
-          index, local, host, gpus, gpus));
+    const bool automatic = tc.cuda_device() < 0;
+    if (automatic) tc.set_cuda_device(gpus > 0 ? place.index % gpus : 0);
+    LOG(INFO) << "worker " << index << ": worker " << place.index << " of " << place.workers << " on host " << host
+              << ", GPU " << tc.cuda_device() << " of " << gpus;
+    // NCCL needs a GPU of its own per worker: decided by all workers together, so that none
+    // waits for the others in NCCL's setup.
+    double shared_gpu = place.workers > (automatic ? gpus : 1) ? 1 : 0;
+    RETURN_IF_ERROR(group->AllReduceSum(&shared_gpu, 1));
+    if (nccl_wanted && shared_gpu > 0) {
+      const std::string why_not = absl::StrFormat(
+          "some host runs more workers than it has GPUs for them (here: %d workers on %s, %d GPUs, cuda_device %s)",
+          place.workers, host, gpus, automatic ? "-1" : std::to_string(tc.cuda_device()));
+      if (tc.dense_allreduce() == "nccl") {
+        return absl::InvalidArgumentError(absl::StrCat("trainer.dense_allreduce 'nccl' needs one GPU per worker: ",
+                                                       why_not, "; start fewer workers per host or use 'host'"));
+      }
+      LOG(WARNING) << "dense gradients summed on the host, not with NCCL: " << why_not;
+      nccl_wanted = false;
     }
-    tc.set_cuda_device(gpus > 0 ? local % gpus : 0);
-    LOG(INFO) << "worker " << index << ": worker " << local << " of host " << host << ", GPU " << tc.cuda_device();
   }
   std::unique_ptr<Collective> nccl;
   if (nccl_wanted) {

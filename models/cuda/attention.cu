@@ -1,8 +1,9 @@
 // CUDA embedding-bag pooling and DIN target attention, with the semantics of the CPU versions
 // (models/cpu_layers.cc, models/attention.cc).
 //
-// Sequence lengths arrive on the host, so all bookkeeping (validation, bag offsets, the list of
-// valid positions) is done there and uploaded once per Forward as one int buffer. Kernels are
+// Sequence lengths arrive on the host: they are validated there, their offsets summed there (one
+// pass over the B samples), and both uploaded once per Forward as one int buffer; what is per
+// position (the packed list of valid positions, a row's bag) is derived on the GPU. Kernels are
 // one thread per output element, or one thread per sample where a sample's positions must be
 // combined (softmax, its backward); every sum runs in a fixed order in one thread, so results
 // are deterministic and follow the CPU's summation order.
@@ -54,16 +55,39 @@ __global__ void PoolForwardKernel(const T* rows, const int* lengths, const int* 
   }
 }
 
-// drows[r, c] = scale_b * dout[b, c] for the bag b that owns row r (row_bag[r]), 0 for padded
-// rows (row_bag[r] < 0).
+// The bag that owns row r, or -1 for a padded row: padded bags (max_len > 0) hold rows
+// [b * max_len, b * max_len + lengths[b]); packed bags (max_len == 0) start at starts[b], in
+// increasing order, so the owner is the last bag starting at or before r that is not empty.
+__device__ inline int RowBag(int r, const int* lengths, const int* starts, int bags, int max_len) {
+  if (max_len > 0) {
+    const int b = r / max_len;
+    return r - b * max_len < lengths[b] ? b : -1;
+  }
+  int lo = 0, hi = bags;  // the first bag starting after r is in [lo, hi]
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (starts[mid] <= r) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  // Bags lo - 1, lo - 2, ... start at or before r; empty ones share the next bag's start.
+  for (int b = lo - 1; b >= 0; --b) {
+    if (lengths[b] > 0) return r < starts[b] + lengths[b] ? b : -1;
+  }
+  return -1;
+}
+
+// drows[r, c] = scale_b * dout[b, c] for the bag b that owns row r, 0 for padded rows.
 template <typename T>
-__global__ void PoolBackwardKernel(const T* dout, const int* lengths, const int* row_bag,
-                                   int num_rows, int d, bool mean, T* drows) {
+__global__ void PoolBackwardKernel(const T* dout, const int* lengths, const int* starts, int bags,
+                                   int max_len, int num_rows, int d, bool mean, T* drows) {
   const int64_t n = static_cast<int64_t>(num_rows) * d;
   CHOIR_GRID_STRIDE_LOOP(i, n) {
     const int r = static_cast<int>(i / d);
     const int c = static_cast<int>(i - static_cast<int64_t>(r) * d);
-    const int b = row_bag[r];
+    const int b = RowBag(r, lengths, starts, bags, max_len);
     if (b < 0) {
       drows[i] = T(0);
     } else {
@@ -101,23 +125,20 @@ class CudaPool : public models::EmbeddingBagPool<T> {
     const int64_t expected = max_len > 0 ? static_cast<int64_t>(bags) * max_len : next;
     CHECK_EQ(rows.rows(), expected) << "pooling: rows do not match the lengths";
     bags_ = bags;
+    max_len_ = max_len;
     in_rows_ = rows.rows();
     in_cols_ = d;
 
-    // index_ = [lengths (bags) | starts (bags) | bag of each row (in_rows, -1 when padded)].
-    // Every start is below rows.rows() (an int) once the check above has passed.
-    index_.assign(2 * static_cast<size_t>(bags) + static_cast<size_t>(in_rows_), -1);
+    // index_ = [lengths (bags) | starts (bags)]. Every start is at most rows.rows() (an int)
+    // once the check above has passed.
+    index_.resize(2 * static_cast<size_t>(bags));
     for (int b = 0; b < bags; ++b) {
       index_[b] = lengths[b];
       index_[bags + b] = static_cast<int>(starts[b]);
-      for (int j = 0; j < lengths[b]; ++j) {
-        index_[2 * static_cast<size_t>(bags) + static_cast<size_t>(starts[b] + j)] = b;
-      }
     }
     const int* device_index = internal::Upload(index_, &index_buffer_);
     lengths_d_ = device_index;
     starts_d_ = device_index + bags;
-    row_bag_d_ = device_index + 2 * static_cast<int64_t>(bags);
 
     out->SetDevice(models::Device::kCuda);
     out->ResizeUninitialized(bags, d);
@@ -137,14 +158,15 @@ class CudaPool : public models::EmbeddingBagPool<T> {
     const int64_t n = static_cast<int64_t>(in_rows_) * in_cols_;
     if (n == 0) return;
     PoolBackwardKernel<T><<<Blocks(n), kThreads, 0, Stream()>>>(
-        dout.data(), lengths_d_, row_bag_d_, in_rows_, in_cols_, mode_ == models::PoolMode::kMean,
-        drows->data());
+        dout.data(), lengths_d_, starts_d_, bags_, max_len_, in_rows_, in_cols_,
+        mode_ == models::PoolMode::kMean, drows->data());
     CHOIR_CUDA_CHECK_LAUNCH();
   }
 
  private:
   models::PoolMode mode_;
   int bags_ = 0;
+  int max_len_ = 0;
   int in_rows_ = 0;
   int in_cols_ = 0;
   std::vector<int> index_;  // host copy of index_buffer_ (see Forward)
@@ -152,13 +174,23 @@ class CudaPool : public models::EmbeddingBagPool<T> {
   // Views into index_buffer_, valid after Forward.
   const int* lengths_d_ = nullptr;
   const int* starts_d_ = nullptr;
-  const int* row_bag_d_ = nullptr;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Attention kernels. Notation: B samples, L positions per sample, d features, v valid positions
 // in total. valid[i] is the flat key row (b * L + j) of packed position i, in (b, j) order, so
 // position j < lengths[b] of sample b is packed position offsets[b] + j.
+
+// valid[offsets[b] + j] = b * L + j for every j < lengths[b] (one thread per (b, j) pair).
+__global__ void ValidPositionsKernel(const int* lengths, const int* offsets, int b_size, int max_len,
+                                     int* valid) {
+  const int64_t n = static_cast<int64_t>(b_size) * max_len;
+  CHOIR_GRID_STRIDE_LOOP(i, n) {
+    const int b = static_cast<int>(i / max_len);
+    const int j = static_cast<int>(i - static_cast<int64_t>(b) * max_len);
+    if (j < lengths[b]) valid[offsets[b] + j] = static_cast<int>(i);
+  }
+}
 
 // mlp_in[i] = [q_b, k_bj, q_b - k_bj, q_b * k_bj] for packed position i (valid[i] = b * L + j).
 template <typename T>
@@ -335,8 +367,9 @@ class CudaTargetAttention : public models::TargetAttention<T> {
     query_ = query;
     keys_ = keys;
 
-    // index_ = [lengths (B) | offsets (B) | valid (v)]; see the kernels' notation.
-    index_.assign(2 * static_cast<size_t>(b_size), 0);
+    // index_ = [lengths (B) | offsets (B)], then valid (v) filled on the GPU; see the kernels'
+    // notation.
+    index_.resize(2 * static_cast<size_t>(b_size));
     int v = 0;
     for (int b = 0; b < b_size; ++b) {
       CHECK(lengths[b] >= 0 && lengths[b] <= max_len_)
@@ -346,14 +379,23 @@ class CudaTargetAttention : public models::TargetAttention<T> {
       index_[b_size + b] = v;
       v += lengths[b];  // at most keys.rows(), an int
     }
-    for (int b = 0; b < b_size; ++b) {
-      for (int j = 0; j < lengths[b]; ++j) index_.push_back(b * max_len_ + j);
-    }
     num_valid_ = v;
-    const int* device_index = internal::Upload(index_, &index_buffer_);
+    index_buffer_.SetDevice(models::Device::kCuda);
+    index_buffer_.ResizeUninitialized(1, 2 * b_size + v);
+    int* device_index = index_buffer_.data();
+    if (b_size > 0) {
+      CHOIR_CUDA_CHECK(cudaMemcpyAsync(device_index, index_.data(), index_.size() * sizeof(int),
+                                       cudaMemcpyHostToDevice, Stream()));
+    }
     lengths_d_ = device_index;
     offsets_d_ = device_index + b_size;
-    const int* valid_d = device_index + 2 * static_cast<int64_t>(b_size);
+    int* valid_d = device_index + 2 * static_cast<int64_t>(b_size);
+    if (v > 0) {
+      const int64_t positions = static_cast<int64_t>(b_size) * max_len_;
+      ValidPositionsKernel<<<Blocks(positions), kThreads, 0, Stream()>>>(lengths_d_, offsets_d_, b_size,
+                                                                         max_len_, valid_d);
+      CHOIR_CUDA_CHECK_LAUNCH();
+    }
 
     // The attention MLP on the packed valid positions only.
     mlp_in_.SetDevice(models::Device::kCuda);

@@ -41,14 +41,20 @@ bool ExitingError(cudaError_t err) {
 
 cudaStream_t LaneStream(models::Lane lane);
 
+// Selects InitCuda's device on this thread (a prefetch thread's first CUDA call may be one of
+// these): a call on an unbound thread would act on device 0 and create a context there.
+void BindThread() { static_cast<void>(Stream()); }
+
 class CudaBackend : public models::DeviceBackend {
  public:
   void* AllocatePinnedHost(size_t bytes) override {
+    BindThread();
     void* ptr = nullptr;
     CHOIR_CUDA_CHECK(cudaHostAlloc(&ptr, std::max<size_t>(bytes, 1), cudaHostAllocDefault));
     return ptr;
   }
   void FreePinnedHost(void* ptr) override {
+    BindThread();
     const cudaError_t err = cudaFreeHost(ptr);
     if (!ExitingError(err)) CHOIR_CUDA_CHECK(err);
   }
@@ -56,12 +62,13 @@ class CudaBackend : public models::DeviceBackend {
     CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, LaneStream(lane)));
   }
   void* CreateEvent() override {
-    Stream();  // binds this thread to the device
+    BindThread();
     cudaEvent_t event = nullptr;
     CHOIR_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
     return event;
   }
   void DestroyEvent(void* event) override {
+    BindThread();
     const cudaError_t err = cudaEventDestroy(static_cast<cudaEvent_t>(event));
     if (!ExitingError(err)) CHOIR_CUDA_CHECK(err);
   }
@@ -72,6 +79,7 @@ class CudaBackend : public models::DeviceBackend {
     CHOIR_CUDA_CHECK(cudaStreamWaitEvent(LaneStream(lane), static_cast<cudaEvent_t>(event), 0));
   }
   void SynchronizeEvent(void* event) override {
+    BindThread();
     CHOIR_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
   }
 

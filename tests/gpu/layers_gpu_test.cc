@@ -193,6 +193,9 @@ TYPED_TEST(CudaLayersTest, LinearMatchesCpu) {
 // ~3e-3 (bf16). The tolerances allow 5x that; fp32's own 1e-5 would fail them.
 TEST(CudaReducedPrecisionTest, LinearWithTf32AndBf16ProductsMatchesCpuWithinTheirRounding) {
   CHOIR_REQUIRE_GPU();
+  struct BackToFp32 {
+    ~BackToFp32() { SetMatmulPrecision(MatmulPrecision::kFp32); }
+  } back_to_fp32;  // also when a fatal failure ends the test early
   struct Mode {
     MatmulPrecision precision;
     double tolerance;
@@ -222,7 +225,6 @@ TEST(CudaReducedPrecisionTest, LinearWithTf32AndBf16ProductsMatchesCpuWithinThei
     EXPECT_GT(RelativeError(y_gpu, y_cpu), 1e-5) << MatmulPrecisionName(mode.precision)
                                                  << " products gave fp32 results";
   }
-  SetMatmulPrecision(MatmulPrecision::kFp32);
 }
 
 TYPED_TEST(CudaLayersTest, PointwiseActivationsMatchCpu) {

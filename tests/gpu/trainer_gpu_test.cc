@@ -2,7 +2,8 @@
 // GPU, through a host buffer or, with NCCL, a device buffer, gives exactly the host arithmetic;
 // a cuda job trains the same in one process, in a local cluster whose worker sums on the host,
 // and in one whose worker has an NCCL group; and batches staged ahead on the upload stream
-// (trainer.overlap_uploads) train exactly like synchronous copies (byte-identical predictions).
+// (trainer.overlap_uploads) train exactly like synchronous copies (byte-identical predictions
+// with synchronous reads; within cluster_test's bounds with one-step-stale reads).
 #include <cstring>
 #include <memory>
 #include <random>
@@ -149,14 +150,17 @@ TEST_F(GpuClusterTest, ACudaWorkerTrainsAloneAndInAClusterAlike) {
 }
 
 // trainer.overlap_uploads stages each batch on the upload stream from pinned memory; the
-// kernels read the same bytes as with synchronous copies, so training is bit-identical, with
-// and without the one-step-stale prefetch that lets the copies overlap the previous step.
-TEST_F(GpuClusterTest, OverlappedUploadsTrainExactlyLikeSynchronousCopies) {
+// kernels read the same bytes as with synchronous copies, so synchronous training is
+// bit-identical. With the one-step-stale prefetch (the copies overlap the previous step) whether
+// a pull sees the previous step's push is a race in either mode, so there the runs must train
+// alike within the bounds of cluster_test's OneStepStaleReadsTrainAsWell.
+TEST_F(GpuClusterTest, OverlappedUploadsTrainLikeSynchronousCopies) {
   CHOIR_REQUIRE_GPU();
   for (const std::string model : {"dnn", "din"}) {
     for (int staleness : {0, 1}) {
       SCOPED_TRACE(absl::StrCat(model, ", sparse_staleness ", staleness));
       std::string preds[2];
+      TrainResult results[2];
       for (int overlap = 0; overlap < 2; ++overlap) {
         const std::string out = absl::StrCat("/overlap-", model, "-", staleness, "-", overlap);
         JobConfig job = CudaJob(out);
@@ -167,10 +171,17 @@ TEST_F(GpuClusterTest, OverlappedUploadsTrainExactlyLikeSynchronousCopies) {
         const absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
         ASSERT_TRUE(r.ok()) << r.status();
         EXPECT_EQ(r->steps, 12);
+        results[overlap] = *r;
         preds[overlap] = Preds(out);
       }
       ASSERT_FALSE(preds[0].empty());
-      EXPECT_TRUE(preds[0] == preds[1]) << "staged uploads changed the predictions";
+      if (staleness == 0) {
+        EXPECT_TRUE(preds[0] == preds[1]) << "staged uploads changed the predictions";
+      } else {
+        EXPECT_EQ(results[0].samples, results[1].samples);
+        EXPECT_NEAR(results[0].last_loss, results[1].last_loss, 0.01);
+        EXPECT_NEAR(results[0].test.overall.auc, results[1].test.overall.auc, 0.02);
+      }
     }
   }
 }

@@ -1,6 +1,7 @@
 #include "worker/internal/dense_exchange.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "core/status.h"
@@ -37,6 +38,7 @@ DenseExchange::DenseExchange(std::vector<models::Param<float>*> params, Collecti
                              Device buffer_device)
     : params_(std::move(params)), collective_(collective), count_(models::ParamCount(params_)),
       flat_(buffer_device) {
+  CHECK_LT(count_, int64_t{std::numeric_limits<int>::max()}) << "dense parameters beyond one tensor's int range";
   flat_.ResizeUninitialized(1, static_cast<int>(count_ + 1));
 }
 
