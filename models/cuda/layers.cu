@@ -3,10 +3,13 @@
 // models/cpu_layers.cc computes, with the same formulas, parameters and buffers; parameters are
 // made by the CPU layer and moved to the GPU, so the same seed gives the same values.
 //
-// Every reduction is deterministic: a per-feature sum is one thread looping over the rows in
-// order (the CPU's order), except Linear's bias gradient, a cuBLAS product with a vector of ones
-// like the weight gradient; a per-row sum is one block with a fixed shared-memory tree. No float
-// atomics, so repeated runs give bit-identical results.
+// Every reduction is deterministic. A per-feature (column) sum over the batch is two kernels:
+// blocks of 32 features x kColumnChunk rows sum their chunk in a fixed order (8 row threads,
+// then a fixed tree), and one thread per feature adds the chunks in order (ColumnSums); Linear's
+// bias gradient is a cuBLAS product with a vector of ones like the weight gradient; a per-row
+// sum is one block with a fixed shared-memory tree. No float atomics, so repeated runs give
+// bit-identical results (in another summation order than the CPU's: within the tests'
+// tolerance).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -69,6 +72,86 @@ __device__ T BlockSum(T v, T* shared) {
 
 // Blocks for a kernel that gives each row to one block (grid-stride over rows).
 inline int RowBlocks(int rows) { return std::max(1, std::min(rows, 65535)); }
+
+// ---------------------------------------------------------------------------------------------
+// Column sums: sums[k * dim + c] = sum over rows r of f(r, c)[k], for K quantities at once.
+
+constexpr int kColumnTile = 32;     // features per block (threadIdx.x)
+constexpr int kColumnThreads = 8;   // row threads per block (threadIdx.y)
+constexpr int kColumnChunk = 256;   // rows per block (blockIdx.y)
+
+// partial[(chunk * K + k) * dim + c]: the sum over the chunk's rows, each row thread taking rows
+// ty, ty + 8, ... in order, then the 8 row threads added in order.
+template <typename T, int K, typename F>
+__global__ void ColumnPartialsKernel(int rows, int dim, F f, T* partial) {
+  __shared__ T shared[K][kColumnThreads][kColumnTile];
+  const int c = blockIdx.x * kColumnTile + threadIdx.x;
+  const int begin = blockIdx.y * kColumnChunk;
+  const int end = min(rows, begin + kColumnChunk);
+  T acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = T(0);
+  if (c < dim) {
+    T v[K];
+    for (int r = begin + threadIdx.y; r < end; r += kColumnThreads) {
+      f(r, c, v);
+      for (int k = 0; k < K; ++k) acc[k] += v[k];
+    }
+  }
+  for (int k = 0; k < K; ++k) shared[k][threadIdx.y][threadIdx.x] = acc[k];
+  __syncthreads();
+  if (threadIdx.y == 0 && c < dim) {
+    for (int k = 0; k < K; ++k) {
+      T sum = shared[k][0][threadIdx.x];
+      for (int y = 1; y < kColumnThreads; ++y) sum += shared[k][y][threadIdx.x];
+      partial[(static_cast<int64_t>(blockIdx.y) * K + k) * dim + c] = sum;
+    }
+  }
+}
+
+// sums[i] = sum over chunks, in order, of partial[chunk * K * dim + i], i < K * dim.
+template <typename T>
+__global__ void AddChunksKernel(const T* partial, int chunks, int64_t width, T* sums) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < width;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    T sum = partial[i];
+    for (int chunk = 1; chunk < chunks; ++chunk) sum += partial[chunk * width + i];
+    sums[i] = sum;
+  }
+}
+
+// Fills `sums` (K * dim values, a GPU tensor reshaped here) with the column sums of f over
+// `rows` rows (zeros when there are none); `scratch` holds the per-chunk partial sums.
+template <typename T, int K, typename F>
+void ColumnSums(int rows, int dim, const F& f, Tensor<T>* scratch, Tensor<T>* sums) {
+  if (rows == 0 || dim == 0) {
+    sums->SetDevice(models::Device::kCuda);
+    sums->Resize(K, dim, T(0));
+    return;
+  }
+  const int chunks = (rows + kColumnChunk - 1) / kColumnChunk;
+  CHECK_LE(chunks, 65535) << "column sums over " << rows << " rows";
+  const int64_t width = static_cast<int64_t>(K) * dim;
+  scratch->SetDevice(models::Device::kCuda);
+  scratch->ResizeUninitialized(chunks, static_cast<int>(width));
+  sums->SetDevice(models::Device::kCuda);
+  sums->ResizeUninitialized(K, dim);
+  const dim3 grid((dim + kColumnTile - 1) / kColumnTile, chunks);
+  const dim3 block(kColumnTile, kColumnThreads);
+  ColumnPartialsKernel<T, K, F><<<grid, block, 0, Stream()>>>(rows, dim, f, scratch->data());
+  CHOIR_CUDA_CHECK_LAUNCH();
+  AddChunksKernel<<<Blocks(width), kThreads, 0, Stream()>>>(scratch->data(), chunks, width,
+                                                            sums->data());
+  CHOIR_CUDA_CHECK_LAUNCH();
+}
+
+// out0[c] += sums[c] and, when out1 is not null, out1[c] += sums[dim + c].
+template <typename T>
+__global__ void AccumulateKernel(const T* sums, int dim, T* out0, T* out1) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    out0[c] += sums[c];
+    if (out1 != nullptr) out1[c] += sums[dim + c];
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Kernels shared by several layers.
@@ -353,18 +436,17 @@ __global__ void PreluForwardKernel(const T* x, const T* alpha, int rows, int dim
   }
 }
 
-// dalpha[c] += sum over rows with x <= 0 of dy * x (rows in order, one thread per feature).
+// The terms of dalpha[c]: dy * x where x <= 0.
 template <typename T>
-__global__ void PreluAlphaGradKernel(const T* dy, const T* x, int rows, int dim, T* dalpha) {
-  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
-    T sum = dalpha[c];
-    for (int r = 0; r < rows; ++r) {
-      const int64_t i = static_cast<int64_t>(r) * dim + c;
-      if (x[i] <= T(0)) sum += dy[i] * x[i];
-    }
-    dalpha[c] = sum;
+struct PreluAlphaTerms {
+  const T* dy;
+  const T* x;
+  int dim;
+  __device__ void operator()(int r, int c, T* v) const {
+    const int64_t i = static_cast<int64_t>(r) * dim + c;
+    v[0] = x[i] <= T(0) ? dy[i] * x[i] : T(0);
   }
-}
+};
 
 template <typename T>
 __global__ void PreluInputGradKernel(const T* dy, const T* x, const T* alpha, int rows, int dim,
@@ -404,8 +486,9 @@ class CudaPrelu : public models::Layer<T> {
     const int n = dy.rows();
     if (dx != nullptr) PrepareOutput(dx, n, dim_);
     if (dy.size() == 0) return;
-    PreluAlphaGradKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(dy.data(), x_.data(), n, dim_,
-                                                                  alpha_.grad.data());
+    ColumnSums<T, 1>(n, dim_, PreluAlphaTerms<T>{dy.data(), x_.data(), dim_}, &scratch_, &sums_);
+    AccumulateKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(sums_.data(), dim_, alpha_.grad.data(),
+                                                              static_cast<T*>(nullptr));
     CHOIR_CUDA_CHECK_LAUNCH();
     if (dx != nullptr) {
       PreluInputGradKernel<<<Blocks(dy.size()), kThreads, 0, Stream()>>>(
@@ -420,27 +503,47 @@ class CudaPrelu : public models::Layer<T> {
   int dim_;
   Param<T> alpha_;
   Tensor<T> x_{models::Device::kCuda};
+  Tensor<T> scratch_{models::Device::kCuda};  // column sums: per-chunk partials, totals
+  Tensor<T> sums_{models::Device::kCuda};
 };
 
 // ---------------------------------------------------------------------------------------------
 // Dice: y = x * (alpha + (1 - alpha) * p), p = sigmoid((x - mean) / sqrt(var + eps)).
 
-// Training: per feature (one thread, rows in order) the batch mean and biased variance, the
-// inverse standard deviation, and the running averages' update.
+// Training: per feature the batch mean (from the column sums of x), then the biased variance
+// (from the column sums of (x - mean)^2), the inverse standard deviation, and the running
+// averages' update.
 template <typename T>
-__global__ void DiceBatchStatsKernel(const T* x, int rows, int dim, T eps, T momentum, T* mean,
-                                     T* inv_std, T* running_mean, T* running_var) {
+struct ColumnValues {
+  const T* x;
+  int dim;
+  __device__ void operator()(int r, int c, T* v) const { v[0] = x[static_cast<int64_t>(r) * dim + c]; }
+};
+
+template <typename T>
+struct SquaredDeviations {
+  const T* x;
+  const T* mean;
+  int dim;
+  __device__ void operator()(int r, int c, T* v) const {
+    const T d = x[static_cast<int64_t>(r) * dim + c] - mean[c];
+    v[0] = d * d;
+  }
+};
+
+template <typename T>
+__global__ void DiceMeanKernel(const T* sums, int rows, int dim, T* mean) {
   for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
-    T sum = 0;
-    for (int r = 0; r < rows; ++r) sum += x[static_cast<int64_t>(r) * dim + c];
-    const T m = sum / rows;
-    T sq = 0;
-    for (int r = 0; r < rows; ++r) {
-      const T d = x[static_cast<int64_t>(r) * dim + c] - m;
-      sq += d * d;
-    }
-    const T var = sq / rows;
-    mean[c] = m;
+    mean[c] = sums[c] / rows;
+  }
+}
+
+template <typename T>
+__global__ void DiceBatchStatsKernel(const T* squares, const T* mean, int rows, int dim, T eps,
+                                     T momentum, T* inv_std, T* running_mean, T* running_var) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
+    const T m = mean[c];
+    const T var = squares[c] / rows;
     inv_std[c] = T(1) / DeviceSqrt(var + eps);
     running_mean[c] = momentum * running_mean[c] + (T(1) - momentum) * m;
     running_var[c] = momentum * running_var[c] + (T(1) - momentum) * var;
@@ -474,32 +577,39 @@ __global__ void DiceForwardKernel(const T* x, const T* mean, const T* inv_std, c
   }
 }
 
-// Per feature (one thread, rows in order): dalpha[c] += sum dy * x * (1 - p); when mean_h is not
-// null (dx wanted, batch statistics), mean_h[c] and mean_hx[c] are the batch means of
-// h = dL/dxhat and of h * xhat.
+// The column terms of Dice's backward: dy * x * (1 - p) (for dalpha), h = dL/dxhat and h * xhat
+// (for the batch means that batch statistics feed back into dx).
 template <typename T>
-__global__ void DiceBackwardColumnsKernel(const T* dy, const T* x, const T* p, const T* xhat,
-                                          const T* alpha, int rows, int dim, T* dalpha, T* mean_h,
+struct DiceBackwardTerms {
+  const T* dy;
+  const T* x;
+  const T* p;
+  const T* xhat;
+  const T* alpha;
+  int dim;
+  __device__ void operator()(int r, int c, T* v) const {
+    const int64_t i = static_cast<int64_t>(r) * dim + c;
+    const T a = alpha[c];
+    const T g = dy[i];
+    const T xv = x[i];
+    const T pv = p[i];
+    const T h = g * xv * (T(1) - a) * pv * (T(1) - pv);
+    v[0] = g * xv * (T(1) - pv);
+    v[1] = h;
+    v[2] = h * xhat[i];
+  }
+};
+
+// dalpha[c] += sums[0][c]; when mean_h is not null (dx wanted, batch statistics), mean_h[c] and
+// mean_hx[c] are the batch means sums[1][c] / rows and sums[2][c] / rows.
+template <typename T>
+__global__ void DiceBackwardColumnsKernel(const T* sums, int rows, int dim, T* dalpha, T* mean_h,
                                           T* mean_hx) {
   for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
-    const T a = alpha[c];
-    T da = dalpha[c];
-    T sum_h = 0;
-    T sum_hx = 0;
-    for (int r = 0; r < rows; ++r) {
-      const int64_t i = static_cast<int64_t>(r) * dim + c;
-      const T g = dy[i];
-      const T v = x[i];
-      const T pv = p[i];
-      da += g * v * (T(1) - pv);
-      const T h = g * v * (T(1) - a) * pv * (T(1) - pv);
-      sum_h += h;
-      sum_hx += h * xhat[i];
-    }
-    dalpha[c] = da;
+    dalpha[c] += sums[c];
     if (mean_h != nullptr) {
-      mean_h[c] = sum_h / rows;
-      mean_hx[c] = sum_hx / rows;
+      mean_h[c] = sums[dim + c] / rows;
+      mean_hx[c] = sums[2 * dim + c] / rows;
     }
   }
 }
@@ -548,8 +658,12 @@ class CudaDice : public models::Layer<T> {
     const T eps = static_cast<T>(options_.eps);
     if (dim_ > 0) {
       if (used_batch_stats_) {
+        ColumnSums<T, 1>(n, dim_, ColumnValues<T>{x.data(), dim_}, &scratch_, &sums_);
+        DiceMeanKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(sums_.data(), n, dim_, mean_.data());
+        CHOIR_CUDA_CHECK_LAUNCH();
+        ColumnSums<T, 1>(n, dim_, SquaredDeviations<T>{x.data(), mean_.data(), dim_}, &scratch_, &sums_);
         DiceBatchStatsKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
-            x.data(), n, dim_, eps, static_cast<T>(options_.momentum), mean_.data(),
+            sums_.data(), mean_.data(), n, dim_, eps, static_cast<T>(options_.momentum),
             inv_std_.data(), running_mean_.data(), running_var_.data());
       } else {
         DiceRunningStatsKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
@@ -581,9 +695,12 @@ class CudaDice : public models::Layer<T> {
     T* mean_hx = through_stats ? mean_hx_.data() : nullptr;
     if (dx != nullptr) PrepareOutput(dx, n, dim_);
     if (dy.size() == 0) return;
+    ColumnSums<T, 3>(n, dim_,
+                     DiceBackwardTerms<T>{dy.data(), x_.data(), p_.data(), xhat_.data(),
+                                          alpha_.value.data(), dim_},
+                     &scratch_, &sums_);
     DiceBackwardColumnsKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
-        dy.data(), x_.data(), p_.data(), xhat_.data(), alpha_.value.data(), n, dim_,
-        alpha_.grad.data(), mean_h, mean_hx);
+        sums_.data(), n, dim_, alpha_.grad.data(), mean_h, mean_hx);
     CHOIR_CUDA_CHECK_LAUNCH();
     if (dx == nullptr) return;
     DiceInputGradKernel<<<Blocks(dy.size()), kThreads, 0, Stream()>>>(
@@ -613,6 +730,9 @@ class CudaDice : public models::Layer<T> {
   // Backward scratch.
   Tensor<T> mean_h_{models::Device::kCuda};
   Tensor<T> mean_hx_{models::Device::kCuda};
+  // Column sums: per-chunk partials, totals.
+  Tensor<T> scratch_{models::Device::kCuda};
+  Tensor<T> sums_{models::Device::kCuda};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -644,22 +764,18 @@ __global__ void LayerNormForwardKernel(const T* x, const T* gamma, const T* beta
   }
 }
 
-// dgamma[c] += sum dy * xhat, dbeta[c] += sum dy (one thread per feature, rows in order).
+// The terms of dgamma[c] (dy * xhat) and dbeta[c] (dy).
 template <typename T>
-__global__ void LayerNormParamGradKernel(const T* dy, const T* xhat, int rows, int dim, T* dgamma,
-                                         T* dbeta) {
-  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < dim; c += gridDim.x * blockDim.x) {
-    T sum_gamma = dgamma[c];
-    T sum_beta = dbeta[c];
-    for (int r = 0; r < rows; ++r) {
-      const int64_t i = static_cast<int64_t>(r) * dim + c;
-      sum_gamma += dy[i] * xhat[i];
-      sum_beta += dy[i];
-    }
-    dgamma[c] = sum_gamma;
-    dbeta[c] = sum_beta;
+struct LayerNormParamTerms {
+  const T* dy;
+  const T* xhat;
+  int dim;
+  __device__ void operator()(int r, int c, T* v) const {
+    const int64_t i = static_cast<int64_t>(r) * dim + c;
+    v[0] = dy[i] * xhat[i];
+    v[1] = dy[i];
   }
-}
+};
 
 // One block per row: dxhat = dy * gamma, dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
 // * inv_std.
@@ -715,8 +831,9 @@ class CudaLayerNorm : public models::Layer<T> {
     const int n = dy.rows();
     if (dx != nullptr) PrepareOutput(dx, n, dim_);
     if (n == 0) return;
-    LayerNormParamGradKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(
-        dy.data(), xhat_.data(), n, dim_, gamma_.grad.data(), beta_.grad.data());
+    ColumnSums<T, 2>(n, dim_, LayerNormParamTerms<T>{dy.data(), xhat_.data(), dim_}, &scratch_, &sums_);
+    AccumulateKernel<<<Blocks(dim_), kThreads, 0, Stream()>>>(sums_.data(), dim_, gamma_.grad.data(),
+                                                              beta_.grad.data());
     CHOIR_CUDA_CHECK_LAUNCH();
     if (dx == nullptr) return;
     LayerNormInputGradKernel<<<RowBlocks(n), kThreads, 0, Stream()>>>(
@@ -734,6 +851,9 @@ class CudaLayerNorm : public models::Layer<T> {
   // Cached by Forward for Backward: the normalised input and 1 / sqrt(var + eps) per row.
   Tensor<T> xhat_{models::Device::kCuda};
   Tensor<T> inv_std_{models::Device::kCuda};
+  // Column sums: per-chunk partials, totals.
+  Tensor<T> scratch_{models::Device::kCuda};
+  Tensor<T> sums_{models::Device::kCuda};
 };
 
 }  // namespace
