@@ -131,6 +131,8 @@ class CudaPool : public models::EmbeddingBagPool<T> {
 
     // index_ = [lengths (bags) | starts (bags)]. Every start is at most rows.rows() (an int)
     // once the check above has passed.
+    // index_ is ordinary (pageable) memory: the upload has copied it when the call returns, so
+    // the next Forward may refill it at once. Pinned memory would need an event first.
     index_.resize(2 * static_cast<size_t>(bags));
     for (int b = 0; b < bags; ++b) {
       index_[b] = lengths[b];

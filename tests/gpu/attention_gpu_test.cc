@@ -112,6 +112,43 @@ TYPED_TEST(GpuPoolTest, SumAndMeanMatchTheCpuPackedAndPadded) {
   }
 }
 
+// Leading, consecutive and trailing empty bags: in packed mode they share their start with the
+// next bag, which is where finding a row's bag on the GPU could go wrong.
+TYPED_TEST(GpuPoolTest, EmptyBagsAtTheEndsAndInARowMatchTheCpu) {
+  using T = TypeParam;
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const int d = 5;
+  const int max_len = 3;
+  const std::vector<int> lengths = {0, 0, 3, 0, 2, 0, 0};
+  const int b_size = static_cast<int>(lengths.size());
+  CpuLayerFactory<T> cpu_factory;
+  cuda::CudaLayerFactory<T> gpu_factory;
+  for (PoolMode mode : {PoolMode::kSum, PoolMode::kMean}) {
+    for (bool padded : {false, true}) {
+      SCOPED_TRACE(std::string(mode == PoolMode::kSum ? "sum" : "mean") + (padded ? ", padded" : ", packed"));
+      std::unique_ptr<EmbeddingBagPool<T>> cpu = cpu_factory.MakePool(mode);
+      std::unique_ptr<EmbeddingBagPool<T>> gpu = gpu_factory.MakePool(mode);
+      const int n_rows = padded ? b_size * max_len : 5;
+      const int len_arg = padded ? max_len : 0;
+      const Tensor<T> rows = RandomTensor<T>(n_rows, d, &rng);
+      Tensor<T> cpu_out;
+      Tensor<T> gpu_out = PoisonedDeviceTensor<T>(b_size, d);
+      cpu->Forward(rows, lengths, len_arg, &cpu_out);
+      gpu->Forward(rows.To(Device::kCuda), lengths, len_arg, &gpu_out);
+      EXPECT_LE(RelativeError(gpu_out, cpu_out), kTolerance<T>) << "out";
+      const Tensor<T> dout = RandomTensor<T>(b_size, d, &rng);
+      Tensor<T> cpu_drows;
+      Tensor<T> gpu_drows = PoisonedDeviceTensor<T>(n_rows, d);
+      cpu->Backward(dout, &cpu_drows);
+      gpu->Backward(dout.To(Device::kCuda), &gpu_drows);
+      EXPECT_LE(RelativeError(gpu_drows, cpu_drows), kTolerance<T>) << "drows";
+    }
+  }
+}
+
 TYPED_TEST(GpuPoolTest, AllEmptyBagsPoolToZeros) {
   using T = TypeParam;
   CHOIR_REQUIRE_GPU();

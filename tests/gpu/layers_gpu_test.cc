@@ -7,6 +7,7 @@
 // Backward calls, so accumulation is checked, and after a third one without dx) with the
 // relative tolerance of gpu_test_util.h.
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <random>
@@ -27,8 +28,10 @@ using choir::testing::PoisonedDeviceTensor;
 using choir::testing::RandomTensor;
 using choir::testing::RelativeError;
 
-constexpr int kBatches[] = {1, 37, 300};
-constexpr int kWidths[] = {1, 7, 64};
+// 256 and 513 rows: one and three whole-or-partial chunks of the column sums (kColumnChunk 256);
+// width 33: a partial second tile of 32 features.
+constexpr int kBatches[] = {1, 37, 256, 300, 513};
+constexpr int kWidths[] = {1, 7, 33, 64};
 // LayerNorm normalises over the features: width 1 is degenerate (every output is beta) and very
 // small widths make dx a near-total cancellation; 300 spans more than one block of threads.
 constexpr int kNormWidths[] = {7, 64, 300};
@@ -244,6 +247,43 @@ TYPED_TEST(CudaLayersTest, PointwiseActivationsMatchCpu) {
         ExpectSameState(&pair);
         ExpectSameStep(&pair, rows, dim, dim, &rng);
       }
+    }
+  }
+}
+
+// The reductions have a fixed order: the same Dice and LayerNorm steps, twice from the same
+// state and inputs, give bit-identical outputs, input gradients, parameter gradients and
+// running statistics (Dice's column sums switch between one and three quantities in a step).
+TEST(CudaDeterminismTest, RepeatedStepsAreBitIdentical) {
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int rows = 777, dim = 45;
+  const Tensor<float> x = RandomTensor<float>(rows, dim, &rng, -kInputRange, kInputRange);
+  const Tensor<float> dy = RandomTensor<float>(rows, dim, &rng);
+  CudaLayerFactory<float> factory;
+  for (int which = 0; which < 2; ++which) {
+    SCOPED_TRACE(which == 0 ? "dice" : "layernorm");
+    std::vector<Tensor<float>> results[2];
+    for (int run = 0; run < 2; ++run) {
+      std::unique_ptr<Layer<float>> layer = which == 0
+                                                ? factory.MakeActivation(ActivationKind::kDice, dim, DiceOptions())
+                                                : factory.MakeLayerNorm(dim, 1e-5);
+      Tensor<float> y(Device::kCuda), dx(Device::kCuda);
+      for (int step = 0; step < 2; ++step) {
+        layer->Forward(x.To(Device::kCuda), &y);
+        layer->Backward(dy.To(Device::kCuda), &dx);
+      }
+      results[run] = {y.To(Device::kCpu), dx.To(Device::kCpu)};
+      for (Param<float>* p : layer->Params()) results[run].push_back(p->grad.To(Device::kCpu));
+      for (Tensor<float>* b : layer->Buffers()) results[run].push_back(b->To(Device::kCpu));
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    for (size_t i = 0; i < results[0].size(); ++i) {
+      ASSERT_TRUE(results[0][i].SameShape(results[1][i]));
+      EXPECT_EQ(0, std::memcmp(results[0][i].data(), results[1][i].data(), results[0][i].size() * sizeof(float)))
+          << "tensor " << i << " (y, dx, parameter gradients, buffers) differs between identical runs";
     }
   }
 }
