@@ -30,6 +30,12 @@ for b in "${BINS[@]}"; do
 done | sort -u | while read -r lib; do
   [[ -n "$lib" ]] && cp -L "$lib" "$STAGE/lib/"
 done
-git -C "$BUILD/.." rev-parse HEAD >"$STAGE/COMMIT" 2>/dev/null || true
+# The commit the sources were at (a build directory outside the checkout, /tmp/gpubuild, is
+# common): the checkout this script belongs to, with "+changes" when it has uncommitted edits.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+if commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null); then
+  git -C "$ROOT" diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
+  echo "$commit" >"$STAGE/COMMIT"
+fi
 tar -C "$STAGE" -cJf "$OUT" .
 echo "gpu_bundle: $(du -h "$OUT" | cut -f1) -> $OUT ($(ls "$STAGE/bin" | wc -l) binaries, $(ls "$STAGE/lib" | wc -l) libraries)"

@@ -54,7 +54,7 @@ if [[ -n "$PREBUILT" ]]; then
     [[ -n "$dir" ]] && extra="$extra:$dir"
   done
   export LD_LIBRARY_PATH="$PREBUILT/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  say "prebuilt binaries ($(cat "$PREBUILT/COMMIT" 2>/dev/null || echo 'unknown commit')); LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  say "prebuilt binaries (commit $(cat "$PREBUILT/COMMIT" 2>/dev/null || echo 'unknown')); LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 else
   say "building with CUDA into $ROOT/build-gpu"
   cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$OUT/build.log" 2>&1 &&
