@@ -1,6 +1,5 @@
 #include "worker/internal/dense_exchange.h"
 
-#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -15,20 +14,21 @@ using models::DeviceBackend;
 using models::GetDeviceBackend;
 using models::Tensor;
 
-// Copies n floats from `src` (memory of `from`) to `dst` (memory of `to`); one of the two
-// devices is the host or both are the same device.
-void CopyFloats(const float* src, Device from, float* dst, Device to, int64_t n) {
-  if (n == 0) return;
-  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-  if (from == Device::kCpu && to == Device::kCpu) {
-    std::copy_n(src, n, dst);
-  } else if (to == Device::kCpu) {
-    GetDeviceBackend(from)->CopyToHost(dst, src, bytes);
-  } else if (from == Device::kCpu) {
-    GetDeviceBackend(to)->CopyToDevice(dst, src, bytes);
-  } else {
-    CHECK(from == to) << "dense exchange between two devices";
-    GetDeviceBackend(to)->CopyOnDevice(dst, src, bytes);
+// Each parameter tensor's gradients or values to (to_flat) or from consecutive ranges of a flat
+// buffer on the parameters' own device (the host buffer case is models::CopyGradsTo & co.).
+void CopyOnDevice(const std::vector<models::Param<float>*>& params, bool grads, float* flat, bool to_flat) {
+  for (models::Param<float>* p : params) {
+    Tensor<float>& t = grads ? p->grad : p->value;
+    if (t.size() > 0) {
+      const size_t bytes = static_cast<size_t>(t.size()) * sizeof(float);
+      DeviceBackend* backend = GetDeviceBackend(t.device());
+      if (to_flat) {
+        backend->CopyOnDevice(flat, t.data(), bytes);
+      } else {
+        backend->CopyOnDevice(t.data(), flat, bytes);
+      }
+    }
+    flat += t.size();
   }
 }
 
@@ -40,23 +40,27 @@ DenseExchange::DenseExchange(std::vector<models::Param<float>*> params, Collecti
       flat_(buffer_device) {
   CHECK_LT(count_, int64_t{std::numeric_limits<int>::max()}) << "dense parameters beyond one tensor's int range";
   flat_.ResizeUninitialized(1, static_cast<int>(count_ + 1));
+  for (const models::Param<float>* p : params_) {
+    CHECK(flat_.on_host() || p->value.device() == buffer_device)
+        << "a device buffer for the dense exchange needs every parameter on that device (" << p->name << ")";
+  }
 }
 
 void DenseExchange::Pack(What what) {
-  float* dst = flat_.data();
-  for (const models::Param<float>* p : params_) {
-    const Tensor<float>& t = what == What::kGrads ? p->grad : p->value;
-    CopyFloats(t.data(), t.device(), dst, flat_.device(), t.size());
-    dst += t.size();
+  const bool grads = what == What::kGrads;
+  if (flat_.on_host()) {
+    grads ? models::CopyGradsTo(params_, flat_.data()) : models::CopyValuesTo(params_, flat_.data());
+  } else {
+    CopyOnDevice(params_, grads, flat_.data(), /*to_flat=*/true);
   }
 }
 
 void DenseExchange::Unpack(What what) {
-  const float* src = flat_.data();
-  for (models::Param<float>* p : params_) {
-    Tensor<float>& t = what == What::kGrads ? p->grad : p->value;
-    CopyFloats(src, flat_.device(), t.data(), t.device(), t.size());
-    src += t.size();
+  const bool grads = what == What::kGrads;
+  if (flat_.on_host()) {
+    grads ? models::CopyGradsFrom(params_, flat_.data()) : models::CopyValuesFrom(params_, flat_.data());
+  } else {
+    CopyOnDevice(params_, grads, flat_.data(), /*to_flat=*/false);
   }
 }
 
@@ -88,7 +92,11 @@ absl::StatusOr<double> DenseExchange::AllReduce(float share, double loss) {
   }
   if (collective_ != nullptr) RETURN_IF_ERROR(collective_->AllReduceSum(flat_.data(), count_ + 1));
   Unpack(What::kGrads);
-  CopyFloats(flat_.data() + count_, flat_.device(), &weighted_loss, Device::kCpu, 1);
+  if (flat_.on_host()) {
+    weighted_loss = flat_.data()[count_];
+  } else {
+    GetDeviceBackend(flat_.device())->CopyToHost(&weighted_loss, flat_.data() + count_, sizeof(float));
+  }
   return static_cast<double>(weighted_loss);
 }
 
