@@ -2,12 +2,14 @@
 // relative error against the CPU reference.
 //
 // Tolerances (stated once, used by every gpu test): the relative L2 error
-// ||gpu - cpu|| / ||cpu|| must be at most kTolerance<T>: 1e-5 for float (fp32 arithmetic in a
+// ||gpu - cpu|| / ||cpu|| (for sums that can cancel, over at least their uncancelled size; see
+// RelativeError) must be at most kTolerance<T>: 1e-5 for float (fp32 arithmetic in a
 // different summation order is expected near 1e-7..1e-6; not yet measured on a GPU)
 // and 1e-12 for double.
 #ifndef CHOIR_TESTS_GPU_GPU_TEST_UTIL_H_
 #define CHOIR_TESTS_GPU_GPU_TEST_UTIL_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -65,10 +67,17 @@ models::Tensor<T> PoisonedDeviceTensor(int rows, int cols) {
   return t;
 }
 
-// ||a - b|| / max(||b||, tiny), with `a` on any device and `b` on the host; infinity when shapes
-// differ or any element of `a` is not finite.
+// ||a - b|| / max(||b||, floor, tiny), with `a` on any device and `b` on the host; infinity when
+// shapes differ or any element of `a` is not finite.
+//
+// `floor` is for sums whose terms cancel: a parameter gradient summed over the batch (a bias, a
+// one-feature alpha) or one that is exactly 0 in exact arithmetic (the score bias under a softmax)
+// can be arbitrarily close to 0 while each backend keeps a rounding error of the size of its
+// terms, so a purely relative error fails at random. Pass the size such a sum has when its terms
+// do not cancel (the root of the summed squared terms, see SumScale); an indexing or formula bug
+// still moves the result by about that size and fails.
 template <typename T>
-double RelativeError(const models::Tensor<T>& a, const models::Tensor<T>& b) {
+double RelativeError(const models::Tensor<T>& a, const models::Tensor<T>& b, double floor = 0) {
   const models::Tensor<T> h = a.To(models::Device::kCpu);
   if (!h.SameShape(b)) return std::numeric_limits<double>::infinity();
   double diff = 0, norm = 0;
@@ -79,7 +88,23 @@ double RelativeError(const models::Tensor<T>& a, const models::Tensor<T>& b) {
     diff += (x - y) * (x - y);
     norm += y * y;
   }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+  return std::sqrt(diff) / std::max({std::sqrt(norm), floor, 1e-30});
+}
+
+// The root mean square of a host tensor's elements; 0 for an empty one.
+template <typename T>
+double Rms(const models::Tensor<T>& t) {
+  if (t.size() == 0) return 0;
+  double sum = 0;
+  for (int64_t i = 0; i < t.size(); ++i) sum += static_cast<double>(t.data()[i]) * t.data()[i];
+  return std::sqrt(sum / t.size());
+}
+
+// The floor for RelativeError of a gradient of `numel` elements, each a sum of `terms` products
+// of an input of root mean square `input_rms` and an upstream gradient of root mean square
+// `upstream_rms`: the norm such a gradient has when its terms do not cancel.
+inline double SumScale(int64_t numel, int64_t terms, double input_rms, double upstream_rms) {
+  return std::sqrt(static_cast<double>(numel) * terms) * input_rms * upstream_rms;
 }
 
 }  // namespace choir::testing
