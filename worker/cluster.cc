@@ -229,7 +229,8 @@ absl::StatusOr<std::unique_ptr<Collective>> NewNcclGroup(const JobConfig& job, C
   models::cuda::NcclCollectiveOptions o;
   o.device = job.trainer().cuda_device();
   o.timeout = Ms(job.cluster().rpc_deadline_ms());
-  RETURN_IF_ERROR(models::cuda::InitCuda(o.device));
+  // Create initialises CUDA itself, inside its all-ranks-agree step: a rank whose GPU fails
+  // makes every rank fail at once instead of leaving the others waiting out the timeout.
   ASSIGN_OR_RETURN(std::unique_ptr<models::cuda::NcclCollective> nccl,
                    models::cuda::NcclCollective::Create(bootstrap, o));
   LOG(INFO) << "dense gradients: NCCL allreduce among " << nccl->size() << " GPU workers (this one rank "

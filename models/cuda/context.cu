@@ -106,7 +106,7 @@ class CudaBackend : public models::DeviceBackend {
   void CopyOnDevice(void* dst, const void* src, size_t bytes) override {
     CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, Stream()));
   }
-  void Synchronize() override { CHOIR_CUDA_CHECK(cudaStreamSynchronize(Stream())); }
+  void Synchronize() override { CudaSynchronize(); }
 
   void Fill(float* ptr, int64_t n, float value) override { FillDevice(ptr, n, value); }
   void Fill(double* ptr, int64_t n, double value) override { FillDevice(ptr, n, value); }
@@ -271,7 +271,11 @@ std::string CudaDeviceDescription() {
                          prop.minor, driver / 1000, (driver % 1000) / 10);
 }
 
-void CudaSynchronize() { CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Stream())); }
+// Both lanes: "all queued work" includes uploads queued on the upload lane.
+void CudaSynchronize() {
+  CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Stream()));
+  CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Ctx().upload_stream));
+}
 
 namespace {
 std::atomic<MatmulPrecision> g_precision{MatmulPrecision::kFp32};

@@ -105,15 +105,22 @@ class NcclCollective::Impl {
                      << "; aborting the communicator";
         AbortLocked();
       } else {
+        // A failed Finalize leaves a live communicator to abort; after Destroy (failed or
+        // not) the handle is gone and must not be aborted.
         absl::Status s = [&]() -> absl::Status {
           CHOIR_NCCL_CALL(ncclCommFinalize(comm_), comm_);
-          CHOIR_NCCL_CALL(ncclCommDestroy(comm_), comm_);
           return absl::OkStatus();
         }();
         if (!s.ok()) {
           LOG(WARNING) << "NcclCollective rank " << rank_ << ": " << s
                        << "; aborting the communicator";
           AbortLocked();
+        } else {
+          s = [&]() -> absl::Status {
+            CHOIR_NCCL_CALL(ncclCommDestroy(comm_), nullptr);  // no last error of a destroyed comm
+            return absl::OkStatus();
+          }();
+          if (!s.ok()) LOG(WARNING) << "NcclCollective rank " << rank_ << ": " << s;
         }
         comm_ = nullptr;
       }
