@@ -23,8 +23,9 @@ for b in "${BINS[@]}"; do
   [[ -x "$b" ]] || { echo "gpu_bundle: $b is missing: build with CUDA first" >&2; exit 1; }
   cp "$b" "$STAGE/bin/"
 done
-# Every library the binaries load, but the ones the target machine must provide itself.
-SKIP='linux-vdso|ld-linux|/libc\.so|/libm\.so|libpthread|libdl\.so|librt\.so|libstdc\+\+|libgcc_s|libcuda\.so|libcublas|libnccl|libcudart'
+# Every library the binaries load, but the ones the target machine must provide itself (glibc's
+# own, which must match its libc, the C++ runtime, the driver, cuBLAS and NCCL).
+SKIP='linux-vdso|ld-linux|/libc\.so|/libm\.so|libpthread|libdl\.so|librt\.so|libresolv|libnsl|libutil\.so|libanl|libmvec|libstdc\+\+|libgcc_s|libcuda\.so|libcublas|libnccl|libcudart'
 for b in "${BINS[@]}"; do
   ldd "$b" | awk '/=>/ {print $3}' | grep -Ev "$SKIP" || true
 done | sort -u | while read -r lib; do

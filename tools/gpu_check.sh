@@ -2,120 +2,158 @@
 # The GPU check (needs an NVIDIA GPU): builds Choir with CUDA, runs the gpu tests (they fail
 # rather than skip here), the GPU benchmark (dense-tower samples/s of dnn and ChoirRec at batch
 # 1024/4096/16384, achieved matrix-product TFLOP/s against the card's measured cuBLAS peak) and
-# end-to-end training samples/s on the GPU against the CPU with the local embedding store, then
-# prints a table. Under 8 minutes on one H100 with a prebuilt bundle.
+# end-to-end training samples/s with a local parameter server (a worker and one server over
+# ZeroMQ, as threads) on the GPU against the CPU, then prints a table. Every stage's time limit
+# is cut to what is left of --budget (default 450 s), so the table always comes.
 #
 #   tools/gpu_check.sh [--prebuilt DIR|BUNDLE.tar.xz] [--out DIR] [--groups groups.tsv --priors DIR]
+#                      [--budget SECONDS]
 #
 # --prebuilt: binaries from tools/gpu_bundle.sh instead of a build (a GPU machine without
 #   Choir's build dependencies); without it, builds into build-gpu/ (run tools/setup.sh once).
 # --groups/--priors: the semantic groups of the 100,000-user, seed-1 dataset (what
-#   launch/quickstart.sh builds into runs/quickstart/groups) for the ChoirRec end-to-end row;
-#   without them that row is skipped.
-# Logs and JSON lines go to --out (default /tmp/choir-gpu-check). Exit status 1 if any test fails.
+#   launch/quickstart.sh builds into runs/quickstart/groups) for the ChoirRec end-to-end rows;
+#   without them those rows are skipped.
+# --out (default /tmp/choir-gpu-check) receives five files: table.txt (what is printed last),
+# tests.tsv, bench_gpu.jsonl, bench_train.jsonl and logs.tar.gz (every log). Exit status 1 if a
+# test or a benchmark fails or a stage ran out of time.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PREBUILT="" OUT="/tmp/choir-gpu-check" GROUPS_TSV="" PRIORS=""
+PREBUILT="" OUT="/tmp/choir-gpu-check" GROUPS_TSV="" PRIORS="" BUDGET=450
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --prebuilt) PREBUILT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --groups) GROUPS_TSV="$(realpath "$2")"; shift 2 ;;
     --priors) PRIORS="$(realpath "$2")"; shift 2 ;;
+    --budget) BUDGET="$2"; shift 2 ;;
     *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-gpu-check.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+LOGS="$WORK/logs"
+mkdir -p "$LOGS"
+# The logs travel as one archive: a device run brings back only a few files.
+trap 'tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs; rm -rf "$WORK"' EXIT
 START=$SECONDS
 say() { printf '[gpu_check %3ds] %s\n' $((SECONDS - START)) "$*"; }
+FAILED=0
+# limit N: a stage's timeout, N seconds cut to what is left of the budget (20 s kept for the
+# table); prints nothing and fails when under 10 s are left, so the caller skips the stage.
+limit() {
+  local left=$((BUDGET - (SECONDS - START) - 20))
+  ((left < 10)) && return 1
+  echo $((left < $1 ? left : $1))
+}
+out_of_time() { say "$1: skipped, the ${BUDGET}s budget is spent"; FAILED=1; }
 
-if ! nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1; then
+if ! nvidia-smi >"$LOGS/nvidia-smi.txt" 2>&1; then
   echo "gpu_check: nvidia-smi failed: no usable NVIDIA GPU here" >&2
-  cat "$OUT/nvidia-smi.txt" >&2
+  cat "$LOGS/nvidia-smi.txt" >&2
   exit 1
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.csv"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$LOGS/gpu.csv"
 
 # Binaries.
 if [[ -n "$PREBUILT" ]]; then
   if [[ -f "$PREBUILT" ]]; then
-    mkdir -p "$WORK/bundle" && tar -C "$WORK/bundle" -xJf "$PREBUILT" || exit 1
+    mkdir -p "$WORK/bundle"
+    # Without the xz program, Python's tarfile reads .tar.xz too.
+    tar -C "$WORK/bundle" -xJf "$PREBUILT" 2>"$LOGS/untar.err" ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$PREBUILT" "$WORK/bundle" ||
+      { cat "$LOGS/untar.err" >&2; echo "gpu_check: cannot unpack $PREBUILT" >&2; exit 1; }
     PREBUILT="$WORK/bundle"
   fi
   BIN="$PREBUILT/bin" TESTS="$PREBUILT/bin"
-  # cuBLAS and NCCL come from the machine: the CUDA toolkit, or the Python wheels beside PyTorch.
+  # cuBLAS and NCCL come from the machine: the loader's cache, the CUDA toolkit, or the Python
+  # wheels beside PyTorch.
   extra=""
   for lib in libcublas.so.13 libnccl.so.2; do
-    dir="$( (ls -d /usr/local/cuda/lib64/$lib /usr/lib/x86_64-linux-gnu/$lib 2>/dev/null;
-             find / -xdev -name "$lib" -path '*nvidia*' 2>/dev/null) | head -1 | xargs -r dirname)"
-    [[ -n "$dir" ]] && extra="$extra:$dir"
+    path="$( (ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF}';
+              ls /usr/local/cuda/lib64/$lib 2>/dev/null;
+              python3 -c 'import glob, site, sys
+for d in site.getsitepackages(): print("\n".join(glob.glob(d + "/nvidia/*/lib/" + sys.argv[1])))' "$lib" 2>/dev/null;
+              find / -xdev -name "$lib" -path '*nvidia*' 2>/dev/null) | head -1)"
+    if [[ -n "$path" ]]; then extra="$extra:$(dirname "$path")"; else say "warning: $lib not found on this machine"; fi
   done
   export LD_LIBRARY_PATH="$PREBUILT/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   say "prebuilt binaries (commit $(cat "$PREBUILT/COMMIT" 2>/dev/null || echo 'unknown')); LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 else
   say "building with CUDA into $ROOT/build-gpu"
-  cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$OUT/build.log" 2>&1 &&
+  cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$LOGS/build.log" 2>&1 &&
     cmake --build "$ROOT/build-gpu" -j "$(nproc)" --target choir choir_bench_gpu choir_bench_train \
-      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test >>"$OUT/build.log" 2>&1 ||
-    { tail -30 "$OUT/build.log"; echo "gpu_check: build failed (did tools/setup.sh run?)" >&2; exit 1; }
+      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test >>"$LOGS/build.log" 2>&1 ||
+    { tail -30 "$LOGS/build.log"; echo "gpu_check: build failed (did tools/setup.sh run?)" >&2; exit 1; }
   BIN="$ROOT/build-gpu/bin" TESTS="$ROOT/build-gpu/tests/gpu"
 fi
 
 # Tests: every gpu test binary, with skipping turned into failure.
-FAILED=0
 : >"$OUT/tests.tsv"
 for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test; do
   if [[ ! -x "$TESTS/$t" ]]; then
     say "$t: missing"; printf '%s\tmissing\t0\t0\n' "$t" >>"$OUT/tests.tsv"; FAILED=1; continue
   fi
-  CHOIR_GPU_REQUIRED=1 timeout 300 "$TESTS/$t" >"$OUT/$t.log" 2>&1
+  lim=$(limit 150) || { out_of_time "$t"; printf '%s\tno-time\t0\t0\n' "$t" >>"$OUT/tests.tsv"; continue; }
+  CHOIR_GPU_REQUIRED=1 timeout "$lim" "$TESTS/$t" >"$LOGS/$t.log" 2>&1
   rc=$?
-  passed=$(grep -oE '\[  PASSED  \] [0-9]+' "$OUT/$t.log" | grep -oE '[0-9]+' || echo 0)
-  failed=$(grep -oE '[0-9]+ FAILED TEST' "$OUT/$t.log" | grep -oE '^[0-9]+' || echo 0)
+  passed=$(grep -oE '\[  PASSED  \] [0-9]+' "$LOGS/$t.log" | grep -oE '[0-9]+' || echo 0)
+  failed=$(grep -oE '[0-9]+ FAILED TEST' "$LOGS/$t.log" | grep -oE '^[0-9]+' || echo 0)
   status=pass
-  [[ $rc -ne 0 ]] && { status="FAIL(rc=$rc)"; FAILED=1; tail -40 "$OUT/$t.log"; }
+  [[ $rc -ne 0 ]] && { status="FAIL(rc=$rc)"; FAILED=1; grep -E '^\[  FAILED  \]|Failure|error' "$LOGS/$t.log" | head -20; tail -20 "$LOGS/$t.log"; }
   printf '%s\t%s\t%s\t%s\n' "$t" "$status" "${passed:-0}" "${failed:-0}" >>"$OUT/tests.tsv"
   say "$t: $status"
 done
 
 # Benchmarks.
-say "benchmark: dense towers (fp32)"
-timeout 240 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 1024,4096,16384 >"$OUT/bench_gpu.jsonl" 2>"$OUT/bench_gpu.err" ||
-  { say "choir_bench_gpu failed"; tail -20 "$OUT/bench_gpu.err"; FAILED=1; }
+: >"$OUT/bench_gpu.jsonl"
+if lim=$(limit 150); then
+  say "benchmark: dense towers (fp32)"
+  timeout "$lim" "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 1024,4096,16384 >>"$OUT/bench_gpu.jsonl" 2>"$LOGS/bench_gpu.err" ||
+    { say "choir_bench_gpu failed"; tail -20 "$LOGS/bench_gpu.err"; FAILED=1; }
+else
+  out_of_time "benchmark fp32"
+fi
 for precision in tf32 bf16; do
+  lim=$(limit 60) || { out_of_time "benchmark $precision"; continue; }
   say "benchmark: dense towers ($precision, batch 16384)"
-  timeout 120 "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 16384 --precision $precision --cpu_steps 0 \
-    >>"$OUT/bench_gpu.jsonl" 2>>"$OUT/bench_gpu.err" || { say "choir_bench_gpu --precision $precision failed"; FAILED=1; }
+  timeout "$lim" "$BIN/choir_bench_gpu" --models dnn,choirrec --batches 16384 --precision $precision --cpu_steps 0 \
+    >>"$OUT/bench_gpu.jsonl" 2>"$LOGS/bench_gpu_$precision.err" ||
+    { say "choir_bench_gpu --precision $precision failed"; tail -20 "$LOGS/bench_gpu_$precision.err"; FAILED=1; }
 done
 
-say "end-to-end: data (100,000 users, seed 1)"
+# End to end: one worker and one parameter server (cluster.servers=1), on the CPU and the GPU,
+# the GPU also with the next batch's pull and upload overlapping the step (cuda-stale1) and, for
+# dnn, on the in-process embedding store (servers 0) to show what the server round trips cost.
 : >"$OUT/bench_train.jsonl"
-if timeout 180 "$BIN/choir" data gen --out "$WORK/data" --users 100000 --seed 1 --quiet >"$OUT/datagen.log" 2>&1; then
+say "end-to-end: data (100,000 users, seed 1)"
+if lim=$(limit 120) && timeout "$lim" "$BIN/choir" data gen --out "$WORK/data" --users 100000 --seed 1 --quiet >"$LOGS/datagen.log" 2>&1; then
   for model in dnn choirrec; do
-    set_groups=""
+    set_groups="" runs="cpu cuda cuda-stale1 cuda-store"
     if [[ $model == choirrec ]]; then
       [[ -n "$GROUPS_TSV" && -n "$PRIORS" ]] || { say "choirrec end-to-end skipped (no --groups/--priors)"; continue; }
       set_groups="model.groups.table=$GROUPS_TSV;model.groups.priors=$PRIORS;"
+      runs="cpu cuda cuda-stale1"
     fi
-    # cuda-stale1: the next batch's pull and upload overlap the step (trainer.sparse_staleness 1).
-    for run in cpu cuda cuda-stale1; do
+    for run in $runs; do
       device=${run%%-*}
-      extra=""; [[ $run == *stale1 ]] && extra=";trainer.sparse_staleness=1"
+      extra=";cluster.servers=1"
+      [[ $run == *stale1 ]] && extra="$extra;trainer.sparse_staleness=1"
+      [[ $run == *store ]] && extra=""
+      lim=$(limit 120) || { out_of_time "end-to-end $model/$run"; continue; }
       say "end-to-end: $model, $run"
-      timeout 150 "$BIN/choir_bench_train" --data "$WORK/data" --model "$model" --threads "$(nproc)" \
+      timeout "$lim" "$BIN/choir_bench_train" --data "$WORK/data" --model "$model" --threads "$(nproc)" \
         --config "$ROOT/configs/quickstart.pbtxt" --steps 100 --batch 4096 \
-        --set "${set_groups}trainer.device=$device$extra" >>"$OUT/bench_train.jsonl" 2>"$OUT/train_${model}_$run.err" ||
-        { say "end-to-end $model/$run failed"; tail -20 "$OUT/train_${model}_$run.err"; FAILED=1; }
+        --set "${set_groups}trainer.device=$device$extra" >>"$OUT/bench_train.jsonl" 2>"$LOGS/train_${model}_$run.err" ||
+        { say "end-to-end $model/$run failed"; tail -20 "$LOGS/train_${model}_$run.err"; FAILED=1; }
     done
   done
 else
-  say "data gen failed"; tail -20 "$OUT/datagen.log"; FAILED=1
+  say "data gen failed or out of time"; tail -20 "$LOGS/datagen.log" 2>/dev/null; FAILED=1
 fi
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" <<'PY' | tee "$OUT/table.txt"
 import json, sys, os
 out = sys.argv[1]
 rows = [json.loads(l) for f in ("bench_gpu.jsonl", "bench_train.jsonl")
@@ -144,9 +182,9 @@ if gpu:
             print(f"cpu reference: {r['model']} batch {r['batch']}: {r['value']:,.0f} samples/s ({r['cpu']})")
 train = [r for r in rows if r.get("bench") == "train" and r["metric"] == "samples_per_s"]
 if train:
-    print(f"{'end-to-end':12s} {'device':6s} {'stale':>5s} {'batch':>6s} {'samples/s':>12s} {'peak RSS MB':>12s}")
+    print(f"{'end-to-end':12s} {'device':6s} {'servers':>7s} {'stale':>5s} {'batch':>6s} {'samples/s':>12s} {'peak RSS MB':>12s}")
     for r in train:
-        print(f"{r['model']:12s} {r['device']:6s} {r.get('sparse_staleness', 0):5d} {r['batch']:6d} {r['value']:12,.0f} {r['peak_rss_mb']:12.0f}")
+        print(f"{r['model']:12s} {r['device']:6s} {r.get('servers', 0):7d} {r.get('sparse_staleness', 0):5d} {r['batch']:6d} {r['value']:12,.0f} {r['peak_rss_mb']:12.0f}")
 PY
-say "done (logs in $OUT)"
+say "done in $((SECONDS - START)) s of the ${BUDGET} s budget (table, JSON lines and logs.tar.gz in $OUT)"
 exit $FAILED
