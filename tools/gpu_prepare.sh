@@ -41,4 +41,4 @@ else
   echo "gpu_prepare: no $QUICKSTART/groups (run launch/quickstart.sh first for the ChoirRec end-to-end benchmark)"
 fi
 echo "gpu_prepare: .gpu holds $(du -sh .gpu | cut -f1) (the device call carries at most 64 MiB)"
-echo "device call: run(command=\"tools/gpu_check.sh --prebuilt .gpu/bundle.tar.xz${groups_args} --out \$OUT\", carry=[\".gpu\"], timeout_s=540)"
+echo "device call: run(command=\"tools/gpu_check.sh --prebuilt .gpu/bundle.tar.xz${groups_args} --out \$OUT\", carry=[\".gpu\"], timeout_s=500)"
