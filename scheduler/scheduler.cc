@@ -640,6 +640,7 @@ absl::StatusOr<std::vector<Frame>> Scheduler::HandleReport(RpcRequest& request) 
 
 absl::StatusOr<std::vector<Frame>> Scheduler::HandleFinish(RpcRequest& request) {
   std::vector<std::string> logs;
+  std::string failure_line;
   absl::Status status;
   std::vector<Frame> response;
   {
@@ -654,7 +655,14 @@ absl::StatusOr<std::vector<Frame>> Scheduler::HandleFinish(RpcRequest& request) 
       status = absl::InvalidArgumentError(
           absl::StrCat("finish from ", PeerName((*sender)->info), ": negative step ", body.step()));
     }
-    if (status.ok()) {
+    if (status.ok() && !body.error().empty()) {
+      // The worker stopped on an error: the job fails now, naming it and its error.
+      Peer* peer = *sender;
+      std::string reason = absl::StrCat(PeerName(peer->info), " failed: ", body.error());
+      if (FailLocked(reason)) failure_line = std::move(reason);
+      peer->told_end = true;
+      response = JobStateFramesLocked();
+    } else if (status.ok()) {
       Peer* peer = *sender;
       if (!peer->finished) {
         peer->finished = true;
@@ -673,6 +681,7 @@ absl::StatusOr<std::vector<Frame>> Scheduler::HandleFinish(RpcRequest& request) 
     }
   }
   for (const std::string& line : logs) LOG(INFO) << line;
+  if (!failure_line.empty()) LOG(ERROR) << "scheduler " << id_ << ": job failed: " << failure_line;
   if (!status.ok()) {
     LOG(WARNING) << "scheduler " << id_ << ": rejected finish from " << request.peer << ": "
                  << status;

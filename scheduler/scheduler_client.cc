@@ -354,6 +354,17 @@ absl::Status SchedulerClient::Finish(int64_t step, double loss, absl::Time deadl
   wire::FinishRequest body;
   body.set_step(step);
   body.set_loss(loss);
+  return SendFinish(body, deadline);
+}
+
+absl::Status SchedulerClient::Fail(const absl::Status& error, absl::Time deadline) {
+  if (error.ok()) return absl::InvalidArgumentError(absl::StrCat("scheduler client ", id_, ": Fail with OK"));
+  wire::FinishRequest body;
+  body.set_error(error.ToString());
+  return SendFinish(body, deadline);
+}
+
+absl::Status SchedulerClient::SendFinish(const wire::FinishRequest& body, absl::Time deadline) {
   std::vector<Frame> frames;
   frames.push_back(BodyFrame(body));
   absl::StatusOr<transport::Response> response =

@@ -127,6 +127,9 @@ class SchedulerClient {
   // Workers: this worker is done after `step` steps with final loss `loss` (for the log).
   // Idempotent. When it is the last worker, the job becomes stopping.
   absl::Status Finish(int64_t step, double loss, absl::Time deadline);
+  // Workers: this worker stopped on `error` (not OK): the job fails at once with the worker and
+  // its error as the reason, and every peer learns it with its next heartbeat.
+  absl::Status Fail(const absl::Status& error, absl::Time deadline);
 
   // Servers: waits until the job is stopping (OK) or has failed (ABORTED with the reason), or
   // the scheduler is unreachable (UNAVAILABLE). DEADLINE_EXCEEDED after `timeout`;
@@ -150,6 +153,8 @@ class SchedulerClient {
   // One reweighter call (get or set); the state in the answer.
   absl::StatusOr<scheduler::SampleReweighter::State> CallReweighter(const scheduler::wire::ReweighterRequest& body,
                                                                     absl::Time deadline);
+  // One finish call (done, or failed when body.error() is set).
+  absl::Status SendFinish(const scheduler::wire::FinishRequest& body, absl::Time deadline);
   // Records a job state the scheduler answered; returns a line to log (empty: none).
   std::string ApplyStateLocked(const scheduler::wire::JobStateMessage& message);
   absl::Status JobStatusLocked() const;

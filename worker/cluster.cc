@@ -165,8 +165,12 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
     RETURN_IF_ERROR(client->Finish(result->steps, result->last_loss, absl::Now() + Ms(c.rpc_deadline_ms())));
   } else {
     LOG(ERROR) << "worker " << index << " stopped: " << result.status();
+    // The scheduler fails the job at once, naming this worker and its error; if the message is
+    // lost, the worker's silence does it after the heartbeat timeout.
+    absl::Status told = client->Fail(result.status(), absl::Now() + Ms(c.rpc_deadline_ms()));
+    if (!told.ok()) LOG(WARNING) << "worker " << index << ": could not tell the scheduler: " << told;
   }
-  client->Shutdown();  // a failed worker goes silent: the scheduler names it and stops the job
+  client->Shutdown();
   return result;
 }
 

@@ -773,6 +773,26 @@ TEST_P(SchedulerTest, FinishOfEveryWorkerStopsTheJobAndServersWaitForStopReturns
   EXPECT_TRUE(scheduler_->WaitForEnd(In(kLong)).ok());
 }
 
+TEST_P(SchedulerTest, AFailedWorkerStopsTheJobAtOnceNamingItsError) {
+  // Heartbeat timeouts of 60 s: only the worker's own report can stop the job within kLong.
+  StartJob(Options(1, 2));
+  EXPECT_EQ(workers_[1]->Fail(absl::OkStatus(), In(kLong)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_->state(), JobState::kRunning);
+  ASSERT_TRUE(workers_[1]->Fail(absl::DataLossError("shard 3: bad row 17"), In(kLong)).ok());
+  EXPECT_EQ(workers_[1]->state(), JobState::kFailed);  // told in the answer
+  for (SchedulerClient* client : Others(workers_[1].get())) {
+    absl::Status status = client->WaitForStop(kLong);
+    EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
+    EXPECT_TRUE(absl::StrContains(status.message(), "worker 1 (w1) failed: DATA_LOSS: shard 3: bad row 17"))
+        << status;
+  }
+  EXPECT_EQ(scheduler_->state(), JobState::kFailed);
+  // A finish after the failure changes nothing: the job stays failed, with the first reason.
+  ASSERT_TRUE(workers_[0]->Finish(10, 0.5, In(kLong)).ok());
+  EXPECT_EQ(scheduler_->state(), JobState::kFailed);
+  EXPECT_TRUE(absl::StrContains(scheduler_->JobStatus().message(), "worker 1 (w1) failed")) << scheduler_->JobStatus();
+}
+
 TEST_P(SchedulerTest, AFinishedWorkerThatGoesQuietIsNotDeclaredDead) {
   DetectFailuresQuickly();
   StartJob(Options(0, 2));
