@@ -166,9 +166,12 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
   } else {
     LOG(ERROR) << "worker " << index << " stopped: " << result.status();
     // The scheduler fails the job at once, naming this worker and its error; if the message is
-    // lost, the worker's silence does it after the heartbeat timeout.
-    absl::Status told = client->Fail(result.status(), absl::Now() + Ms(c.rpc_deadline_ms()));
-    if (!told.ok()) LOG(WARNING) << "worker " << index << ": could not tell the scheduler: " << told;
+    // lost, the worker's silence does it after the heartbeat timeout. Not when the job has
+    // already failed or the scheduler is unreachable (the call would only wait).
+    if (client->JobStatus().ok()) {
+      absl::Status told = client->Fail(result.status(), absl::Now() + Ms(c.rpc_deadline_ms()));
+      if (!told.ok()) LOG(WARNING) << "worker " << index << ": could not tell the scheduler: " << told;
+    }
   }
   client->Shutdown();
   return result;
