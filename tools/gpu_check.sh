@@ -3,8 +3,8 @@
 # rather than skip here), the GPU benchmark (dense-tower samples/s of dnn and ChoirRec at batch
 # 1024/4096/16384, achieved matrix-product TFLOP/s against the card's measured cuBLAS peak) and
 # end-to-end training samples/s with a local parameter server (a worker and one server over
-# ZeroMQ, as threads) on the GPU against the CPU, then prints a table. Every stage's time limit
-# is cut to what is left of --budget (default 450 s), so the table always comes.
+# ZeroMQ on loopback, as threads) on the GPU against the CPU, then prints a table. Every stage's
+# time limit is cut to what is left of --budget (default 450 s), so the table always comes.
 #
 #   tools/gpu_check.sh [--prebuilt DIR|BUNDLE.tar.xz] [--out DIR] [--groups groups.tsv --priors DIR]
 #                      [--budget SECONDS]
@@ -123,9 +123,10 @@ for precision in tf32 bf16; do
     { say "choir_bench_gpu --precision $precision failed"; tail -20 "$LOGS/bench_gpu_$precision.err"; FAILED=1; }
 done
 
-# End to end: one worker and one parameter server (cluster.servers=1), on the CPU and the GPU,
-# the GPU also with the next batch's pull and upload overlapping the step (cuda-stale1) and, for
-# dnn, on the in-process embedding store (servers 0) to show what the server round trips cost.
+# End to end: one worker and one parameter server over ZeroMQ on loopback (cluster.servers=1),
+# on the CPU and the GPU, the GPU also with the next batch's pull and upload overlapping the step
+# (cuda-stale1) and, for dnn, on the in-process embedding store (servers 0) to show what the
+# server round trips cost.
 : >"$OUT/bench_train.jsonl"
 say "end-to-end: data (100,000 users, seed 1)"
 if lim=$(limit 120) && timeout "$lim" "$BIN/choir" data gen --out "$WORK/data" --users 100000 --seed 1 --quiet >"$LOGS/datagen.log" 2>&1; then
@@ -138,7 +139,7 @@ if lim=$(limit 120) && timeout "$lim" "$BIN/choir" data gen --out "$WORK/data" -
     fi
     for run in $runs; do
       device=${run%%-*}
-      extra=";cluster.servers=1"
+      extra=";cluster.servers=1;cluster.transport=zmq"
       [[ $run == *stale1 ]] && extra="$extra;trainer.sparse_staleness=1"
       [[ $run == *store ]] && extra=""
       lim=$(limit 120) || { out_of_time "end-to-end $model/$run"; continue; }

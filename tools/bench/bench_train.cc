@@ -1,7 +1,8 @@
 // Training benchmark: samples/s of the local trainer for dnn and din, peak memory, and the
 // dense tower's achieved GFLOP/s against an OpenBLAS sgemm peak measured in the same process.
-// With --set cluster.servers=N the job runs as a local cluster (a worker and N parameter servers
-// over ZeroMQ, as threads) instead of on the in-process embedding store.
+// With --set cluster.servers=N the job runs as a local cluster (a worker, N parameter servers and
+// the scheduler as threads; cluster.transport=zmq for ZeroMQ on loopback) instead of on the
+// in-process embedding store.
 //
 //   choir_bench_train --data DIR --model dnn|din|choirrec --threads T [--steps N] [--batch B]
 //                     [--config job.pbtxt] [--set 'trainer.device=cuda;...']
@@ -112,6 +113,7 @@ int main(int argc, char** argv) {
                         {"peak_rss_mb", r->peak_rss_mb}, {"cpu", choir::CpuModel()},
                         {"openblas_core", openblas_get_corename()}, {"sgemm_peak_gflops", peak},
                         {"device", job.trainer().device()}, {"servers", job.cluster().servers()},
+                        {"transport", job.cluster().transport()},
                         {"sparse_staleness", job.trainer().sparse_staleness()},
                         {"overlap_uploads", job.trainer().overlap_uploads()}};
   auto emit = [&](const char* metric, double value, const char* unit) {
