@@ -25,31 +25,7 @@ void Append(std::vector<Param<T>*> more, std::vector<Param<T>*>* out) {
   out->insert(out->end(), more.begin(), more.end());
 }
 
-// A head gradient computed on the host, on `device` for the layers' Backward.
-template <typename T>
-Tensor<T> On(Device device, Tensor<T> host) {
-  if (device == Device::kCpu) return host;
-  return host.To(device);
-}
-
-template <typename T>
-T HeadAt(const Tensor<T>& t, int b) {
-  return t.empty() ? T(0) : t.at(b, 0);
-}
-
 }  // namespace
-
-template <typename T>
-T MarginLoss(T a, T b, T margin, T* da) {
-  const T diff = a - b;
-  const T excess = std::abs(diff) - margin;
-  if (excess <= 0) {
-    if (da != nullptr) *da = 0;
-    return 0;
-  }
-  if (da != nullptr) *da = 2 * excess * (diff > 0 ? T(1) : T(-1));
-  return excess * excess;
-}
 
 template <typename T>
 absl::StatusOr<std::unique_ptr<ChoirRecModel<T>>> ChoirRecModel<T>::Create(const ModelConfig& config,
@@ -237,8 +213,7 @@ void ChoirRecModel<T>::ForwardGroup(const BasicModelInputs<T>& in) {
   parts.push_back(&item_feats_);
   ConcatCols(parts, &grp_in_);
   grp_bottom_->Forward(grp_in_, &h_grp_);
-  grp_top_->Forward(h_grp_, &z_grp_dev_);
-  z_grp_.CopyFrom(z_grp_dev_);
+  grp_top_->Forward(h_grp_, &z_grp_);
 }
 
 template <typename T>
@@ -246,7 +221,6 @@ void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& host_in, Tensor<T>* lo
   const BasicModelInputs<T>& in = stager_.Stage(device_, shape_, host_in);
   const int d = shape_.embedding_dim;
   batch_ = in.slots.rows();
-  const int batch = batch_;
   ForwardGroup(in);
 
   std::vector<const Tensor<T>*> parts = {&in.slots};
@@ -264,95 +238,63 @@ void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& host_in, Tensor<T>* lo
     inject_->Forward(inj_in_, &inj_out_);
     h_ind2_ = h_ind_;
     AddToCols(inj_out_, 0, &h_ind2_);
-    ind_top_->Forward(h_ind2_, &z_ind_dev_);
+    ind_top_->Forward(h_ind2_, &z_ind_);
   } else {
-    ind_top_->Forward(h_ind_, &z_ind_dev_);
+    ind_top_->Forward(h_ind_, &z_ind_);
   }
-  z_ind_.CopyFrom(z_ind_dev_);
-
-  a_fuse_.ResizeUninitialized(batch, 1);
-  a_kd_.ResizeUninitialized(batch, 1);
   if (gate_mlp_ != nullptr) {
     CHECK_EQ(in.activity.cols(), shape_.activity_features);
-    gate_mlp_->Forward(in.activity, &gates_dev_);
-    gates_.CopyFrom(gates_dev_);
-    for (int b = 0; b < batch; ++b) {
-      a_fuse_.at(b, 0) = gates_.at(b, 0);
-      a_kd_.at(b, 0) = gates_.at(b, 1);
-    }
-  } else {
-    a_fuse_.Fill(T(0.5));
-    a_kd_.Fill(T(0.5));
+    gate_mlp_->Forward(in.activity, &gates_);
   }
-  z_.ResizeUninitialized(batch, 1);
-  for (int b = 0; b < batch; ++b) {
-    const T a = a_fuse_.at(b, 0);
-    z_.at(b, 0) = (1 - a) * z_ind_.at(b, 0) + a * z_grp_.at(b, 0);
-  }
+  FuseLogits(Heads(), &z_);
   purchases_ = in.purchases;
-  if (purchases_.empty()) purchases_.assign(batch, T(0));
-  CHECK_EQ(static_cast<int>(purchases_.size()), batch);
+  if (purchases_.empty()) purchases_.assign(batch_, T(0));
+  CHECK_EQ(static_cast<int>(purchases_.size()), batch_);
   logits->CopyFrom(z_);
 }
 
 template <typename T>
+Tensor<T> ChoirRecModel<T>::Gate(int which) const {
+  Tensor<T> out(batch_, 1, T(0.5));
+  if (gates_.empty()) return out;
+  const Tensor<T> gates = gates_.To(Device::kCpu);
+  for (int b = 0; b < batch_; ++b) out.at(b, 0) = gates.at(b, which);
+  return out;
+}
+
+template <typename T>
 std::vector<int> ChoirRecModel<T>::KdGates() const {
+  const Tensor<T> z_ind = z_ind_.To(Device::kCpu);
   std::vector<int> gates(batch_);
   for (int b = 0; b < batch_; ++b) {
-    gates[b] = KdGateOpen<T>(purchases_[b], Sigmoid<T>(z_ind_.at(b, 0)), config_.kd_min_purchases(),
+    gates[b] = KdGateOpen<T>(purchases_[b], Sigmoid<T>(z_ind.at(b, 0)), config_.kd_min_purchases(),
                              config_.kd_confidence());
   }
   return gates;
 }
 
 template <typename T>
+FusionLossOptions ChoirRecModel<T>::LossOptions() const {
+  FusionLossOptions o;
+  o.aux_weight = config_.aux_loss_weight();
+  o.kd_lambda = config_.use_kd() ? config_.kd_lambda() : 0;
+  o.kd_margin = config_.kd_margin();
+  o.kd_confidence = config_.kd_confidence();
+  o.kd_min_purchases = config_.kd_min_purchases();
+  return o;
+}
+
+template <typename T>
 LossStats ChoirRecModel<T>::ComputeHeadGrads(absl::Span<const T> labels, absl::Span<const T> weights,
                                              HeadGrads* heads, std::vector<T>* per_sample_bce) const {
-  const int batch = batch_;
+  const FusionLoss l = FusionHeadLoss<T>(Heads(), z_, labels, weights, purchases_, LossOptions(), heads, per_sample_bce);
   LossStats stats;
-  stats.bce = BinaryCrossEntropy<T>(z_, labels, weights, &heads->dz, per_sample_bce);
-  double loss = stats.bce;
-  heads->dz_ind.Resize(batch, 1);
-  heads->dz_grp.Resize(batch, 1);
-  heads->da_fuse.Resize(batch, 1);
-  heads->da_kd.Resize(batch, 1);
-  if (config_.aux_loss_weight() > 0) {
-    const T w = static_cast<T>(config_.aux_loss_weight());
-    Tensor<T> d_aux;
-    loss += w * BinaryCrossEntropy<T>(z_ind_, labels, weights, &d_aux);
-    for (int b = 0; b < batch; ++b) heads->dz_ind.at(b, 0) += w * d_aux.at(b, 0);
-    loss += w * BinaryCrossEntropy<T>(z_grp_, labels, weights, &d_aux);
-    for (int b = 0; b < batch; ++b) heads->dz_grp.at(b, 0) += w * d_aux.at(b, 0);
-  }
-  if (config_.use_kd() && config_.kd_lambda() > 0 && batch > 0) {
-    const T lambda = static_cast<T>(config_.kd_lambda());
-    const T margin = static_cast<T>(config_.kd_margin());
-    const std::vector<int> gates = KdGates();
-    double kd_sum = 0;
-    for (int b = 0; b < batch; ++b) {
-      if (!gates[b]) continue;
-      ++stats.kd_active;
-      // The teacher's probability is a constant here: no gradient reaches z_ind.
-      const T p_ind = Sigmoid<T>(z_ind_.at(b, 0));
-      const T p_grp = Sigmoid<T>(z_grp_.at(b, 0));
-      T dmargin = 0;
-      const T m = MarginLoss<T>(p_grp, p_ind, margin, &dmargin);
-      const T a = a_kd_.at(b, 0);
-      kd_sum += a * m;
-      heads->dz_grp.at(b, 0) += lambda / batch * a * dmargin * p_grp * (1 - p_grp);
-      heads->da_kd.at(b, 0) += lambda / batch * m;
-    }
-    stats.kd = kd_sum / batch;
-    loss += lambda * stats.kd;
-  }
-  double fuse_sum = 0, kd_gate_sum = 0;
-  for (int b = 0; b < batch; ++b) {
-    fuse_sum += a_fuse_.at(b, 0);
-    kd_gate_sum += a_kd_.at(b, 0);
-  }
-  stats.mean_a_fuse = batch > 0 ? fuse_sum / batch : 0;
-  stats.mean_a_kd = batch > 0 ? kd_gate_sum / batch : 0;
-  stats.loss = loss;
+  stats.loss = l.total;
+  stats.bce = l.bce;
+  stats.kd = l.kd;
+  stats.kd_active = l.kd_active;
+  stats.mean_a_fuse = l.mean_a_fuse;
+  stats.mean_a_kd = l.mean_a_kd;
   return stats;
 }
 
@@ -424,21 +366,13 @@ void ChoirRecModel<T>::BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>
 template <typename T>
 void ChoirRecModel<T>::BackwardFromHeads(const HeadGrads& heads, BasicModelGrads<T>* grads) {
   const int d = shape_.embedding_dim;
-  const int batch = batch_;
-  Tensor<T> dz_ind(batch, 1), dz_grp(batch, 1), dgates(batch, 2);
-  for (int b = 0; b < batch; ++b) {
-    const T dz = HeadAt(heads.dz, b);
-    const T a = a_fuse_.at(b, 0);
-    dz_ind.at(b, 0) = dz * (1 - a) + HeadAt(heads.dz_ind, b);
-    dz_grp.at(b, 0) = dz * a + HeadAt(heads.dz_grp, b);
-    dgates.at(b, 0) = dz * (z_grp_.at(b, 0) - z_ind_.at(b, 0)) + HeadAt(heads.da_fuse, b);
-    dgates.at(b, 1) = HeadAt(heads.da_kd, b);
-  }
-  if (gate_mlp_ != nullptr) gate_mlp_->Backward(On(device_, std::move(dgates)), nullptr);
+  Tensor<T> dz_ind, dz_grp, dgates;
+  FusionBackward(Heads(), heads, &dz_ind, &dz_grp, &dgates);
+  if (gate_mlp_ != nullptr) gate_mlp_->Backward(dgates, nullptr);
 
   // Individual channel; overwrites grads->slots and grads->sequences.
   Tensor<T> dh, dind_in;
-  ind_top_->Backward(On(device_, std::move(dz_ind)), &dh);
+  ind_top_->Backward(dz_ind, &dh);
   if (inject_ != nullptr) {
     Tensor<T> dinj_in, dh_from_inject;
     inject_->Backward(dh, &dinj_in);
@@ -465,7 +399,7 @@ void ChoirRecModel<T>::BackwardFromHeads(const HeadGrads& heads, BasicModelGrads
     attention_[q]->Backward(dpooled[q], &dquery, &grads->sequences[q]);
     AddToCols(dquery, shape_.sequence_targets[q] * d, &grads->slots);
   }
-  BackwardGroup(On(device_, std::move(dz_grp)), grads);
+  BackwardGroup(dz_grp, grads);
 }
 
 template <typename T>
@@ -541,8 +475,6 @@ void ChoirRecModel<T>::SetTraining(bool training) {
   for (auto& f : fuse_) f->SetTraining(training);
 }
 
-template float MarginLoss<float>(float, float, float, float*);
-template double MarginLoss<double>(double, double, double, double*);
 template class ChoirRecModel<float>;
 template class ChoirRecModel<double>;
 

@@ -16,31 +16,22 @@
 //
 // Stop-gradients: the injection never sends gradient into the group channel, and the KD term
 // never sends gradient into the individual channel (the teacher). Every component has an
-// ablation switch in ChoirRecConfig; with use_gates = false, a_fuse = a_kd = 0.5.
+// ablation switch in ChoirRecConfig; with use_gates = false, a_fuse = a_kd = 0.5. The per-sample
+// head (fusion, losses, their gradients) is fusion_head.h's and runs where the layers run.
 #ifndef CHOIR_MODELS_CHOIRREC_MODEL_H_
 #define CHOIR_MODELS_CHOIRREC_MODEL_H_
 
-#include <cmath>
 #include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/proto/job.pb.h"
+#include "models/fusion_head.h"
 #include "models/layers.h"
 #include "models/model.h"
 #include "models/tensor.h"
 
 namespace choir::models {
-
-// L_margin(a, b) = max(0, |a - b| - margin)^2; writes dL/da to *da when not null.
-template <typename T>
-T MarginLoss(T a, T b, T margin, T* da);
-
-// The KD gate g of one sample.
-template <typename T>
-bool KdGateOpen(T purchases, T p_ind, int min_purchases, double confidence) {
-  return purchases >= min_purchases && std::abs(p_ind - T(0.5)) > confidence;
-}
 
 template <typename T>
 class ChoirRecModel : public BasicModel<T> {
@@ -64,18 +55,18 @@ class ChoirRecModel : public BasicModel<T> {
   // empty tensor counts as zeros): the final logit z, and direct terms on z_ind, z_grp, a_fuse
   // and a_kd. BackwardFromHeads propagates them through the fusion, gates and both channels,
   // honouring the stop-gradients. TrainBackward is ComputeHeadGrads + BackwardFromHeads.
-  struct HeadGrads {
-    Tensor<T> dz, dz_ind, dz_grp, da_fuse, da_kd;
-  };
+  // ComputeHeadGrads writes them on the model's device; BackwardFromHeads takes them on any.
+  using HeadGrads = models::HeadGrads<T>;
   LossStats ComputeHeadGrads(absl::Span<const T> labels, absl::Span<const T> weights,
                              HeadGrads* heads, std::vector<T>* per_sample_bce) const;
   void BackwardFromHeads(const HeadGrads& heads, BasicModelGrads<T>* grads);
 
-  // Heads of the last Forward, [B, 1] each, on the host.
-  const Tensor<T>& z_ind() const { return z_ind_; }
-  const Tensor<T>& z_grp() const { return z_grp_; }
-  const Tensor<T>& a_fuse() const { return a_fuse_; }
-  const Tensor<T>& a_kd() const { return a_kd_; }
+  // Host copies of the heads of the last Forward, [B, 1] each (for tests and inspection: on a
+  // GPU each call copies).
+  Tensor<T> z_ind() const { return z_ind_.To(Device::kCpu); }
+  Tensor<T> z_grp() const { return z_grp_.To(Device::kCpu); }
+  Tensor<T> a_fuse() const { return Gate(0); }
+  Tensor<T> a_kd() const { return Gate(1); }
   // KD gate of each sample of the last Forward (1 open, 0 closed).
   std::vector<int> KdGates() const;
 
@@ -93,14 +84,14 @@ class ChoirRecModel : public BasicModel<T> {
       : shape_(std::move(shape)), config_(std::move(config)), device_(device) {}
 
   void ForwardGroup(const BasicModelInputs<T>& in);
+  FusionHeads<T> Heads() const { return {&z_ind_, &z_grp_, &gates_}; }
+  FusionLossOptions LossOptions() const;
+  Tensor<T> Gate(int which) const;
   void BackwardGroup(const Tensor<T>& dz_grp, BasicModelGrads<T>* grads);
 
   ModelShape shape_;
   ChoirRecConfig config_;  // switches and loss settings
-  // Where the layers run. The per-sample head arithmetic (fusion of the two logits, the gates'
-  // mixing, the KD and auxiliary losses: a few scalars per sample) always runs on the host, on
-  // host copies of the heads; everything else stays on device_.
-  Device device_;
+  Device device_;          // where the layers and the head run
   InputStager<T> stager_;
   BasicModelGrads<T> device_grads_;  // the gradients on device_, when that is not the host
 
@@ -123,10 +114,11 @@ class ChoirRecModel : public BasicModel<T> {
   std::vector<Tensor<T>> queries_, pooled_, group_queries_, group_pooled_;
   std::vector<Tensor<T>> levels_, fused_, fuse_in_;
   std::vector<Tensor<T>> item_blocks_;
-  Tensor<T> fusion_in_, g_id_, item_feats_, grp_in_, h_grp_, z_grp_dev_;
-  Tensor<T> ind_in_, h_ind_, inj_in_, inj_out_, h_ind2_, z_ind_dev_, gates_dev_;
-  // Host copies of the heads, and the host head values.
-  Tensor<T> z_ind_, z_grp_, gates_, a_fuse_, a_kd_, z_;
+  Tensor<T> fusion_in_, g_id_, item_feats_, grp_in_, h_grp_;
+  Tensor<T> ind_in_, h_ind_, inj_in_, inj_out_, h_ind2_;
+  // The heads on device_: z_ind_, z_grp_ [B, 1], gates_ [B, 2] (empty without gates), and the
+  // fused logit z_ [B, 1]; the purchases of the batch on the host.
+  Tensor<T> z_ind_, z_grp_, gates_, z_;
   std::vector<T> purchases_;
 };
 

@@ -2,7 +2,7 @@
 // (the CUDA backend in gpu/) registers itself here, so models/ never depends on CUDA: a Tensor on
 // kCuda allocates, fills and copies through the registered DeviceBackend, and the few free
 // functions of layers.h that models call directly (ConcatCols, SplitCols, AddToCols, CopyCols,
-// BinaryCrossEntropy) and the dense optimizers dispatch to it.
+// BinaryCrossEntropy), ChoirRec's head (fusion_head.h) and the dense optimizers dispatch to it.
 #ifndef CHOIR_MODELS_DEVICE_H_
 #define CHOIR_MODELS_DEVICE_H_
 
@@ -20,6 +20,12 @@ const char* DeviceName(Device device);
 
 template <typename T>
 class Tensor;
+template <typename T>
+struct FusionHeads;
+template <typename T>
+struct HeadGrads;
+struct FusionLossOptions;
+struct FusionLoss;
 
 // A device's two queues. Compute: everything below unless a lane is named (kernels, products,
 // copies). Upload: copies from host memory that run while compute works (the next batch's
@@ -94,6 +100,29 @@ class DeviceBackend {
   virtual double BinaryCrossEntropy(const Tensor<double>& logits, absl::Span<const double> labels,
                                     absl::Span<const double> weights, Tensor<double>* dlogits,
                                     std::vector<double>* per_sample) = 0;
+  // fusion_head.h, with its contracts. The heads and head gradients live on this device (the
+  // caller has copied them over); labels, weights, purchases and per_sample_bce are host memory.
+  // FusionBackward's dgates is null when the heads have no gates.
+  virtual void FuseLogits(const FusionHeads<float>& heads, Tensor<float>* z) = 0;
+  virtual void FuseLogits(const FusionHeads<double>& heads, Tensor<double>* z) = 0;
+  virtual FusionLoss FusionHeadLoss(const FusionHeads<float>& heads, const Tensor<float>& z,
+                                    absl::Span<const float> labels, absl::Span<const float> weights,
+                                    absl::Span<const float> purchases, const FusionLossOptions& options,
+                                    HeadGrads<float>* grads, std::vector<float>* per_sample_bce) = 0;
+  virtual FusionLoss FusionHeadLoss(const FusionHeads<double>& heads, const Tensor<double>& z,
+                                    absl::Span<const double> labels, absl::Span<const double> weights,
+                                    absl::Span<const double> purchases, const FusionLossOptions& options,
+                                    HeadGrads<double>* grads, std::vector<double>* per_sample_bce) = 0;
+  virtual void FusionBackward(const FusionHeads<float>& heads, const Tensor<float>& dz,
+                              const Tensor<float>& dz_ind, const Tensor<float>& dz_grp,
+                              const Tensor<float>& da_fuse, const Tensor<float>& da_kd,
+                              Tensor<float>* dz_ind_total, Tensor<float>* dz_grp_total,
+                              Tensor<float>* dgates) = 0;
+  virtual void FusionBackward(const FusionHeads<double>& heads, const Tensor<double>& dz,
+                              const Tensor<double>& dz_ind, const Tensor<double>& dz_grp,
+                              const Tensor<double>& da_fuse, const Tensor<double>& da_kd,
+                              Tensor<double>* dz_ind_total, Tensor<double>* dz_grp_total,
+                              Tensor<double>* dgates) = 0;
 };
 
 // Installs the backend of `device` (not kCpu); the backend must outlive every tensor on it.

@@ -168,6 +168,49 @@ class CudaBackend : public models::DeviceBackend {
                             std::vector<double>* per_sample) override {
     return BinaryCrossEntropyDevice(logits, labels, weights, dlogits, per_sample);
   }
+  void FuseLogits(const models::FusionHeads<float>& heads, models::Tensor<float>* z) override {
+    FuseLogitsDevice(heads, z);
+  }
+  void FuseLogits(const models::FusionHeads<double>& heads, models::Tensor<double>* z) override {
+    FuseLogitsDevice(heads, z);
+  }
+  models::FusionLoss FusionHeadLoss(const models::FusionHeads<float>& heads,
+                                    const models::Tensor<float>& z, absl::Span<const float> labels,
+                                    absl::Span<const float> weights,
+                                    absl::Span<const float> purchases,
+                                    const models::FusionLossOptions& options,
+                                    models::HeadGrads<float>* grads,
+                                    std::vector<float>* per_sample_bce) override {
+    return FusionHeadLossDevice(heads, z, labels, weights, purchases, options, grads,
+                                per_sample_bce);
+  }
+  models::FusionLoss FusionHeadLoss(const models::FusionHeads<double>& heads,
+                                    const models::Tensor<double>& z,
+                                    absl::Span<const double> labels,
+                                    absl::Span<const double> weights,
+                                    absl::Span<const double> purchases,
+                                    const models::FusionLossOptions& options,
+                                    models::HeadGrads<double>* grads,
+                                    std::vector<double>* per_sample_bce) override {
+    return FusionHeadLossDevice(heads, z, labels, weights, purchases, options, grads,
+                                per_sample_bce);
+  }
+  void FusionBackward(const models::FusionHeads<float>& heads, const models::Tensor<float>& dz,
+                      const models::Tensor<float>& dz_ind, const models::Tensor<float>& dz_grp,
+                      const models::Tensor<float>& da_fuse, const models::Tensor<float>& da_kd,
+                      models::Tensor<float>* dz_ind_total, models::Tensor<float>* dz_grp_total,
+                      models::Tensor<float>* dgates) override {
+    FusionBackwardDevice(heads, dz, dz_ind, dz_grp, da_fuse, da_kd, dz_ind_total, dz_grp_total,
+                         dgates);
+  }
+  void FusionBackward(const models::FusionHeads<double>& heads, const models::Tensor<double>& dz,
+                      const models::Tensor<double>& dz_ind, const models::Tensor<double>& dz_grp,
+                      const models::Tensor<double>& da_fuse, const models::Tensor<double>& da_kd,
+                      models::Tensor<double>* dz_ind_total, models::Tensor<double>* dz_grp_total,
+                      models::Tensor<double>* dgates) override {
+    FusionBackwardDevice(heads, dz, dz_ind, dz_grp, da_fuse, da_kd, dz_ind_total, dz_grp_total,
+                         dgates);
+  }
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The CUDA backend's tensor operations against the host implementations: device tensors
-// (copies, fills), ConcatCols, SplitCols, CopyCols, AddToCols, the binary cross-entropy and the
-// dense optimizers' updates. Fresh random inputs each run; GPU outputs poisoned beforehand.
+// (copies, fills), ConcatCols, SplitCols, CopyCols, AddToCols, the binary cross-entropy,
+// ChoirRec's head (fusion, head loss, fusion backward) and the dense optimizers' updates. Fresh random inputs each run; GPU outputs poisoned beforehand.
 #include <cmath>
 #include <limits>
 #include <random>
@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "models/cuda/cuda.h"
+#include "models/fusion_head.h"
 #include "models/layers.h"
 #include "models/optimizer.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -116,6 +117,111 @@ TYPED_TEST(GpuOpsTest, BinaryCrossEntropyMatchesTheHost) {
       std::copy(hps.begin(), hps.end(), hv.data());
       std::copy(dps.begin(), dps.end(), dv.data());
       EXPECT_LE(RelativeError(dv, hv), kTolerance<T>) << n;
+    }
+  }
+}
+
+// |gpu - cpu| <= tolerance |cpu| for one of the head loss's sums (exactly 0 stays exactly 0).
+void ExpectSumClose(double gpu, double cpu, double tolerance, const char* what) {
+  EXPECT_LE(std::abs(gpu - cpu), tolerance * std::abs(cpu)) << what << ": gpu " << gpu << ", cpu " << cpu;
+}
+
+// The head's three steps on random heads, with and without gates, weights, the auxiliary losses
+// and KD (whose gate opens for most but not all samples here), against the host.
+TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
+  using T = TypeParam;
+  CHOIR_REQUIRE_GPU();
+  const uint64_t seed = FreshSeed();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  FusionLossOptions plain, full;
+  full.aux_weight = 0.7;
+  full.kd_lambda = 0.9;
+  full.kd_margin = 0.05;
+  full.kd_confidence = 0.1;
+  full.kd_min_purchases = 2;
+  const double tol = kTolerance<T>;
+  for (int n : {1, 37, 5000}) {
+    for (bool gated : {false, true}) {
+      for (const FusionLossOptions* options : {&plain, &full}) {
+        SCOPED_TRACE(::testing::Message() << "n " << n << (gated ? " gated" : "") << (options == &full ? " full" : ""));
+        const Tensor<T> z_ind = RandomTensor<T>(n, 1, &rng, -4, 4), z_grp = RandomTensor<T>(n, 1, &rng, -4, 4);
+        const Tensor<T> gates = gated ? RandomTensor<T>(n, 2, &rng, 0.01, 0.99) : Tensor<T>();
+        const Tensor<T> d_ind = z_ind.To(Device::kCuda), d_grp = z_grp.To(Device::kCuda);
+        const Tensor<T> d_gates = gated ? gates.To(Device::kCuda) : Tensor<T>();
+        const FusionHeads<T> host{&z_ind, &z_grp, &gates}, dev{&d_ind, &d_grp, &d_gates};
+        std::vector<T> labels(n), weights(n), purchases(n);
+        std::uniform_real_distribution<double> u(0, 1);
+        for (int i = 0; i < n; ++i) {
+          labels[i] = u(rng) < 0.3 ? T(1) : T(0);
+          weights[i] = static_cast<T>(0.2 + 2 * u(rng));
+          purchases[i] = static_cast<T>(static_cast<int>(6 * u(rng)));
+        }
+        const absl::Span<const T> w = gated ? absl::Span<const T>(weights) : absl::Span<const T>();
+
+        Tensor<T> hz, dz = PoisonedDeviceTensor<T>(n, 1);
+        FuseLogits(host, &hz);
+        FuseLogits(dev, &dz);
+        EXPECT_LE(RelativeError(dz, hz), tol) << "fused logit";
+
+        HeadGrads<T> hg, dg;
+        for (Tensor<T>* t : {&dg.dz, &dg.dz_ind, &dg.dz_grp, &dg.da_kd}) *t = PoisonedDeviceTensor<T>(n, 1);
+        std::vector<T> hps, dps;
+        const FusionLoss hl = FusionHeadLoss<T>(host, hz, labels, w, purchases, *options, &hg, &hps);
+        const FusionLoss dl = FusionHeadLoss<T>(dev, dz, labels, w, purchases, *options, &dg, &dps);
+        ExpectSumClose(dl.bce, hl.bce, tol, "bce");
+        ExpectSumClose(dl.aux_ind, hl.aux_ind, tol, "aux_ind");
+        ExpectSumClose(dl.aux_grp, hl.aux_grp, tol, "aux_grp");
+        ExpectSumClose(dl.kd, hl.kd, tol, "kd");
+        ExpectSumClose(dl.mean_a_fuse, hl.mean_a_fuse, tol, "mean_a_fuse");
+        ExpectSumClose(dl.mean_a_kd, hl.mean_a_kd, tol, "mean_a_kd");
+        ExpectSumClose(dl.total, hl.total, tol, "total");
+        EXPECT_EQ(dl.kd_active, hl.kd_active);
+        if (options == &full && n == 5000) {
+          EXPECT_GT(hl.kd_active, n / 4) << "the KD gate should open for many samples";
+          EXPECT_LT(hl.kd_active, n) << "the KD gate should stay shut for some samples";
+        }
+        EXPECT_LE(RelativeError(dg.dz, hg.dz), tol) << "dz";
+        EXPECT_LE(RelativeError(dg.dz_ind, hg.dz_ind), tol) << "dz_ind";
+        EXPECT_LE(RelativeError(dg.dz_grp, hg.dz_grp), tol) << "dz_grp";
+        EXPECT_LE(RelativeError(dg.da_kd, hg.da_kd), tol) << "da_kd";
+        EXPECT_TRUE(dg.da_fuse.empty());
+        Tensor<T> hv(n, 1), dv(n, 1);
+        std::copy(hps.begin(), hps.end(), hv.data());
+        std::copy(dps.begin(), dps.end(), dv.data());
+        EXPECT_LE(RelativeError(dv, hv), tol) << "per-sample bce";
+
+        // Backward with every head term present (a direct da_fuse too), from device and from
+        // host head gradients.
+        hg.da_fuse = RandomTensor<T>(n, 1, &rng);
+        dg.da_fuse = hg.da_fuse.To(Device::kCuda);
+        Tensor<T> h_ind, h_grp, h_gates;
+        FusionBackward(host, hg, &h_ind, &h_grp, &h_gates);
+        for (const HeadGrads<T>* from : {&dg, &hg}) {
+          Tensor<T> o_ind = PoisonedDeviceTensor<T>(n, 1), o_grp = PoisonedDeviceTensor<T>(n, 1);
+          Tensor<T> o_gates = PoisonedDeviceTensor<T>(n, 2);
+          FusionBackward(dev, *from, &o_ind, &o_grp, &o_gates);
+          const char* which = from == &dg ? "device head grads" : "host head grads";
+          EXPECT_LE(RelativeError(o_ind, h_ind), tol) << "dz_ind total, " << which;
+          EXPECT_LE(RelativeError(o_grp, h_grp), tol) << "dz_grp total, " << which;
+          if (gated) {
+            EXPECT_LE(RelativeError(o_gates, h_gates), tol) << "dgates, " << which;
+          }
+        }
+        // Empty head terms count as zeros.
+        HeadGrads<T> only_dz;
+        only_dz.dz = hg.dz;
+        Tensor<T> e_ind, e_grp, e_gates, o_ind = PoisonedDeviceTensor<T>(n, 1), o_grp = PoisonedDeviceTensor<T>(n, 1);
+        Tensor<T> o_gates = PoisonedDeviceTensor<T>(n, 2);
+        FusionBackward(host, only_dz, &e_ind, &e_grp, &e_gates);
+        only_dz.dz = hg.dz.To(Device::kCuda);
+        FusionBackward(dev, only_dz, &o_ind, &o_grp, &o_gates);
+        EXPECT_LE(RelativeError(o_ind, e_ind), tol) << "dz alone";
+        EXPECT_LE(RelativeError(o_grp, e_grp), tol) << "dz alone";
+        if (gated) {
+          EXPECT_LE(RelativeError(o_gates, e_gates), tol) << "dz alone";
+        }
+      }
     }
   }
 }

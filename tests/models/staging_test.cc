@@ -13,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "models/device.h"
+#include "models/fusion_head.h"
 #include "models/model.h"
 #include "models/tensor.h"
 
@@ -107,6 +108,30 @@ class HostMemoryBackend : public DeviceBackend {
                             Tensor<double>*, std::vector<double>*) override {
     Unused();
     return 0;
+  }
+  void FuseLogits(const FusionHeads<float>&, Tensor<float>*) override { Unused(); }
+  void FuseLogits(const FusionHeads<double>&, Tensor<double>*) override { Unused(); }
+  FusionLoss FusionHeadLoss(const FusionHeads<float>&, const Tensor<float>&, absl::Span<const float>,
+                            absl::Span<const float>, absl::Span<const float>, const FusionLossOptions&,
+                            HeadGrads<float>*, std::vector<float>*) override {
+    Unused();
+    return {};
+  }
+  FusionLoss FusionHeadLoss(const FusionHeads<double>&, const Tensor<double>&, absl::Span<const double>,
+                            absl::Span<const double>, absl::Span<const double>, const FusionLossOptions&,
+                            HeadGrads<double>*, std::vector<double>*) override {
+    Unused();
+    return {};
+  }
+  void FusionBackward(const FusionHeads<float>&, const Tensor<float>&, const Tensor<float>&, const Tensor<float>&,
+                      const Tensor<float>&, const Tensor<float>&, Tensor<float>*, Tensor<float>*,
+                      Tensor<float>*) override {
+    Unused();
+  }
+  void FusionBackward(const FusionHeads<double>&, const Tensor<double>&, const Tensor<double>&,
+                      const Tensor<double>&, const Tensor<double>&, const Tensor<double>&, Tensor<double>*,
+                      Tensor<double>*, Tensor<double>*) override {
+    Unused();
   }
 
   struct Copy {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/types/span.h"
+#include "models/fusion_head.h"
 #include "models/tensor.h"
 
 namespace choir::models::cuda::internal {
@@ -31,6 +32,22 @@ template <typename T>
 T BinaryCrossEntropyDevice(const models::Tensor<T>& logits, absl::Span<const T> labels,
                            absl::Span<const T> weights, models::Tensor<T>* dlogits,
                            std::vector<T>* per_sample);
+// fusion_head.cu: ChoirRec's head (models/fusion_head.h).
+template <typename T>
+void FuseLogitsDevice(const models::FusionHeads<T>& heads, models::Tensor<T>* z);
+template <typename T>
+models::FusionLoss FusionHeadLossDevice(const models::FusionHeads<T>& heads,
+                                        const models::Tensor<T>& z, absl::Span<const T> labels,
+                                        absl::Span<const T> weights, absl::Span<const T> purchases,
+                                        const models::FusionLossOptions& options,
+                                        models::HeadGrads<T>* grads,
+                                        std::vector<T>* per_sample_bce);
+template <typename T>
+void FusionBackwardDevice(const models::FusionHeads<T>& heads, const models::Tensor<T>& dz,
+                          const models::Tensor<T>& dz_ind, const models::Tensor<T>& dz_grp,
+                          const models::Tensor<T>& da_fuse, const models::Tensor<T>& da_kd,
+                          models::Tensor<T>* dz_ind_total, models::Tensor<T>* dz_grp_total,
+                          models::Tensor<T>* dgates);
 
 }  // namespace choir::models::cuda::internal
 
