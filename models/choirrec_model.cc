@@ -256,7 +256,7 @@ void ChoirRecModel<T>::Forward(const BasicModelInputs<T>& host_in, Tensor<T>* lo
 template <typename T>
 Tensor<T> ChoirRecModel<T>::Gate(int which) const {
   Tensor<T> out(batch_, 1, T(0.5));
-  if (gates_.empty()) return out;
+  if (gate_mlp_ == nullptr) return out;
   const Tensor<T> gates = gates_.To(Device::kCpu);
   for (int b = 0; b < batch_; ++b) out.at(b, 0) = gates.at(b, which);
   return out;

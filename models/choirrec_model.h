@@ -116,7 +116,7 @@ class ChoirRecModel : public BasicModel<T> {
   std::vector<Tensor<T>> item_blocks_;
   Tensor<T> fusion_in_, g_id_, item_feats_, grp_in_, h_grp_;
   Tensor<T> ind_in_, h_ind_, inj_in_, inj_out_, h_ind2_;
-  // The heads on device_: z_ind_, z_grp_ [B, 1], gates_ [B, 2] (empty without gates), and the
+  // The heads on device_: z_ind_, z_grp_ [B, 1], gates_ [B, 2] (0x0 without gates), and the
   // fused logit z_ [B, 1]; the purchases of the batch on the host.
   Tensor<T> z_ind_, z_grp_, gates_, z_;
   std::vector<T> purchases_;

@@ -8,22 +8,29 @@
 namespace choir::models {
 namespace {
 
+// Gated heads carry [B, 2] gates (also when B is 0); ungated ones a 0x0 tensor.
+template <typename T>
+bool Gated(const FusionHeads<T>& heads) {
+  return heads.gates->cols() == 2;
+}
+
 template <typename T>
 void CheckHeads(const FusionHeads<T>& heads, const char* what) {
   CHECK(heads.z_ind != nullptr && heads.z_grp != nullptr && heads.gates != nullptr) << what;
   const int batch = heads.z_ind->rows();
   CHECK(heads.z_ind->cols() == 1 && heads.z_grp->rows() == batch && heads.z_grp->cols() == 1)
       << what << ": z_ind and z_grp must be [B, 1]";
-  CHECK(heads.gates->empty() || (heads.gates->rows() == batch && heads.gates->cols() == 2))
-      << what << ": gates must be [B, 2] or empty";
+  CHECK(Gated(heads) ? heads.gates->rows() == batch
+                     : heads.gates->rows() == 0 && heads.gates->cols() == 0)
+      << what << ": gates must be [B, 2] or 0x0";
   CHECK(heads.z_grp->device() == heads.z_ind->device() &&
-        (heads.gates->empty() || heads.gates->device() == heads.z_ind->device()))
+        (!Gated(heads) || heads.gates->device() == heads.z_ind->device()))
       << what << ": heads on two devices";
 }
 
 template <typename T>
 T Gate(const FusionHeads<T>& heads, int b, int which) {
-  return heads.gates->empty() ? T(0.5) : heads.gates->at(b, which);
+  return Gated(heads) ? heads.gates->at(b, which) : T(0.5);
 }
 
 template <typename T>
@@ -63,18 +70,20 @@ FusionLoss FusionHeadLoss(const FusionHeads<T>& heads, const Tensor<T>& z,
   CheckHeads(heads, "FusionHeadLoss");
   const int batch = heads.z_ind->rows();
   const Device device = heads.z_ind->device();
-  CHECK(z.rows() == batch && z.cols() == 1 && z.device() == device) << "FusionHeadLoss: z must be [B, 1] beside the heads";
+  CHECK(z.rows() == batch && z.cols() == 1 && z.device() == device)
+      << "FusionHeadLoss: z must be [B, 1] beside the heads";
   CHECK_EQ(static_cast<int>(labels.size()), batch) << "FusionHeadLoss: labels";
   CHECK(weights.empty() || static_cast<int>(weights.size()) == batch) << "FusionHeadLoss: weights";
   CHECK_EQ(static_cast<int>(purchases.size()), batch) << "FusionHeadLoss: purchases";
   CHECK(options.aux_weight >= 0 && options.kd_lambda >= 0) << "FusionHeadLoss: negative weight";
-  for (Tensor<T>* t : {&grads->dz, &grads->dz_ind, &grads->dz_grp, &grads->da_fuse, &grads->da_kd}) {
+  for (Tensor<T>* t :
+       {&grads->dz, &grads->dz_ind, &grads->dz_grp, &grads->da_fuse, &grads->da_kd}) {
     t->SetDevice(device);
   }
   grads->da_fuse.ResizeUninitialized(0, 0);
   if (device != Device::kCpu) {
-    return GetDeviceBackend(device)->FusionHeadLoss(heads, z, labels, weights, purchases, options, grads,
-                                                    per_sample_bce);
+    return GetDeviceBackend(device)->FusionHeadLoss(heads, z, labels, weights, purchases, options,
+                                                    grads, per_sample_bce);
   }
   grads->dz.ResizeUninitialized(batch, 1);
   grads->dz_ind.ResizeUninitialized(batch, 1);
@@ -133,7 +142,8 @@ FusionLoss FusionHeadLoss(const FusionHeads<T>& heads, const Tensor<T>& z,
   loss.kd = kd_sum / batch;
   loss.mean_a_fuse = fuse_sum / batch;
   loss.mean_a_kd = kd_gate_sum / batch;
-  loss.total = loss.bce + options.aux_weight * (loss.aux_ind + loss.aux_grp) + options.kd_lambda * loss.kd;
+  loss.total =
+      loss.bce + options.aux_weight * (loss.aux_ind + loss.aux_grp) + options.kd_lambda * loss.kd;
   return loss;
 }
 
@@ -143,8 +153,10 @@ void FusionBackward(const FusionHeads<T>& heads, const HeadGrads<T>& grads, Tens
   CheckHeads(heads, "FusionBackward");
   const int batch = heads.z_ind->rows();
   const Device device = heads.z_ind->device();
-  for (const Tensor<T>* t : {&grads.dz, &grads.dz_ind, &grads.dz_grp, &grads.da_fuse, &grads.da_kd}) {
-    CHECK(t->empty() || (t->rows() == batch && t->cols() == 1)) << "FusionBackward: head gradients must be [B, 1]";
+  for (const Tensor<T>* t :
+       {&grads.dz, &grads.dz_ind, &grads.dz_grp, &grads.da_fuse, &grads.da_kd}) {
+    CHECK(t->empty() || (t->rows() == batch && t->cols() == 1))
+        << "FusionBackward: head gradients must be [B, 1]";
   }
   // Head gradients made on another device (a test's host values for GPU heads) are copied over.
   HeadGrads<T> moved;
@@ -154,11 +166,15 @@ void FusionBackward(const FusionHeads<T>& heads, const HeadGrads<T>& grads, Tens
   for (int i = 0; i < 5; ++i) g[i] = &OnDevice(*in[i], device, holders[i]);
   dz_ind_total->SetDevice(device);
   dz_grp_total->SetDevice(device);
-  const bool gated = !heads.gates->empty();
-  if (gated) dgates->SetDevice(device);
+  const bool gated = Gated(heads);
+  if (gated) {
+    CHECK(dgates != nullptr) << "FusionBackward: gated heads need dgates";
+    dgates->SetDevice(device);
+  }
   if (device != Device::kCpu) {
-    return GetDeviceBackend(device)->FusionBackward(heads, *g[0], *g[1], *g[2], *g[3], *g[4], dz_ind_total,
-                                                    dz_grp_total, gated ? dgates : nullptr);
+    return GetDeviceBackend(device)->FusionBackward(heads, *g[0], *g[1], *g[2], *g[3], *g[4],
+                                                    dz_ind_total, dz_grp_total,
+                                                    gated ? dgates : nullptr);
   }
   dz_ind_total->ResizeUninitialized(batch, 1);
   dz_grp_total->ResizeUninitialized(batch, 1);
@@ -175,13 +191,13 @@ void FusionBackward(const FusionHeads<T>& heads, const HeadGrads<T>& grads, Tens
   }
 }
 
-#define CHOIR_INSTANTIATE(T)                                                                          \
-  template void FuseLogits<T>(const FusionHeads<T>&, Tensor<T>*);                                     \
-  template FusionLoss FusionHeadLoss<T>(const FusionHeads<T>&, const Tensor<T>&, absl::Span<const T>, \
-                                        absl::Span<const T>, absl::Span<const T>,                     \
-                                        const FusionLossOptions&, HeadGrads<T>*, std::vector<T>*);    \
-  template void FusionBackward<T>(const FusionHeads<T>&, const HeadGrads<T>&, Tensor<T>*, Tensor<T>*, \
-                                  Tensor<T>*);
+#define CHOIR_INSTANTIATE(T)                                                              \
+  template void FuseLogits<T>(const FusionHeads<T>&, Tensor<T>*);                         \
+  template FusionLoss FusionHeadLoss<T>(                                                  \
+      const FusionHeads<T>&, const Tensor<T>&, absl::Span<const T>, absl::Span<const T>,  \
+      absl::Span<const T>, const FusionLossOptions&, HeadGrads<T>*, std::vector<T>*);     \
+  template void FusionBackward<T>(const FusionHeads<T>&, const HeadGrads<T>&, Tensor<T>*, \
+                                  Tensor<T>*, Tensor<T>*);
 CHOIR_INSTANTIATE(float)
 CHOIR_INSTANTIATE(double)
 #undef CHOIR_INSTANTIATE

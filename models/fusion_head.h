@@ -16,7 +16,7 @@
 namespace choir::models {
 
 // The heads of one batch, all on one device: z_ind and z_grp [B, 1], the two channels' logits;
-// gates [B, 2] = (a_fuse, a_kd), or empty when the gates are switched off (0.5 each).
+// gates [B, 2] = (a_fuse, a_kd), or 0x0 when the gates are switched off (0.5 each).
 template <typename T>
 struct FusionHeads {
   const Tensor<T>* z_ind = nullptr;
@@ -44,10 +44,10 @@ struct FusionLossOptions {
 // One batch's loss terms. Every mean is over the batch size B, weighted as BCE is
 // (BinaryCrossEntropy in layers.h).
 struct FusionLoss {
-  double bce = 0;        // BCE(y, z)
-  double aux_ind = 0;    // BCE(y, z_ind); 0 without auxiliary terms
-  double aux_grp = 0;    // BCE(y, z_grp); 0 without auxiliary terms
-  double kd = 0;         // mean_b g_b a_kd_b L_margin(sigmoid(z_grp_b), sigmoid(z_ind_b)), before lambda
+  double bce = 0;      // BCE(y, z)
+  double aux_ind = 0;  // BCE(y, z_ind); 0 without auxiliary terms
+  double aux_grp = 0;  // BCE(y, z_grp); 0 without auxiliary terms
+  double kd = 0;  // mean_b g_b a_kd_b L_margin(sigmoid(z_grp_b), sigmoid(z_ind_b)), before lambda
   int64_t kd_active = 0;  // samples whose KD gate g_b is open (0 without KD)
   double mean_a_fuse = 0;
   double mean_a_kd = 0;

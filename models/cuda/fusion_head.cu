@@ -37,9 +37,9 @@ struct LossArgs {
   const T* z;
   const T* z_ind;
   const T* z_grp;
-  const T* gates;      // [n, 2] or null (0.5 each)
+  const T* gates;  // [n, 2] or null (0.5 each)
   const T* labels;
-  const T* weights;    // null: all 1
+  const T* weights;  // null: all 1
   const T* purchases;
   int n;
   T inv_n, aux, lambda, margin;
@@ -136,8 +136,8 @@ const T* DataOrNull(const models::Tensor<T>& t) {
 template <typename T>
 void Upload(T* dst, absl::Span<const T> host) {
   if (host.empty()) return;
-  CHOIR_CUDA_CHECK(cudaMemcpyAsync(dst, host.data(), host.size() * sizeof(T),
-                                   cudaMemcpyHostToDevice, Stream()));
+  CHOIR_CUDA_CHECK(
+      cudaMemcpyAsync(dst, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, Stream()));
 }
 
 }  // namespace
@@ -225,8 +225,8 @@ models::FusionLoss FusionHeadLossDevice(const models::FusionHeads<T>& heads,
   loss.kd_active = static_cast<int64_t>(total[kKdActive]);
   loss.mean_a_fuse = total[kFuse] / n;
   loss.mean_a_kd = total[kKdGate] / n;
-  loss.total = loss.bce + options.aux_weight * (loss.aux_ind + loss.aux_grp) +
-               options.kd_lambda * loss.kd;
+  loss.total =
+      loss.bce + options.aux_weight * (loss.aux_ind + loss.aux_grp) + options.kd_lambda * loss.kd;
   return loss;
 }
 
@@ -249,15 +249,15 @@ void FusionBackwardDevice(const models::FusionHeads<T>& heads, const models::Ten
   CHOIR_CUDA_CHECK_LAUNCH();
 }
 
-#define CHOIR_INSTANTIATE(T)                                                                    \
-  template void FuseLogitsDevice<T>(const models::FusionHeads<T>&, models::Tensor<T>*);         \
-  template models::FusionLoss FusionHeadLossDevice<T>(                                          \
-      const models::FusionHeads<T>&, const models::Tensor<T>&, absl::Span<const T>,             \
-      absl::Span<const T>, absl::Span<const T>, const models::FusionLossOptions&,              \
-      models::HeadGrads<T>*, std::vector<T>*);                                                  \
-  template void FusionBackwardDevice<T>(                                                        \
-      const models::FusionHeads<T>&, const models::Tensor<T>&, const models::Tensor<T>&,        \
-      const models::Tensor<T>&, const models::Tensor<T>&, const models::Tensor<T>&,            \
+#define CHOIR_INSTANTIATE(T)                                                             \
+  template void FuseLogitsDevice<T>(const models::FusionHeads<T>&, models::Tensor<T>*);  \
+  template models::FusionLoss FusionHeadLossDevice<T>(                                   \
+      const models::FusionHeads<T>&, const models::Tensor<T>&, absl::Span<const T>,      \
+      absl::Span<const T>, absl::Span<const T>, const models::FusionLossOptions&,        \
+      models::HeadGrads<T>*, std::vector<T>*);                                           \
+  template void FusionBackwardDevice<T>(                                                 \
+      const models::FusionHeads<T>&, const models::Tensor<T>&, const models::Tensor<T>&, \
+      const models::Tensor<T>&, const models::Tensor<T>&, const models::Tensor<T>&,      \
       models::Tensor<T>*, models::Tensor<T>*, models::Tensor<T>*);
 CHOIR_INSTANTIATE(float)
 CHOIR_INSTANTIATE(double)

@@ -1,6 +1,7 @@
 // The CUDA backend's tensor operations against the host implementations: device tensors
 // (copies, fills), ConcatCols, SplitCols, CopyCols, AddToCols, the binary cross-entropy,
-// ChoirRec's head (fusion, head loss, fusion backward) and the dense optimizers' updates. Fresh random inputs each run; GPU outputs poisoned beforehand.
+// ChoirRec's head (fusion, head loss, fusion backward) and the dense optimizers' updates. Fresh
+// random inputs each run; GPU outputs poisoned beforehand.
 #include <cmath>
 #include <limits>
 #include <random>
@@ -56,7 +57,8 @@ TYPED_TEST(GpuOpsTest, ColumnBlocksMatchTheHost) {
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
   for (int rows : {1, 37, 300}) {
-    const std::vector<Tensor<T>> parts = {RandomTensor<T>(rows, 5, &rng), RandomTensor<T>(rows, 1, &rng),
+    const std::vector<Tensor<T>> parts = {RandomTensor<T>(rows, 5, &rng),
+                                          RandomTensor<T>(rows, 1, &rng),
                                           RandomTensor<T>(rows, 64, &rng)};
     std::vector<Tensor<T>> dparts;
     std::vector<const Tensor<T>*> hp, dp;
@@ -123,11 +125,25 @@ TYPED_TEST(GpuOpsTest, BinaryCrossEntropyMatchesTheHost) {
 
 // |gpu - cpu| <= tolerance |cpu| for one of the head loss's sums (exactly 0 stays exactly 0).
 void ExpectSumClose(double gpu, double cpu, double tolerance, const char* what) {
-  EXPECT_LE(std::abs(gpu - cpu), tolerance * std::abs(cpu)) << what << ": gpu " << gpu << ", cpu " << cpu;
+  EXPECT_LE(std::abs(gpu - cpu), tolerance * std::abs(cpu))
+      << what << ": gpu " << gpu << ", cpu " << cpu;
+}
+
+// The norm of n elements of sizes size(i): the floor (see RelativeError) for an output whose
+// per-sample terms can cancel, size(i) being the sum of its terms' magnitudes. Rounding (fp32
+// fused multiply-adds, the device's expf) moves such an element by about 1e-7 of size(i) on
+// either backend, so its purely relative error fails at random when it nearly cancels; a formula
+// or indexing bug still moves it by about size(i).
+template <typename F>
+double TermNorm(int n, F size) {
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += size(i) * size(i);
+  return std::sqrt(sum);
 }
 
 // The head's three steps on random heads, with and without gates, weights, the auxiliary losses
-// and KD (whose gate opens for most but not all samples here), against the host.
+// and KD (whose gate opens for most but not all samples here), against the host; an empty batch
+// too.
 TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
   using T = TypeParam;
   CHOIR_REQUIRE_GPU();
@@ -141,85 +157,134 @@ TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
   full.kd_confidence = 0.1;
   full.kd_min_purchases = 2;
   const double tol = kTolerance<T>;
-  for (int n : {1, 37, 5000}) {
+  constexpr double kMaxWeight = 2.2;
+  for (int n : {0, 1, 37, 5000}) {
     for (bool gated : {false, true}) {
-      for (const FusionLossOptions* options : {&plain, &full}) {
-        SCOPED_TRACE(::testing::Message() << "n " << n << (gated ? " gated" : "") << (options == &full ? " full" : ""));
-        const Tensor<T> z_ind = RandomTensor<T>(n, 1, &rng, -4, 4), z_grp = RandomTensor<T>(n, 1, &rng, -4, 4);
-        const Tensor<T> gates = gated ? RandomTensor<T>(n, 2, &rng, 0.01, 0.99) : Tensor<T>();
-        const Tensor<T> d_ind = z_ind.To(Device::kCuda), d_grp = z_grp.To(Device::kCuda);
-        const Tensor<T> d_gates = gated ? gates.To(Device::kCuda) : Tensor<T>();
-        const FusionHeads<T> host{&z_ind, &z_grp, &gates}, dev{&d_ind, &d_grp, &d_gates};
-        std::vector<T> labels(n), weights(n), purchases(n);
-        std::uniform_real_distribution<double> u(0, 1);
-        for (int i = 0; i < n; ++i) {
-          labels[i] = u(rng) < 0.3 ? T(1) : T(0);
-          weights[i] = static_cast<T>(0.2 + 2 * u(rng));
-          purchases[i] = static_cast<T>(static_cast<int>(6 * u(rng)));
-        }
-        const absl::Span<const T> w = gated ? absl::Span<const T>(weights) : absl::Span<const T>();
-
-        Tensor<T> hz, dz = PoisonedDeviceTensor<T>(n, 1);
-        FuseLogits(host, &hz);
-        FuseLogits(dev, &dz);
-        EXPECT_LE(RelativeError(dz, hz), tol) << "fused logit";
-
-        HeadGrads<T> hg, dg;
-        for (Tensor<T>* t : {&dg.dz, &dg.dz_ind, &dg.dz_grp, &dg.da_kd}) *t = PoisonedDeviceTensor<T>(n, 1);
-        std::vector<T> hps, dps;
-        const FusionLoss hl = FusionHeadLoss<T>(host, hz, labels, w, purchases, *options, &hg, &hps);
-        const FusionLoss dl = FusionHeadLoss<T>(dev, dz, labels, w, purchases, *options, &dg, &dps);
-        ExpectSumClose(dl.bce, hl.bce, tol, "bce");
-        ExpectSumClose(dl.aux_ind, hl.aux_ind, tol, "aux_ind");
-        ExpectSumClose(dl.aux_grp, hl.aux_grp, tol, "aux_grp");
-        ExpectSumClose(dl.kd, hl.kd, tol, "kd");
-        ExpectSumClose(dl.mean_a_fuse, hl.mean_a_fuse, tol, "mean_a_fuse");
-        ExpectSumClose(dl.mean_a_kd, hl.mean_a_kd, tol, "mean_a_kd");
-        ExpectSumClose(dl.total, hl.total, tol, "total");
-        EXPECT_EQ(dl.kd_active, hl.kd_active);
-        if (options == &full && n == 5000) {
-          EXPECT_GT(hl.kd_active, n / 4) << "the KD gate should open for many samples";
-          EXPECT_LT(hl.kd_active, n) << "the KD gate should stay shut for some samples";
-        }
-        EXPECT_LE(RelativeError(dg.dz, hg.dz), tol) << "dz";
-        EXPECT_LE(RelativeError(dg.dz_ind, hg.dz_ind), tol) << "dz_ind";
-        EXPECT_LE(RelativeError(dg.dz_grp, hg.dz_grp), tol) << "dz_grp";
-        EXPECT_LE(RelativeError(dg.da_kd, hg.da_kd), tol) << "da_kd";
-        EXPECT_TRUE(dg.da_fuse.empty());
-        Tensor<T> hv(n, 1), dv(n, 1);
-        std::copy(hps.begin(), hps.end(), hv.data());
-        std::copy(dps.begin(), dps.end(), dv.data());
-        EXPECT_LE(RelativeError(dv, hv), tol) << "per-sample bce";
-
-        // Backward with every head term present (a direct da_fuse too), from device and from
-        // host head gradients.
-        hg.da_fuse = RandomTensor<T>(n, 1, &rng);
-        dg.da_fuse = hg.da_fuse.To(Device::kCuda);
-        Tensor<T> h_ind, h_grp, h_gates;
-        FusionBackward(host, hg, &h_ind, &h_grp, &h_gates);
-        for (const HeadGrads<T>* from : {&dg, &hg}) {
-          Tensor<T> o_ind = PoisonedDeviceTensor<T>(n, 1), o_grp = PoisonedDeviceTensor<T>(n, 1);
-          Tensor<T> o_gates = PoisonedDeviceTensor<T>(n, 2);
-          FusionBackward(dev, *from, &o_ind, &o_grp, &o_gates);
-          const char* which = from == &dg ? "device head grads" : "host head grads";
-          EXPECT_LE(RelativeError(o_ind, h_ind), tol) << "dz_ind total, " << which;
-          EXPECT_LE(RelativeError(o_grp, h_grp), tol) << "dz_grp total, " << which;
-          if (gated) {
-            EXPECT_LE(RelativeError(o_gates, h_gates), tol) << "dgates, " << which;
+      for (bool weighted : {false, true}) {
+        for (const FusionLossOptions* options : {&plain, &full}) {
+          SCOPED_TRACE(::testing::Message()
+                       << "n " << n << (gated ? " gated" : "") << (weighted ? " weighted" : "")
+                       << (options == &full ? " full" : ""));
+          Tensor<T> z_ind = RandomTensor<T>(n, 1, &rng, -4, 4);
+          const Tensor<T> z_grp = RandomTensor<T>(n, 1, &rng, -4, 4);
+          // The KD gate is a step in sigmoid(z_ind): keep the samples 1e-4 away from it, where
+          // one ulp of the device's expf cannot open it on one backend and not the other.
+          for (int i = 0; i < n; ++i) {
+            while (std::abs(std::abs(Sigmoid<double>(z_ind.at(i, 0)) - 0.5) - full.kd_confidence) <
+                   1e-4) {
+              z_ind.at(i, 0) = static_cast<T>(std::uniform_real_distribution<double>(-4, 4)(rng));
+            }
           }
-        }
-        // Empty head terms count as zeros.
-        HeadGrads<T> only_dz;
-        only_dz.dz = hg.dz;
-        Tensor<T> e_ind, e_grp, e_gates, o_ind = PoisonedDeviceTensor<T>(n, 1), o_grp = PoisonedDeviceTensor<T>(n, 1);
-        Tensor<T> o_gates = PoisonedDeviceTensor<T>(n, 2);
-        FusionBackward(host, only_dz, &e_ind, &e_grp, &e_gates);
-        only_dz.dz = hg.dz.To(Device::kCuda);
-        FusionBackward(dev, only_dz, &o_ind, &o_grp, &o_gates);
-        EXPECT_LE(RelativeError(o_ind, e_ind), tol) << "dz alone";
-        EXPECT_LE(RelativeError(o_grp, e_grp), tol) << "dz alone";
-        if (gated) {
-          EXPECT_LE(RelativeError(o_gates, e_gates), tol) << "dz alone";
+          const Tensor<T> gates = gated ? RandomTensor<T>(n, 2, &rng, 0.01, 0.99) : Tensor<T>();
+          const Tensor<T> d_ind = z_ind.To(Device::kCuda), d_grp = z_grp.To(Device::kCuda);
+          const Tensor<T> d_gates = gated ? gates.To(Device::kCuda) : Tensor<T>();
+          const FusionHeads<T> host{&z_ind, &z_grp, &gates}, dev{&d_ind, &d_grp, &d_gates};
+          std::vector<T> labels(n), weights(n), purchases(n);
+          std::uniform_real_distribution<double> u(0, 1);
+          for (int i = 0; i < n; ++i) {
+            labels[i] = u(rng) < 0.3 ? T(1) : T(0);
+            weights[i] = static_cast<T>(0.2 + (kMaxWeight - 0.2) * u(rng));
+            purchases[i] = static_cast<T>(static_cast<int>(6 * u(rng)));
+          }
+          const absl::Span<const T> w =
+              weighted ? absl::Span<const T>(weights) : absl::Span<const T>();
+
+          Tensor<T> hz, dz = PoisonedDeviceTensor<T>(n, 1);
+          FuseLogits(host, &hz);
+          FuseLogits(dev, &dz);
+          const double z_floor = TermNorm(
+              n, [&](int i) { return std::abs(z_ind.at(i, 0)) + std::abs(z_grp.at(i, 0)); });
+          EXPECT_LE(RelativeError(dz, hz, z_floor), tol) << "fused logit";
+
+          HeadGrads<T> hg, dg;
+          for (Tensor<T>* t : {&dg.dz, &dg.dz_ind, &dg.dz_grp, &dg.da_kd})
+            *t = PoisonedDeviceTensor<T>(n, 1);
+          std::vector<T> hps, dps;
+          const FusionLoss hl =
+              FusionHeadLoss<T>(host, hz, labels, w, purchases, *options, &hg, &hps);
+          const FusionLoss dl =
+              FusionHeadLoss<T>(dev, dz, labels, w, purchases, *options, &dg, &dps);
+          ExpectSumClose(dl.bce, hl.bce, tol, "bce");
+          ExpectSumClose(dl.aux_ind, hl.aux_ind, tol, "aux_ind");
+          ExpectSumClose(dl.aux_grp, hl.aux_grp, tol, "aux_grp");
+          // The KD term of a sample, a_kd (|p_grp - p_ind| - margin)^2, cancels at the margin;
+          // its terms are at most a_kd (1 + margin)^2 (probabilities lie in [0, 1]).
+          const double kd_scale = hl.mean_a_kd * (1 + full.kd_margin) * (1 + full.kd_margin);
+          EXPECT_LE(std::abs(dl.kd - hl.kd), tol * std::max(std::abs(hl.kd), kd_scale))
+              << "kd: gpu " << dl.kd << ", cpu " << hl.kd;
+          ExpectSumClose(dl.mean_a_fuse, hl.mean_a_fuse, tol, "mean_a_fuse");
+          ExpectSumClose(dl.mean_a_kd, hl.mean_a_kd, tol, "mean_a_kd");
+          ExpectSumClose(dl.total, hl.total, tol, "total");
+          EXPECT_EQ(dl.kd_active, hl.kd_active);
+          if (options == &full && n == 5000) {
+            EXPECT_GT(hl.kd_active, n / 4) << "the KD gate should open for many samples";
+            EXPECT_LT(hl.kd_active, n) << "the KD gate should stay shut for some samples";
+          }
+          EXPECT_LE(RelativeError(dg.dz, hg.dz), tol) << "dz";
+          EXPECT_LE(RelativeError(dg.dz_ind, hg.dz_ind), tol) << "dz_ind";
+          // dz_grp adds the auxiliary BCE's gradient (at most aux w / n) and the KD term's (at
+          // most lambda a_kd 2 (1 + margin) / 4 / n), which can cancel.
+          const double inv_n = n == 0 ? 0 : 1.0 / n;
+          const double grp_term =
+              (options->aux_weight * kMaxWeight + options->kd_lambda * (1 + full.kd_margin) / 2) *
+              inv_n;
+          EXPECT_LE(RelativeError(dg.dz_grp, hg.dz_grp, TermNorm(n, [&](int) { return grp_term; })),
+                    tol)
+              << "dz_grp";
+          const double kd_term =
+              options->kd_lambda * (1 + full.kd_margin) * (1 + full.kd_margin) * inv_n;
+          EXPECT_LE(RelativeError(dg.da_kd, hg.da_kd, TermNorm(n, [&](int) { return kd_term; })),
+                    tol)
+              << "da_kd";
+          EXPECT_TRUE(dg.da_fuse.empty());
+          Tensor<T> hv(n, 1), dv(n, 1);
+          std::copy(hps.begin(), hps.end(), hv.data());
+          std::copy(dps.begin(), dps.end(), dv.data());
+          EXPECT_LE(RelativeError(dv, hv), tol) << "per-sample bce";
+          // Without a per-sample vector the sums are the same.
+          HeadGrads<T> again;
+          const FusionLoss nl =
+              FusionHeadLoss<T>(dev, dz, labels, w, purchases, *options, &again, nullptr);
+          ExpectSumClose(nl.total, hl.total, tol, "total without per-sample losses");
+
+          // Backward with every head term present (a direct da_fuse too), from device and from
+          // host head gradients; then from dz alone (empty terms count as zeros).
+          hg.da_fuse = RandomTensor<T>(n, 1, &rng);
+          dg.da_fuse = hg.da_fuse.To(Device::kCuda);
+          HeadGrads<T> only_dz;
+          only_dz.dz = hg.dz;
+          for (const HeadGrads<T>* from : {&dg, &hg, &only_dz}) {
+            const char* which = from == &dg   ? "device head grads"
+                                : from == &hg ? "host head grads"
+                                              : "dz alone";
+            const HeadGrads<T>& h = from == &only_dz ? only_dz : hg;  // the host copy of `from`
+            auto at = [](const Tensor<T>& t, int i) {
+              return t.empty() ? 0.0 : std::abs(static_cast<double>(t.at(i, 0)));
+            };
+            Tensor<T> h_ind, h_grp, h_gates;
+            FusionBackward(host, h, &h_ind, &h_grp, &h_gates);
+            HeadGrads<T> on_device;
+            if (from == &only_dz) on_device.dz = hg.dz.To(Device::kCuda);
+            Tensor<T> o_ind = PoisonedDeviceTensor<T>(n, 1), o_grp = PoisonedDeviceTensor<T>(n, 1);
+            Tensor<T> o_gates = PoisonedDeviceTensor<T>(n, 2);
+            FusionBackward(dev, from == &only_dz ? on_device : *from, &o_ind, &o_grp, &o_gates);
+            const double ind_floor =
+                TermNorm(n, [&](int i) { return at(h.dz, i) + at(h.dz_ind, i); });
+            const double grp_floor =
+                TermNorm(n, [&](int i) { return at(h.dz, i) + at(h.dz_grp, i); });
+            EXPECT_LE(RelativeError(o_ind, h_ind, ind_floor), tol) << "dz_ind total, " << which;
+            EXPECT_LE(RelativeError(o_grp, h_grp, grp_floor), tol) << "dz_grp total, " << which;
+            if (gated) {
+              const double gates_floor = TermNorm(n, [&](int i) {
+                const double fuse = at(h.dz, i) * (at(z_ind, i) + at(z_grp, i)) + at(h.da_fuse, i);
+                return std::sqrt(fuse * fuse + at(h.da_kd, i) * at(h.da_kd, i));
+              });
+              EXPECT_LE(RelativeError(o_gates, h_gates, gates_floor), tol) << "dgates, " << which;
+            } else {
+              EXPECT_TRUE(o_gates.rows() == n && o_gates.cols() == 2)
+                  << "dgates touched without gates, " << which;
+            }
+          }
         }
       }
     }
@@ -232,8 +297,10 @@ TYPED_TEST(GpuOpsTest, OptimizersMatchTheHost) {
   const uint64_t seed = FreshSeed();
   SCOPED_TRACE(seed);
   std::mt19937_64 rng(seed);
-  Param<T> host_a{"a", RandomTensor<T>(37, 13, &rng), {}}, host_b{"b", RandomTensor<T>(1, 300, &rng), {}};
-  Param<T> dev_a{"a", host_a.value.To(Device::kCuda), {}}, dev_b{"b", host_b.value.To(Device::kCuda), {}};
+  Param<T> host_a{"a", RandomTensor<T>(37, 13, &rng), {}},
+      host_b{"b", RandomTensor<T>(1, 300, &rng), {}};
+  Param<T> dev_a{"a", host_a.value.To(Device::kCuda), {}},
+      dev_b{"b", host_b.value.To(Device::kCuda), {}};
   LrSchedule schedule;
   schedule.lr0 = 0.05;
   schedule.lr_end = 0.01;
@@ -243,7 +310,8 @@ TYPED_TEST(GpuOpsTest, OptimizersMatchTheHost) {
   Adagrad<T> host_adagrad(options), dev_adagrad(options);
   Sgd<T> host_sgd(schedule), dev_sgd(schedule);
   for (int step = 0; step < 4; ++step) {
-    for (auto* pair : {&host_a, &host_b}) pair->grad = RandomTensor<T>(pair->value.rows(), pair->value.cols(), &rng);
+    for (auto* pair : {&host_a, &host_b})
+      pair->grad = RandomTensor<T>(pair->value.rows(), pair->value.cols(), &rng);
     dev_a.grad = host_a.grad.To(Device::kCuda);
     dev_b.grad = host_b.grad.To(Device::kCuda);
     host_adagrad.Step({&host_a, &host_b});
@@ -253,7 +321,8 @@ TYPED_TEST(GpuOpsTest, OptimizersMatchTheHost) {
   }
   EXPECT_LE(RelativeError(dev_a.value, host_a.value), kTolerance<T>);
   EXPECT_LE(RelativeError(dev_b.value, host_b.value), kTolerance<T>);
-  EXPECT_LE(RelativeError(dev_adagrad.accumulators()[1], host_adagrad.accumulators()[1]), kTolerance<T>);
+  EXPECT_LE(RelativeError(dev_adagrad.accumulators()[1], host_adagrad.accumulators()[1]),
+            kTolerance<T>);
   // Flattening device parameters (for allreduce and checkpoints) reads them back.
   std::vector<T> flat(ParamCount<T>({&dev_a, &dev_b}));
   CopyValuesTo<T>({&dev_a, &dev_b}, flat.data());

@@ -360,6 +360,46 @@ TEST(ChoirRecAblationTest, EachSwitchRemovesItsComponent) {
   EXPECT_EQ(stats.loss, stats.bce);
 }
 
+// A worker's last batch can be empty: forward and backward run with and without the gates,
+// give zero-row logits and gradients, and leave every parameter gradient zero.
+TEST(ChoirRecAblationTest, AnEmptyBatchRunsForwardAndBackward) {
+  CpuLayerFactory<double> factory;
+  const ModelShape shape = SmallShape();
+  for (bool use_gates : {true, false}) {
+    ModelConfig config = SmallConfig();
+    config.mutable_choirrec()->set_use_gates(use_gates);
+    std::unique_ptr<ChoirRecModel<double>> m = MakeModel(config, shape, &factory);
+    ASSERT_NE(m, nullptr);
+    const int d = shape.embedding_dim;
+    BasicModelInputs<double> in;
+    in.slots = Tensor<double>(0, shape.num_slots * d);
+    in.dense = Tensor<double>(0, shape.num_dense);
+    in.sequences = {Tensor<double>(0, d)};
+    in.lengths = {{}};
+    in.group_ids = Tensor<double>(0, shape.group_levels * d);
+    in.group_attributes = Tensor<double>(0, shape.group_attribute_slots * d);
+    in.group_stats = Tensor<double>(0, shape.group_stats);
+    in.group_sequences = {Tensor<double>(0, d)};
+    in.group_lengths = {{}};
+    in.activity = Tensor<double>(0, shape.activity_features);
+    Tensor<double> logits(3, 3);
+    m->Forward(in, &logits);
+    EXPECT_EQ(logits.rows(), 0) << "gates " << use_gates;
+    EXPECT_EQ(m->a_fuse().rows(), 0);
+    std::vector<Param<double>*> params = m->Params();
+    ZeroGrads(params);
+    BasicModelGrads<double> grads;
+    const LossStats stats = m->TrainBackward({}, {}, &grads, nullptr);
+    EXPECT_EQ(stats.kd_active, 0);
+    EXPECT_EQ(grads.slots.rows(), 0);
+    for (const Param<double>* p : params) {
+      for (int64_t i = 0; i < p->grad.size(); ++i) {
+        ASSERT_EQ(p->grad.data()[i], 0) << p->name << " gates " << use_gates;
+      }
+    }
+  }
+}
+
 // Dice keeps running statistics that a checkpoint must save: every Dice layer's buffers are
 // listed (tanh layers have none).
 TEST(ChoirRecCreateTest, BuffersListDiceRunningStatistics) {
