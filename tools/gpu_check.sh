@@ -84,7 +84,7 @@ else
   say "building with CUDA into $ROOT/build-gpu"
   cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$LOGS/build.log" 2>&1 &&
     cmake --build "$ROOT/build-gpu" -j "$(nproc)" --target choir choir_bench_gpu choir_bench_train \
-      gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test >>"$LOGS/build.log" 2>&1 ||
+      gpu_tests >>"$LOGS/build.log" 2>&1 ||
     { tail -30 "$LOGS/build.log"; echo "gpu_check: build failed (did tools/setup.sh run?)" >&2; exit 1; }
   BIN="$ROOT/build-gpu/bin" TESTS="$ROOT/build-gpu/tests/gpu"
 fi

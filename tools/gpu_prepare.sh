@@ -27,7 +27,7 @@ echo "gpu_prepare: building into $BUILD (Release, CUDA)"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$BUILD.cmake.log" 2>&1 ||
   { tail -30 "$BUILD.cmake.log"; echo "gpu_prepare: cmake failed (did tools/setup.sh run?)" >&2; exit 1; }
 cmake --build "$BUILD" -j "$(nproc)" --target choir choir_bench_gpu choir_bench_train \
-  gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test
+  gpu_tests
 mkdir -p .gpu
 grep -qxF '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 tools/gpu_bundle.sh "$BUILD" .gpu/bundle.tar.xz
