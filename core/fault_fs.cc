@@ -3,6 +3,7 @@
 #include "core/fs.h"
 #include "core/internal/string_region.h"
 #include "core/status.h"
+#include "absl/time/clock.h"
 
 namespace choir {
 
@@ -26,7 +27,10 @@ class FaultInjectingWritableFile : public WritableFile {
     }
     return absl::OkStatus();
   }
-  absl::Status Sync() override { return base_->Sync(); }
+  absl::Status Sync() override {
+    fs_->WaitOutSyncDelay();
+    return base_->Sync();
+  }
   absl::Status Close() override { return base_->Close(); }
   const std::string& path() const override { return base_->path(); }
 
@@ -47,6 +51,20 @@ void FaultInjectingFileSystem::FailWritesAfterBytes(int64_t bytes) {
 void FaultInjectingFileSystem::FailNextRename() {
   absl::MutexLock lock(&mu_);
   fail_next_rename_ = true;
+}
+
+void FaultInjectingFileSystem::SlowDownSyncs(absl::Duration delay) {
+  absl::MutexLock lock(&mu_);
+  sync_delay_ = delay;
+}
+
+void FaultInjectingFileSystem::WaitOutSyncDelay() {
+  absl::Duration delay;
+  {
+    absl::MutexLock lock(&mu_);
+    delay = sync_delay_;
+  }
+  if (delay > absl::ZeroDuration()) absl::SleepFor(delay);
 }
 
 void FaultInjectingFileSystem::FailNextSyncDir() {
@@ -139,6 +157,7 @@ absl::Status FaultInjectingFileSystem::DeleteRecursively(const std::string& path
 }
 
 absl::Status FaultInjectingFileSystem::SyncDir(const std::string& dir) {
+  WaitOutSyncDelay();
   {
     absl::MutexLock lock(&mu_);
     if (fail_next_sync_dir_) {

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace choir {
 
@@ -144,6 +145,9 @@ class FaultInjectingFileSystem : public FileSystem {
   // The next SyncDir fails (UNAVAILABLE "injected"), as after an I/O error on the directory;
   // other calls pass through to the base. One-shot.
   void FailNextSyncDir();
+  // From now on every file Sync and SyncDir waits `delay` before passing through, as on a slow
+  // or busy disk. Zero disables.
+  void SlowDownSyncs(absl::Duration delay);
   // Regions mapped from now on have the byte at `offset` XOR-ed with 0xFF (a flipped byte as
   // from bad media). Negative disables.
   void CorruptReadsAtOffset(int64_t offset);
@@ -167,12 +171,15 @@ class FaultInjectingFileSystem : public FileSystem {
   friend class FaultInjectingWritableFile;
   // Returns how many of `n` bytes may still be written before the injected failure.
   int64_t AdmitWrite(int64_t n);
+  // Sleeps for SlowDownSyncs's delay.
+  void WaitOutSyncDelay();
 
   FileSystem* const base_;
   mutable absl::Mutex mu_;
   int64_t write_budget_ ABSL_GUARDED_BY(mu_) = -1;
   bool fail_next_rename_ ABSL_GUARDED_BY(mu_) = false;
   bool fail_next_sync_dir_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Duration sync_delay_ ABSL_GUARDED_BY(mu_);
   int64_t corrupt_offset_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t faults_ ABSL_GUARDED_BY(mu_) = 0;
 };

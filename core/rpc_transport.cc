@@ -1,4 +1,5 @@
 // RpcClient and RpcServer over an Endpoint (core/transport.h). Thread maps are in the header.
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -31,7 +32,11 @@ struct RpcClient::PendingCall {
   absl::StatusOr<Response> result = absl::UnknownError("no result");  // guarded by mu_
 };
 
-RpcClient::RpcClient(std::unique_ptr<Endpoint> endpoint) : endpoint_(std::move(endpoint)) {
+RpcClient::RpcClient(std::unique_ptr<Endpoint> endpoint, std::function<absl::Status()> abort_check,
+                     absl::Duration abort_poll)
+    : endpoint_(std::move(endpoint)),
+      abort_check_(std::move(abort_check)),
+      abort_poll_(std::max(abort_poll, absl::Milliseconds(1))) {
   // A random first id, so that a restarted client does not reuse the ids of its predecessor
   // while the predecessor's responses may still arrive. 64 bits never wrap in practice.
   std::random_device random;
@@ -119,7 +124,24 @@ absl::StatusOr<Response> RpcClient::Await(const Started& started, absl::Time dea
   PendingCall& call = *started.call;
   std::unique_lock<std::mutex> lock(mu_);
   auto done = [&call] { return call.done; };
-  if (deadline == absl::InfiniteFuture()) {
+  if (abort_check_) {
+    // Wait in slices of abort_poll_, asking the check between them.
+    while (!done()) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) break;
+      call.cv.wait_for(lock, absl::ToChronoNanoseconds(std::min(left, abort_poll_)), done);
+      if (done()) break;
+      lock.unlock();
+      const absl::Status abort = abort_check_();
+      lock.lock();
+      if (!abort.ok() && !done()) {
+        pending_.erase(started.id);
+        return absl::Status(abort.code(), absl::StrCat("call ", call.method, " to peer ", call.peer,
+                                                       " (request ", started.id,
+                                                       ") abandoned: ", abort.message()));
+      }
+    }
+  } else if (deadline == absl::InfiniteFuture()) {
     call.cv.wait(lock, done);
   } else {
     auto until = std::chrono::steady_clock::now() +

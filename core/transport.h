@@ -278,7 +278,13 @@ struct RpcClientStats {
 // call by request id. The pending map holds exactly the calls that are waiting.
 class RpcClient {
  public:
-  explicit RpcClient(std::unique_ptr<Endpoint> endpoint);
+  // `abort_check`, when set, is polled while a call waits longer than abort_poll: a non-OK
+  // status fails the waiting call at once with that status (its code kept, the peer and method
+  // named), e.g. the job has failed and no answer is worth waiting for. It runs on the calling
+  // thread without this client's lock; it must not call this client.
+  explicit RpcClient(std::unique_ptr<Endpoint> endpoint,
+                     std::function<absl::Status()> abort_check = nullptr,
+                     absl::Duration abort_poll = absl::Milliseconds(100));
   ~RpcClient();  // Shutdown()
   RpcClient(const RpcClient&) = delete;
   RpcClient& operator=(const RpcClient&) = delete;
@@ -287,7 +293,8 @@ class RpcClient {
   // Returns the response, or: the handler's error status (code kept, message prefixed with the
   // peer and method); DEADLINE_EXCEEDED when the deadline passes first (a later response is
   // dropped with a log line); UNAVAILABLE when the peer is unreachable, the server shuts down
-  // with the call pending, or this client shuts down; DATA_LOSS for a malformed response.
+  // with the call pending, or this client shuts down; DATA_LOSS for a malformed response; the
+  // abort check's status when it fails first.
   absl::StatusOr<Response> Call(const std::string& peer, const std::string& method,
                                 std::vector<Frame> frames, absl::Time deadline);
 
@@ -330,6 +337,8 @@ class RpcClient {
   void FailAllPending(const absl::Status& status);
 
   const std::unique_ptr<Endpoint> endpoint_;
+  const std::function<absl::Status()> abort_check_;  // may be empty
+  const absl::Duration abort_poll_;
   mutable std::mutex mu_;
   bool shut_down_ = false;                                               // guarded by mu_
   uint64_t next_request_id_;                                             // guarded by mu_

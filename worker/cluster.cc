@@ -137,6 +137,7 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
   runtime.num_workers = workers;
   runtime.collective = collective;
   runtime.device_collective = device_collective;
+  runtime.collective_timeout = Ms(c.rpc_deadline_ms());
   runtime.make_store = [&](const TableOptions& table) -> absl::StatusOr<std::unique_ptr<EmbeddingStore>> {
     RemoteEmbeddingStoreOptions o;
     for (const PeerInfo& s : membership.servers) o.servers.push_back({s.id, s.address});
@@ -144,6 +145,7 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
     o.deadline = Ms(c.rpc_deadline_ms());
     o.worker_index = index;
     o.num_workers = workers;
+    o.job_status = [&client]() { return client->JobStatus(); };
     return NewRemoteEmbeddingStore(std::move(store_ep), std::move(o));
   };
   runtime.report = [&](const scheduler::BucketStats& stats) {

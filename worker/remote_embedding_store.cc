@@ -31,7 +31,9 @@ class RemoteEmbeddingStore : public EmbeddingStore {
  public:
   RemoteEmbeddingStore(std::unique_ptr<transport::Endpoint> endpoint,
                        RemoteEmbeddingStoreOptions options)
-      : options_(std::move(options)), dims_(kMaxSlots, 0), client_(std::move(endpoint)) {
+      : options_(std::move(options)),
+        dims_(kMaxSlots, 0),
+        client_(std::move(endpoint), options_.job_status) {
     for (const auto& [slot, config] : options_.slots) dims_[slot] = config.dim;
   }
 

@@ -34,6 +34,7 @@
 #define CHOIR_WORKER_REMOTE_EMBEDDING_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -78,6 +79,10 @@ struct RemoteEmbeddingStoreOptions {
   // How long a checkpoint's save (every server writing its rows) or one restore request may
   // take. Default 10 min.
   absl::Duration checkpoint_deadline = absl::Minutes(10);
+  // Optional: the job's state (SchedulerClient::JobStatus). Polled while a call waits (every
+  // 100 ms); once it is not OK (the job failed: a peer died) the waiting call fails at once with
+  // it, instead of waiting out its deadline for a server that may be gone.
+  std::function<absl::Status()> job_status;
 };
 
 // A store that reaches the servers through `endpoint` (this worker's own endpoint; the store

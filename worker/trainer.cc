@@ -38,6 +38,7 @@
 #include "worker/keys.h"
 #include "worker/internal/dense_exchange.h"
 #include "worker/internal/model_setup.h"
+#include "worker/internal/worker0_hold.h"
 #include "worker/local_embedding_store.h"
 
 namespace choir::worker {
@@ -457,15 +458,21 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   // Checkpoints: worker 0 of a cluster (or the single process) writes them; the parameter
   // servers write their own rows into the same directory.
   // With reweighting in a cluster the scheduler holds the reweighter and every worker its
-  // statistics since the last round: every worker joins each checkpoint (GatherReweighting).
+  // statistics since the last round (GatherReweighting). Every worker of a cluster joins each
+  // checkpoint and waits there for worker 0 to write it (internal::WaitForWorker0).
   const bool cluster_reweighting =
       runtime != nullptr && runtime->report && tc.reweighting().policy() != "none";
+  const bool several_workers =
+      runtime != nullptr && runtime->num_workers > 1 && runtime->collective != nullptr;
   const bool checkpoints = evaluates && !tc.out_dir().empty();
-  const bool joins_checkpoints = checkpoints || (cluster_reweighting && !tc.out_dir().empty());
+  const bool joins_checkpoints = checkpoints || (several_workers && !tc.out_dir().empty());
   if (cluster_reweighting && !(runtime->reweighter_state && runtime->restore_reweighter && runtime->resume_rounds)) {
     return absl::InternalError("a cluster worker with reweighting needs the runtime's reweighter hooks");
   }
   const std::string checkpoint_root = JoinPath(tc.out_dir(), "checkpoint");
+  // How often worker 0 tells the others it is still writing or restoring a checkpoint.
+  const absl::Duration hold_every =
+      internal::HoldInterval(runtime != nullptr ? runtime->collective_timeout : absl::InfiniteDuration());
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(tc));
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, factory.get()));
   const data::DatasetManifest& manifest = setup.manifest;
@@ -569,10 +576,17 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     if (cluster_reweighting) {
       ASSIGN_OR_RETURN(gathered, GatherReweighting(*runtime, bucket_stats));
     }
-    if (!checkpoints) return absl::OkStatus();  // not worker 0: its part is done
+    if (!checkpoints) {  // not worker 0: it waits while worker 0 and the servers write
+      return internal::WaitForWorker0(runtime->collective, "writing a checkpoint");
+    }
     LoopState state{result.steps, result.samples, bucket_stats, current_weights};
-    RETURN_IF_ERROR(SaveCheckpoint(fs, checkpoint_root, job, num_workers, model.get(), &optimizer,
-                                   store, reweighter, state, gathered ? &*gathered : nullptr));
+    auto save = [&]() {
+      return SaveCheckpoint(fs, checkpoint_root, job, num_workers, model.get(), &optimizer, store,
+                            reweighter, state, gathered ? &*gathered : nullptr);
+    };
+    RETURN_IF_ERROR(several_workers ? internal::HoldOthersDuring(runtime->collective, hold_every,
+                                                                 "writing a checkpoint", save)
+                                    : save());
     checkpoint_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start).count();
     return absl::OkStatus();
@@ -591,14 +605,25 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     ASSIGN_OR_RETURN(const std::string resume_dir, checkpoint::Resolve(fs, tc.resume(), checkpoint_root));
     LoopState state;
     // In a cluster every worker loads the dense state; worker 0 alone sends the sparse rows to
-    // the servers and restores the scheduler's reweighter (the broadcast before the first step
-    // holds the others back until it is done).
-    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
-                                   evaluates ? store : nullptr, &reweighter, &state));
-    if (cluster_reweighting) {
-      const int64_t rounds = state.steps / reweighting_options.every_steps;
-      runtime->resume_rounds(rounds);
-      if (evaluates) RETURN_IF_ERROR(runtime->restore_reweighter(reweighter.state(), rounds, state.current_weights));
+    // the servers and restores the scheduler's reweighter, while the others wait for it.
+    auto load = [&]() -> absl::Status {
+      RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
+                                     evaluates ? store : nullptr, &reweighter, &state));
+      if (cluster_reweighting) {
+        const int64_t rounds = state.steps / reweighting_options.every_steps;
+        runtime->resume_rounds(rounds);
+        if (evaluates) RETURN_IF_ERROR(runtime->restore_reweighter(reweighter.state(), rounds, state.current_weights));
+      }
+      return absl::OkStatus();
+    };
+    constexpr char kRestoring[] = "restoring the checkpoint's sparse rows";
+    if (!several_workers) {
+      RETURN_IF_ERROR(load());
+    } else if (evaluates) {
+      RETURN_IF_ERROR(internal::HoldOthersDuring(runtime->collective, hold_every, kRestoring, load));
+    } else {
+      RETURN_IF_ERROR(load());
+      RETURN_IF_ERROR(internal::WaitForWorker0(runtime->collective, kRestoring));
     }
     store->ResumeAt(static_cast<uint64_t>(state.steps));
     result.steps = state.steps;

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/fs.h"
 #include "core/collective.h"
 #include "core/proto/job.pb.h"
@@ -46,6 +47,11 @@ struct WorkerRuntime {
   // The workers' group: dense gradients are allreduced through it every step, and worker 0's
   // initial parameters broadcast. Not owned.
   Collective* collective = nullptr;
+  // How long a rank of `collective` waits for the others before DEADLINE_EXCEEDED (in a
+  // cluster, cluster.rpc_deadline_ms). While worker 0 alone restores or writes a checkpoint's
+  // sparse rows, it tells the others every quarter of this that it is still at work, so that a
+  // large table does not time them out.
+  absl::Duration collective_timeout = absl::Seconds(60);
   // Optional: the same group on the dense towers' device (NCCL among GPU workers, whose data
   // calls take device memory). When set, the dense exchange uses it and gradients stay on the
   // GPU; `collective` still carries the host-side exchanges (checkpoint statistics). Not owned.

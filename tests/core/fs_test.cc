@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
 namespace choir {
@@ -296,6 +297,20 @@ TEST_P(FileSystemTest, FaultInjectingSyncDirPassesThroughAndFailsOnceWhenAsked) 
   EXPECT_EQ(faulty.SyncDir(sandbox_->root).code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(faulty.SyncDir(sandbox_->root).ok());
   EXPECT_EQ(faulty.faults_injected(), 1);
+}
+
+TEST_P(FileSystemTest, FaultInjectingSlowSyncsWaitAndStillSync) {
+  FaultInjectingFileSystem faulty(fs_);
+  faulty.SlowDownSyncs(absl::Milliseconds(100));
+  auto file = faulty.NewWritableFile(Path("slow"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_TRUE((*file)->Append("data").ok());
+  const absl::Time start = absl::Now();
+  EXPECT_TRUE((*file)->Sync().ok());
+  EXPECT_TRUE(faulty.SyncDir(sandbox_->root).ok());
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(200));
+  EXPECT_TRUE((*file)->Close().ok());
+  EXPECT_EQ(Read(Path("slow")), "data");
 }
 
 TEST_P(FileSystemTest, AtomicWriteSyncsTheDirectoryAfterTheRename) {

@@ -143,7 +143,8 @@ class TransportTest : public ::testing::TestWithParam<Kind> {
                                })
                     .ok());
     ASSERT_TRUE(server_->Start().ok());
-    client_ = std::make_unique<RpcClient>(std::move(client_endpoint));
+    client_ = std::make_unique<RpcClient>(std::move(client_endpoint), abort_check_,
+                                          absl::Milliseconds(20));
   }
 
   void TearDown() override {
@@ -152,6 +153,7 @@ class TransportTest : public ::testing::TestWithParam<Kind> {
     if (server_ != nullptr) server_->Shutdown();
   }
 
+  std::function<absl::Status()> abort_check_;  // the client's, set before StartServerAndClient
   InProcessNetwork network_;
   RejectLog rejects_;
   Counter handled_;
@@ -488,6 +490,44 @@ TEST_P(TransportTest, ClientShutdownGivesPendingCallersUnavailable) {
   EXPECT_EQ(result.code(), absl::StatusCode::kUnavailable) << result;
   EXPECT_EQ(client_->Call("server", "echo", {}, In(absl::Seconds(1))).status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+TEST_P(TransportTest, AFailingAbortCheckEndsAWaitingCallAtOnceAndAPassingOneChangesNothing) {
+  std::atomic<bool> failed{false};
+  std::atomic<int> checks{0};
+  abort_check_ = [&]() -> absl::Status {
+    ++checks;
+    return failed ? absl::AbortedError("job stopped: ps1 died") : absl::OkStatus();
+  };
+  StartServerAndClient(/*worker_threads=*/2);
+  // The check fails while a call with a 30 s deadline waits for an answer that is not coming.
+  std::thread failer([&] {
+    ASSERT_TRUE(entered_.WaitFor(1));
+    absl::SleepFor(absl::Milliseconds(100));
+    failed = true;
+  });
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Response> abandoned = client_->Call("server", "block", {}, In(absl::Seconds(30)));
+  const absl::Duration took = absl::Now() - start;
+  failer.join();
+  EXPECT_EQ(abandoned.status().code(), absl::StatusCode::kAborted) << abandoned.status();
+  EXPECT_TRUE(absl::StrContains(abandoned.status().message(), "job stopped: ps1 died"));
+  EXPECT_TRUE(absl::StrContains(abandoned.status().message(), "call block to peer server"));
+  EXPECT_LT(took, absl::Seconds(10));
+  EXPECT_EQ(client_->stats().pending, 0u);
+
+  // While the check passes, a slow answer within the deadline arrives as usual.
+  failed = false;
+  checks = 0;
+  std::thread releaser([&] {
+    ASSERT_TRUE(entered_.WaitFor(2));
+    absl::SleepFor(absl::Milliseconds(200));
+    release_.Add();
+  });
+  absl::StatusOr<Response> slow = client_->Call("server", "block", {}, In(absl::Seconds(30)));
+  releaser.join();
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  EXPECT_GT(checks.load(), 0) << "the check runs while a call waits";
 }
 
 TEST_P(TransportTest, SendToAPeerOutsideTheAddressBookIsNotFound) {

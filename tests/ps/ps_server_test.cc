@@ -4,6 +4,7 @@
 // in-process and ZeroMQ transports, and compare every pulled row bit for bit with the local
 // in-process store.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -114,9 +116,11 @@ class Cluster {
  public:
   Cluster(int num_servers, Kind kind, absl::Duration deadline = absl::Seconds(30),
           std::shared_ptr<transport::FaultInjector> worker_faults = nullptr,
-          int max_keys_per_request = RemoteEmbeddingStoreOptions().max_keys_per_request)
+          int max_keys_per_request = RemoteEmbeddingStoreOptions().max_keys_per_request,
+          std::function<absl::Status()> job_status = nullptr)
       : kind_(kind) {
     RemoteEmbeddingStoreOptions store_options;
+    store_options.job_status = std::move(job_status);
     store_options.max_keys_per_request = max_keys_per_request;
     store_options.slots = TestTableOptions().slots;
     store_options.deadline = deadline;
@@ -416,6 +420,36 @@ TEST(ClusterFaultTest, ShutDownServerIsUnavailableNamingItWithoutWaitingForTheDe
   status = cluster.store().Push(keys, grads);
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
   EXPECT_TRUE(absl::StrContains(status.message(), "ps1")) << status;
+}
+
+// A server that never answers, and the job fails meanwhile (the scheduler's verdict, which the
+// cluster passes as job_status): the waiting call ends with the job's status, not at its
+// deadline.
+TEST(ClusterFaultTest, AFailedJobEndsACallWaitingOnASilentServerAtOnce) {
+  auto faults = std::make_shared<transport::FaultInjector>();
+  std::atomic<bool> failed{false};
+  Cluster cluster(2, Kind::kInProcess, absl::Seconds(30), faults,
+                  RemoteEmbeddingStoreOptions().max_keys_per_request, [&failed]() {
+                    return failed ? absl::AbortedError("job stopped: worker 1 (w1) failed")
+                                  : absl::OkStatus();
+                  });
+  faults->DropNext("ps1", transport::KIND_REQUEST);
+  const std::vector<uint64_t> keys = KeysOnEveryServer(2);
+  std::vector<float> rows(Floats(cluster.store(), keys));
+  std::thread fail_the_job([&failed] {
+    absl::SleepFor(absl::Milliseconds(300));
+    failed = true;
+  });
+  const absl::Time start = absl::Now();
+  const absl::Status status = cluster.store().Pull(keys, absl::MakeSpan(rows));
+  const absl::Duration took = absl::Now() - start;
+  fail_the_job.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kAborted) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "parameter server 1 (ps1)")) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "job stopped: worker 1 (w1) failed")) << status;
+  EXPECT_GE(took, absl::Milliseconds(300));
+  EXPECT_LT(took, absl::Seconds(10)) << "must end when the job fails, not at the deadline";
+  EXPECT_EQ(faults->stats().dropped, 1u);
 }
 
 TEST(ClusterFaultTest, ZmqServerShutDownGivesAnErrorNamingItNotAHang) {

@@ -3,7 +3,8 @@
 // worker equals the single-process trainer step for step (byte-identical predictions); W
 // workers equal one process with W times the batch (to float tolerance); a sweep over servers
 // and workers; a crashed server is named and stops the job; a dropped request fails with the
-// server named; duplicated requests change nothing.
+// server named; duplicated requests change nothing; checkpoint work that outlasts the deadline
+// holds the other workers instead of timing them out.
 #include "worker/cluster.h"
 
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "checkpoint/checkpoint.h"
 #include "core/fs.h"
 #include "core/transport.h"
@@ -215,6 +217,46 @@ TEST_F(ClusterTest, AJobResumedAfterAServerCrashEndsLikeAnUninterruptedOne) {
       EvaluateCheckpoint(fs_, "/ck_full/checkpoint/step-000000000010", "", "/ck_eval/eval.json");
   ASSERT_TRUE(e.ok()) << e.status();
   EXPECT_EQ(Scores(fs_, "/ck_eval/preds.tsv"), Scores(fs_, "/ck_full/preds.tsv"));
+}
+
+// Worker 0 alone writes the dense state of a checkpoint (the servers their rows) and alone sends
+// the rows back to the servers on resume, while the other worker waits at the workers'
+// collective. On a disk slow enough, and with restores slow enough, that both outlast the
+// collective's timeout (cluster.rpc_deadline_ms), worker 0 holds the other worker instead of
+// letting it time out, and the resumed job still ends exactly like the uninterrupted one.
+TEST_F(ClusterTest, CheckpointWorkOutlastingTheDeadlineHoldsTheOtherWorker) {
+  auto job_for = [](const std::string& out) {
+    JobConfig job = ClusterJob(out, 3, 2, "inproc");
+    job.mutable_trainer()->set_max_steps(6);
+    job.mutable_trainer()->set_checkpoint_every_steps(4);
+    job.mutable_cluster()->set_rpc_deadline_ms(1000);
+    return job;
+  };
+  FaultInjectingFileSystem slow(fs_);
+  slow.SlowDownSyncs(absl::Milliseconds(400));  // a checkpoint takes several of these
+  absl::StatusOr<TrainResult> full = RunLocalCluster(&slow, job_for("/held_full"));
+  ASSERT_TRUE(full.ok()) << full.status();
+  ASSERT_EQ(full->steps, 6);
+  ASSERT_TRUE(fs_->Exists("/held_full/checkpoint/step-000000000004/MANIFEST.json"));
+
+  // Resuming: worker 0's first request to each server is its restore; each takes 600 ms.
+  slow.SlowDownSyncs(absl::ZeroDuration());
+  auto faults = std::make_shared<transport::FaultInjector>();
+  for (const char* server : {"ps0", "ps1", "ps2"}) {
+    faults->DelayNext(server, transport::KIND_REQUEST, absl::Milliseconds(600), 1);
+  }
+  LocalClusterHooks hooks;
+  hooks.wrap_endpoint = [faults](const std::string& role, int index, std::unique_ptr<transport::Endpoint> ep) {
+    if (role == "worker" && index == 0) return transport::NewFaultInjectingEndpoint(std::move(ep), faults);
+    return ep;
+  };
+  JobConfig resumed = job_for("/held_resumed");
+  resumed.mutable_trainer()->set_resume("/held_full/checkpoint/step-000000000004");
+  absl::StatusOr<TrainResult> r = RunLocalCluster(&slow, resumed, hooks);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(faults->stats().delayed, 3u);
+  EXPECT_EQ(r->steps, 6);
+  EXPECT_EQ(Scores(fs_, "/held_resumed/preds.tsv"), Scores(fs_, "/held_full/preds.tsv"));
 }
 
 TEST_F(ClusterTest, AJobWithReweightingResumesExactlyFromTheSchedulersAndWorkersState) {
