@@ -71,7 +71,8 @@ TEST(Worker0HoldTest, AFailureReachesTheOthersAtOnceNamed) {
   for (int r : {1, 2}) {
     // Told with the failure (ABORTED), not left to time out (DEADLINE_EXCEEDED).
     EXPECT_TRUE(absl::IsAborted(status[r])) << status[r];
-    EXPECT_NE(status[r].message().find("worker 0 failed (restoring the checkpoint)"), std::string::npos)
+    EXPECT_NE(status[r].message().find("worker 0 failed (restoring the checkpoint)"),
+              std::string::npos)
         << status[r];
   }
 }
@@ -93,7 +94,8 @@ TEST(Worker0HoldTest, ARankThatNeverArrivesEndsTheHoldWithTheGroupsError) {
   EXPECT_TRUE(absl::IsDeadlineExceeded(status[0])) << status[0];
   EXPECT_NE(status[0].message().find("worker 0 (saving)"), std::string::npos) << status[0];
   EXPECT_TRUE(absl::IsDeadlineExceeded(status[1])) << status[1];
-  EXPECT_NE(status[1].message().find("waiting for worker 0 (saving)"), std::string::npos) << status[1];
+  EXPECT_NE(status[1].message().find("waiting for worker 0 (saving)"), std::string::npos)
+      << status[1];
 }
 
 }  // namespace

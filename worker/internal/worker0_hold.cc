@@ -40,8 +40,9 @@ absl::Status HoldOthersDuring(Collective* group, absl::Duration every, const cha
     return status;
   }
   if (!group_status.ok()) {
-    return absl::Status(group_status.code(), absl::StrCat("worker 0 (", what, "): the workers' group: ",
-                                                          group_status.message()));
+    return absl::Status(
+        group_status.code(),
+        absl::StrCat("worker 0 (", what, "): the workers' group: ", group_status.message()));
   }
   uint8_t state = kDone;
   return group->Broadcast(&state, 1, 0);
@@ -52,7 +53,8 @@ absl::Status WaitForWorker0(Collective* group, const char* what) {
   for (;;) {
     uint8_t state = 0;
     if (absl::Status s = group->Broadcast(&state, 1, 0); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("waiting for worker 0 (", what, "): ", s.message()));
+      return absl::Status(s.code(),
+                          absl::StrCat("waiting for worker 0 (", what, "): ", s.message()));
     }
     switch (state) {
       case kWorking:
