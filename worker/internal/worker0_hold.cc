@@ -63,7 +63,7 @@ absl::Status WaitForWorker0(Collective* group, const char* what) {
         return absl::OkStatus();
       case kFailed:
         return absl::AbortedError(absl::StrCat("worker 0 failed (", what,
-                                               "); its error is in its log and the job's status"));
+                                               "); its own error is in its log"));
       default:
         return absl::InternalError(absl::StrCat("waiting for worker 0 (", what, "): it broadcast ",
                                                 state, ", not a hold message"));

@@ -28,8 +28,8 @@ absl::Status HoldOthersDuring(Collective* group, absl::Duration every, const cha
                               absl::FunctionRef<absl::Status()> work);
 
 // On every other rank of `group`: returns once rank 0's HoldOthersDuring has: OK when its work
-// succeeded, ABORTED naming worker 0 and `what` when it failed, the group's error when the group
-// broke.
+// succeeded, ABORTED naming worker 0 and `what` when it failed (worker 0 reports its own error),
+// the group's error when the group broke.
 absl::Status WaitForWorker0(Collective* group, const char* what);
 
 // The interval of HoldOthersDuring's broadcasts for a collective that times out after
