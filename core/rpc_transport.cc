@@ -136,6 +136,7 @@ absl::StatusOr<Response> RpcClient::Await(const Started& started, absl::Time dea
       lock.lock();
       if (!abort.ok() && !done()) {
         pending_.erase(started.id);
+        ++stats_.abandoned;
         return absl::Status(abort.code(), absl::StrCat("call ", call.method, " to peer ", call.peer,
                                                        " (request ", started.id,
                                                        ") abandoned: ", abort.message()));

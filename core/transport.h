@@ -268,6 +268,7 @@ struct RpcClientStats {
   uint64_t deadline_exceeded = 0;
   // Responses with no waiting call (late after the deadline, or duplicates), dropped.
   uint64_t dropped_responses = 0;
+  uint64_t abandoned = 0;  // calls ended by the abort check
   size_t pending = 0;  // calls waiting now
 };
 

@@ -59,6 +59,9 @@ absl::Status ValidateCluster(const ClusterConfig& c) {
     return absl::InvalidArgumentError("cluster.peer_timeout_ms must exceed cluster.heartbeat_ms");
   }
   if (c.rpc_deadline_ms() < 1) return absl::InvalidArgumentError("cluster.rpc_deadline_ms must be >= 1");
+  if (c.checkpoint_deadline_ms() < 1) {
+    return absl::InvalidArgumentError("cluster.checkpoint_deadline_ms must be >= 1");
+  }
   return absl::OkStatus();
 }
 
@@ -138,14 +141,20 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
   runtime.collective = collective;
   runtime.device_collective = device_collective;
   runtime.collective_timeout = Ms(c.rpc_deadline_ms());
+  runtime.hold_limit = Ms(c.checkpoint_deadline_ms());
   runtime.make_store = [&](const TableOptions& table) -> absl::StatusOr<std::unique_ptr<EmbeddingStore>> {
     RemoteEmbeddingStoreOptions o;
     for (const PeerInfo& s : membership.servers) o.servers.push_back({s.id, s.address});
     o.slots = table.slots;
     o.deadline = Ms(c.rpc_deadline_ms());
+    o.checkpoint_deadline = Ms(c.checkpoint_deadline_ms());
     o.worker_index = index;
     o.num_workers = workers;
-    o.job_status = [&client]() { return client->JobStatus(); };
+    // ABORTED: the job's end is not the fault of the server a call was waiting on.
+    o.job_status = [&client]() {
+      const absl::Status status = client->JobStatus();
+      return status.ok() ? status : absl::AbortedError(status.message());
+    };
     return NewRemoteEmbeddingStore(std::move(store_ep), std::move(o));
   };
   runtime.report = [&](const scheduler::BucketStats& stats) {

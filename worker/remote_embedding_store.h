@@ -77,8 +77,8 @@ struct RemoteEmbeddingStoreOptions {
   // threads while earlier ones travel and are copied out.
   int max_keys_per_request = 2048;
   // How long a checkpoint's save (every server writing its rows) or one restore request may
-  // take. Default 10 min.
-  absl::Duration checkpoint_deadline = absl::Minutes(10);
+  // take (cluster.checkpoint_deadline_ms). Default 30 min.
+  absl::Duration checkpoint_deadline = absl::Minutes(30);
   // Optional: the job's state (SchedulerClient::JobStatus). Polled while a call waits (every
   // 100 ms); once it is not OK (the job failed: a peer died) the waiting call fails at once with
   // it, instead of waiting out its deadline for a server that may be gone.

@@ -196,8 +196,8 @@ struct ClusterReweighting {
 };
 
 // Called by every worker at a checkpoint step: their statistics meet through one allreduce
-// (each worker fills its own row of zeros, so the sum is exact); worker 0 also asks the
-// scheduler for its reweighter's state.
+// (each worker fills its own row of zeros, so the sum is exact). Worker 0 then fetches the
+// scheduler's reweighter state into scheduler_state (while it holds the others).
 absl::StatusOr<ClusterReweighting> GatherReweighting(const WorkerRuntime& runtime,
                                                      const scheduler::BucketStats& mine) {
   constexpr int kB = data::kNumBuckets;
@@ -218,9 +218,6 @@ absl::StatusOr<ClusterReweighting> GatherReweighting(const WorkerRuntime& runtim
       out.per_worker[v].count[b] = static_cast<int64_t>(all[(2 * v) * kB + b]);
       out.per_worker[v].loss_sum[b] = all[(2 * v + 1) * kB + b];
     }
-  }
-  if (w == 0) {
-    ASSIGN_OR_RETURN(out.scheduler_state, runtime.reweighter_state());
   }
   return out;
 }
@@ -378,6 +375,18 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
   LOG(INFO) << "resuming from " << dir << " at step " << state->steps << " (" << state->samples
             << " samples)";
   return absl::OkStatus();
+}
+
+// Sends the sparse rows of checkpoint `dir` to `store` and sets its tables' step.
+absl::Status LoadSparseRows(FileSystem* fs, const std::string& dir, EmbeddingStore* store) {
+  ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, dir));
+  uint64_t table_step = 0;
+  try {
+    table_step = reader.meta().at("table_step").get<uint64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta: ", e.what()));
+  }
+  return store->LoadRows(reader, table_step);
 }
 
 }  // namespace
@@ -580,13 +589,17 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       return internal::WaitForWorker0(runtime->collective, "writing a checkpoint");
     }
     LoopState state{result.steps, result.samples, bucket_stats, current_weights};
-    auto save = [&]() {
+    auto save = [&]() -> absl::Status {
+      if (gathered) {
+        ASSIGN_OR_RETURN(gathered->scheduler_state, runtime->reweighter_state());
+      }
       return SaveCheckpoint(fs, checkpoint_root, job, num_workers, model.get(), &optimizer, store,
                             reweighter, state, gathered ? &*gathered : nullptr);
     };
-    RETURN_IF_ERROR(several_workers ? internal::HoldOthersDuring(runtime->collective, hold_every,
-                                                                 "writing a checkpoint", save)
-                                    : save());
+    RETURN_IF_ERROR(several_workers
+                        ? internal::HoldOthersDuring(runtime->collective, hold_every,
+                                                     runtime->hold_limit, "writing a checkpoint", save)
+                        : save());
     checkpoint_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start).count();
     return absl::OkStatus();
@@ -604,25 +617,27 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (!tc.resume().empty()) {
     ASSIGN_OR_RETURN(const std::string resume_dir, checkpoint::Resolve(fs, tc.resume(), checkpoint_root));
     LoopState state;
-    // In a cluster every worker loads the dense state; worker 0 alone sends the sparse rows to
-    // the servers and restores the scheduler's reweighter, while the others wait for it.
-    auto load = [&]() -> absl::Status {
-      RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
-                                     evaluates ? store : nullptr, &reweighter, &state));
+    // Every worker loads the dense state. Worker 0 then sends the sparse rows to the servers
+    // (inside LoadCheckpoint when it is alone) and restores the scheduler's reweighter; in a
+    // cluster the others wait for it meanwhile.
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
+                                   evaluates && !several_workers ? store : nullptr, &reweighter, &state));
+    const int64_t rounds = cluster_reweighting ? state.steps / reweighting_options.every_steps : 0;
+    if (cluster_reweighting) runtime->resume_rounds(rounds);
+    auto restore = [&]() -> absl::Status {  // worker 0's part
+      if (several_workers) RETURN_IF_ERROR(LoadSparseRows(fs, resume_dir, store));
       if (cluster_reweighting) {
-        const int64_t rounds = state.steps / reweighting_options.every_steps;
-        runtime->resume_rounds(rounds);
-        if (evaluates) RETURN_IF_ERROR(runtime->restore_reweighter(reweighter.state(), rounds, state.current_weights));
+        RETURN_IF_ERROR(runtime->restore_reweighter(reweighter.state(), rounds, state.current_weights));
       }
       return absl::OkStatus();
     };
     constexpr char kRestoring[] = "restoring the checkpoint's sparse rows";
     if (!several_workers) {
-      RETURN_IF_ERROR(load());
+      if (evaluates) RETURN_IF_ERROR(restore());
     } else if (evaluates) {
-      RETURN_IF_ERROR(internal::HoldOthersDuring(runtime->collective, hold_every, kRestoring, load));
+      RETURN_IF_ERROR(internal::HoldOthersDuring(runtime->collective, hold_every, runtime->hold_limit,
+                                                 kRestoring, restore));
     } else {
-      RETURN_IF_ERROR(load());
       RETURN_IF_ERROR(internal::WaitForWorker0(runtime->collective, kRestoring));
     }
     store->ResumeAt(static_cast<uint64_t>(state.steps));

@@ -52,6 +52,9 @@ struct WorkerRuntime {
   // sparse rows, it tells the others every quarter of this that it is still at work, so that a
   // large table does not time them out.
   absl::Duration collective_timeout = absl::Seconds(60);
+  // The longest worker 0 holds the others so (cluster.checkpoint_deadline_ms): past it, hung
+  // work (a stuck file system) lets them time out instead of waiting forever.
+  absl::Duration hold_limit = absl::Minutes(30);
   // Optional: the same group on the dense towers' device (NCCL among GPU workers, whose data
   // calls take device memory). When set, the dense exchange uses it and gradients stay on the
   // GPU; `collective` still carries the host-side exchanges (checkpoint statistics). Not owned.

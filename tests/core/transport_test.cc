@@ -515,6 +515,7 @@ TEST_P(TransportTest, AFailingAbortCheckEndsAWaitingCallAtOnceAndAPassingOneChan
   EXPECT_TRUE(absl::StrContains(abandoned.status().message(), "call block to peer server"));
   EXPECT_LT(took, absl::Seconds(10));
   EXPECT_EQ(client_->stats().pending, 0u);
+  EXPECT_EQ(client_->stats().abandoned, 1u);
 
   // While the check passes, a slow answer within the deadline arrives as usual.
   failed = false;

@@ -436,11 +436,11 @@ TEST(ClusterFaultTest, AFailedJobEndsACallWaitingOnASilentServerAtOnce) {
   faults->DropNext("ps1", transport::KIND_REQUEST);
   const std::vector<uint64_t> keys = KeysOnEveryServer(2);
   std::vector<float> rows(Floats(cluster.store(), keys));
+  const absl::Time start = absl::Now();
   std::thread fail_the_job([&failed] {
     absl::SleepFor(absl::Milliseconds(300));
     failed = true;
   });
-  const absl::Time start = absl::Now();
   const absl::Status status = cluster.store().Pull(keys, absl::MakeSpan(rows));
   const absl::Duration took = absl::Now() - start;
   fail_the_job.join();

@@ -385,6 +385,11 @@ TEST_F(ClusterTest, BadClusterFieldsAreNamed) {
   r = RunLocalCluster(fs_, job);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("cluster.workers"), std::string::npos) << r.status();
+  job = ClusterJob("/bad", 1, 1, "inproc");
+  job.mutable_cluster()->set_checkpoint_deadline_ms(0);
+  r = RunLocalCluster(fs_, job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cluster.checkpoint_deadline_ms"), std::string::npos) << r.status();
 }
 
 // trainer.dense_allreduce is checked before any role starts (and before any GPU is touched).

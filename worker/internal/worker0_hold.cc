@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "core/status.h"
 #include "glog/logging.h"
 
@@ -17,13 +18,20 @@ enum : uint8_t { kWorking = 1, kDone = 2, kFailed = 3 };
 
 }  // namespace
 
-absl::Status HoldOthersDuring(Collective* group, absl::Duration every, const char* what,
-                              absl::FunctionRef<absl::Status()> work) {
+absl::Status HoldOthersDuring(Collective* group, absl::Duration every, absl::Duration limit,
+                              const char* what, absl::FunctionRef<absl::Status()> work) {
   CHECK_EQ(group->rank(), 0) << "HoldOthersDuring runs on worker 0";
   absl::Notification finished;
   absl::Status group_status;  // the ticker's; read after the join
+  const absl::Time give_up = absl::Now() + limit;
   std::thread ticker([&] {
     while (!finished.WaitForNotificationWithTimeout(every)) {
+      if (absl::Now() >= give_up) {
+        LOG(ERROR) << "worker 0 has been " << what << " for longer than "
+                   << absl::FormatDuration(limit)
+                   << " (cluster.checkpoint_deadline_ms); the other workers will time out";
+        return;
+      }
       uint8_t state = kWorking;
       group_status = group->Broadcast(&state, 1, 0);
       if (!group_status.ok()) return;
@@ -62,8 +70,8 @@ absl::Status WaitForWorker0(Collective* group, const char* what) {
       case kDone:
         return absl::OkStatus();
       case kFailed:
-        return absl::AbortedError(absl::StrCat("worker 0 failed (", what,
-                                               "); its own error is in its log"));
+        return absl::AbortedError(
+            absl::StrCat("worker 0 failed (", what, "); its own error is in its log"));
       default:
         return absl::InternalError(absl::StrCat("waiting for worker 0 (", what, "): it broadcast ",
                                                 state, ", not a hold message"));

@@ -24,8 +24,10 @@ namespace choir::worker::internal {
 // On rank 0 of `group`: runs `work` on this thread (where the model's device is bound) and
 // returns its error if it failed, else the group's error if a broadcast failed, else OK.
 // `what` names the work in the others' error when it fails ("restoring the checkpoint").
-absl::Status HoldOthersDuring(Collective* group, absl::Duration every, const char* what,
-                              absl::FunctionRef<absl::Status()> work);
+// Work still running after `limit` (a hung file system) is no longer broadcast: the others
+// then time out as at any collective, instead of waiting forever.
+absl::Status HoldOthersDuring(Collective* group, absl::Duration every, absl::Duration limit,
+                              const char* what, absl::FunctionRef<absl::Status()> work);
 
 // On every other rank of `group`: returns once rank 0's HoldOthersDuring has: OK when its work
 // succeeded, ABORTED naming worker 0 and `what` when it failed (worker 0 reports its own error),
