@@ -310,6 +310,13 @@ class MpiCollective : public Collective {
   // in pending_ (MPI still owns its buffers) and DEADLINE_EXCEEDED is returned.
   absl::Status WaitLocked(MPI_Request* request, const std::string& what, const Deadline& deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Polls (MPI progresses a nonblocking operation inside MPI_Test) by yielding for the first
+    // kSpin, as a step's allreduce wants; a longer wait (the others holding for worker 0's
+    // checkpoint, for minutes) sleeps between polls, 50 us doubling to 1 ms, instead of
+    // keeping a core busy.
+    constexpr auto kSpin = std::chrono::milliseconds(10);
+    const Clock::time_point started = Clock::now();
+    std::chrono::microseconds nap(50);
     for (;;) {
       int done = 0;
       CHOIR_MPI_CALL(MPI_Test(request, &done, MPI_STATUS_IGNORE));
@@ -320,7 +327,12 @@ class MpiCollective : public Collective {
             what, ": did not complete within ", absl::FormatDuration(timeout_),
             "; a rank is dead, stuck, or has not called this operation (MPI cannot say which)"));
       }
-      std::this_thread::yield();
+      if (Clock::now() - started < kSpin) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(nap);
+        nap = std::min(2 * nap, std::chrono::microseconds(1000));
+      }
     }
   }
 
