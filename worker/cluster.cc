@@ -176,6 +176,12 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
     RETURN_IF_ERROR(client->Finish(result->steps, result->last_loss, absl::Now() + Ms(c.rpc_deadline_ms())));
   } else {
     LOG(ERROR) << "worker " << index << " stopped: " << result.status();
+    // ABORTED is another peer's failure seen from here ("worker 0 failed" while it held this
+    // worker at a checkpoint): that peer reports its own error, the cause, in a moment. Give it
+    // up to the peer timeout to do so, so that the job fails naming the cause, not this echo.
+    if (absl::IsAborted(result.status()) && client->JobStatus().ok()) {
+      client->WaitForStop(Ms(c.peer_timeout_ms())).IgnoreError();
+    }
     // The scheduler fails the job at once, naming this worker and its error; if the message is
     // lost, the worker's silence does it after the heartbeat timeout. Not when the job has
     // already failed or the scheduler is unreachable (the call would only wait).
@@ -390,6 +396,7 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
   for (std::thread& t : threads) t.join();
   const absl::Status job_status = scheduler->JobStatus();
   scheduler->Shutdown();
+  if (hooks.job_ended) hooks.job_ended(job_status);
 
   std::vector<RoleError> errors;
   for (int w = 0; w < workers; ++w) errors.push_back({worker_result[w].status(), worker_end[w]});

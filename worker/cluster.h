@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/fs.h"
 #include "core/proto/job.pb.h"
@@ -42,6 +43,9 @@ struct LocalClusterHooks {
   // `kill_at_step`: the server stops answering and stops its heartbeats. -1: never.
   int kill_server = -1;
   int64_t kill_at_step = -1;
+  // Called once every role has stopped, with the scheduler's status of the job: ABORTED with
+  // the reason it failed for, which is what a cluster under mpirun reports.
+  std::function<void(const absl::Status& job_status)> job_ended;
 };
 
 // The whole job in this process: a scheduler, cluster.servers >= 1 parameter servers and

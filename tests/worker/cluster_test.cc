@@ -4,7 +4,8 @@
 // workers equal one process with W times the batch (to float tolerance); a sweep over servers
 // and workers; a crashed server is named and stops the job; a dropped request fails with the
 // server named; duplicated requests change nothing; checkpoint work that outlasts the deadline
-// holds the other workers instead of timing them out.
+// holds the other workers instead of timing them out; a failed checkpoint fails the job with
+// worker 0's error, not the other workers' echo of it.
 #include "worker/cluster.h"
 
 #include <chrono>
@@ -257,6 +258,34 @@ TEST_F(ClusterTest, CheckpointWorkOutlastingTheDeadlineHoldsTheOtherWorker) {
   EXPECT_EQ(faults->stats().delayed, 3u);
   EXPECT_EQ(r->steps, 6);
   EXPECT_EQ(Scores(fs_, "/held_resumed/preds.tsv"), Scores(fs_, "/held_full/preds.tsv"));
+}
+
+// When worker 0's checkpoint fails, the worker it holds stops too ("worker 0 failed"), and both
+// tell the scheduler. The job's reason, what mpirun shows, must be worker 0's error, the cause,
+// even when the other worker's echo reaches the scheduler first: here every message of worker 0
+// to the scheduler is held back 150 ms (its heartbeats still arrive well within the timeout).
+TEST_F(ClusterTest, AFailedCheckpointFailsTheJobWithWorker0sErrorNotItsEcho) {
+  JobConfig job = ClusterJob("/ck_fail", 2, 2, "inproc");
+  job.mutable_trainer()->set_max_steps(8);
+  job.mutable_trainer()->set_checkpoint_every_steps(4);
+  FaultInjectingFileSystem faulty(fs_);
+  faulty.FailNextRename();
+  auto faults = std::make_shared<transport::FaultInjector>();
+  faults->DelayNext("scheduler", transport::KIND_REQUEST, absl::Milliseconds(150), 1 << 20);
+  LocalClusterHooks hooks;
+  hooks.wrap_endpoint = [faults](const std::string& role, int index, std::unique_ptr<transport::Endpoint> ep) {
+    if (role == "client" && index == 0) return transport::NewFaultInjectingEndpoint(std::move(ep), faults);
+    return ep;
+  };
+  absl::Status job_status;
+  hooks.job_ended = [&job_status](const absl::Status& s) { job_status = s; };
+  absl::StatusOr<TrainResult> r = RunLocalCluster(&faulty, job, hooks);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(faulty.faults_injected(), 1);
+  EXPECT_NE(r.status().message().find("injected"), std::string::npos) << r.status();
+  EXPECT_NE(job_status.message().find("injected"), std::string::npos) << job_status;
+  EXPECT_EQ(job_status.message().find("worker 0 failed ("), std::string::npos) << job_status;
+  EXPECT_FALSE(fs_->Exists("/ck_fail/checkpoint/step-000000000004/MANIFEST.json"));
 }
 
 TEST_F(ClusterTest, AJobWithReweightingResumesExactlyFromTheSchedulersAndWorkersState) {
