@@ -4,10 +4,14 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "absl/strings/str_format.h"
+#include "core/status.h"
 #include "models/cuda/cuda.h"
 #include "models/cuda/internal/cuda_util.h"
 #include "models/cuda/internal/ops.h"
@@ -21,6 +25,10 @@ struct Context {
   cudaStream_t stream = nullptr;         // the compute lane
   cudaStream_t upload_stream = nullptr;  // the upload lane
   cublasHandle_t blas = nullptr;
+  // Whether device memory comes from the stream-ordered pool (cudaMallocAsync); false where the
+  // device has none (cudaDevAttrMemoryPoolsSupported = 0, seen on some virtualised GPUs) or
+  // CHOIR_CUDA_NO_POOLS=1 asks so: then BlockCache below.
+  bool pools = true;
 };
 
 Context& Ctx() {
@@ -44,6 +52,68 @@ cudaStream_t LaneStream(models::Lane lane);
 // Selects InitCuda's device on this thread (a prefetch thread's first CUDA call may be one of
 // these): a call on an unbound thread would act on device 0 and create a context there.
 void BindThread() { static_cast<void>(Stream()); }
+
+void CudaSynchronizeBoth();
+
+// Device memory without the stream-ordered pool: cudaMalloc'd blocks, kept for reuse when freed
+// (the pool with an unlimited release threshold, which InitCuda sets, does the same). Freed
+// blocks go back for reuse in the order of the compute stream, exactly as cudaFreeAsync on it
+// would: a later allocation's kernels queue behind the earlier owner's. Thread-safe.
+class BlockCache {
+ public:
+  void* Allocate(size_t bytes) {
+    const size_t size = (std::max<size_t>(bytes, 1) + kGrain - 1) / kGrain * kGrain;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::vector<void*>& free = free_[size];
+      if (!free.empty()) {
+        void* ptr = free.back();
+        free.pop_back();
+        return ptr;
+      }
+    }
+    void* ptr = nullptr;
+    cudaError_t err = cudaMalloc(&ptr, size);
+    if (err == cudaErrorMemoryAllocation) {
+      // The cached blocks of other sizes back to the driver, once queued work no longer uses them.
+      cudaGetLastError();
+      ReleaseCached();
+      err = cudaMalloc(&ptr, size);
+    }
+    CHOIR_CUDA_CHECK(err);
+    std::lock_guard<std::mutex> lock(mu_);
+    size_of_[ptr] = size;
+    return ptr;
+  }
+  void Free(void* ptr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = size_of_.find(ptr);
+    CHECK(it != size_of_.end()) << "freeing device memory this backend did not allocate";
+    free_[it->second].push_back(ptr);
+  }
+
+ private:
+  static constexpr size_t kGrain = 512;
+  void ReleaseCached() {
+    CudaSynchronizeBoth();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [size, blocks] : free_) {
+      for (void* ptr : blocks) {
+        CHOIR_CUDA_CHECK(cudaFree(ptr));
+        size_of_.erase(ptr);
+      }
+      blocks.clear();
+    }
+  }
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<void*>> free_;  // guarded by mu_: by rounded size
+  std::unordered_map<void*, size_t> size_of_;            // guarded by mu_: every live block
+};
+
+BlockCache& Blocks() {
+  static BlockCache* cache = new BlockCache;  // lives until exit, as Ctx()
+  return *cache;
+}
 
 class CudaBackend : public models::DeviceBackend {
  public:
@@ -84,13 +154,16 @@ class CudaBackend : public models::DeviceBackend {
   }
 
   void* Allocate(size_t bytes) override {
+    cudaStream_t stream = Stream();  // checks InitCuda and binds the thread
+    if (!Ctx().pools) return Blocks().Allocate(bytes);
     void* ptr = nullptr;
     // Stream-ordered allocation from the device's pool: steady-state steps reuse memory
     // without a device-wide synchronisation.
-    CHOIR_CUDA_CHECK(cudaMallocAsync(&ptr, std::max<size_t>(bytes, 1), Stream()));
+    CHOIR_CUDA_CHECK(cudaMallocAsync(&ptr, std::max<size_t>(bytes, 1), stream));
     return ptr;
   }
   void Free(void* ptr) override {
+    if (!Ctx().pools) return Blocks().Free(ptr);
     const cudaError_t err = cudaFreeAsync(ptr, Stream());
     // A tensor destroyed during process exit, after the runtime has unloaded: the memory is gone
     // with the context anyway.
@@ -273,6 +346,7 @@ int CudaDeviceCount(std::string* why) {
 absl::Status InitCuda(int device) {
   std::lock_guard<std::mutex> lock(internal::InitMutex());
   internal::Context& ctx = internal::Ctx();
+  if (device < 0) return absl::InvalidArgumentError(absl::StrFormat("CUDA device %d requested", device));
   if (ctx.device == device) return absl::OkStatus();
   if (ctx.device >= 0) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -281,21 +355,46 @@ absl::Status InitCuda(int device) {
   std::string why;
   const int count = CudaDeviceCount(&why);
   if (count == 0) return absl::FailedPreconditionError("no CUDA device: " + why);
-  if (device < 0 || device >= count) {
+  if (device >= count) {
     return absl::InvalidArgumentError(
         absl::StrFormat("CUDA device %d requested, %d present", device, count));
   }
-  CHOIR_CUDA_CHECK(cudaSetDevice(device));
-  CHOIR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
-  CHOIR_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.upload_stream, cudaStreamNonBlocking));
-  CHOIR_CUBLAS_CHECK(cublasCreate(&ctx.blas));
-  CHOIR_CUBLAS_CHECK(cublasSetStream(ctx.blas, ctx.stream));
-  CHOIR_CUBLAS_CHECK(cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH));
-  // Keep freed blocks in the pool instead of returning them to the driver at each sync.
-  cudaMemPool_t pool;
-  CHOIR_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
-  uint64_t threshold = UINT64_MAX;
-  CHOIR_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  // A GPU that fails here (out of memory, a broken driver) is the job's error, not a crash.
+  auto cuda = [device](const char* call, cudaError_t err) {
+    if (err == cudaSuccess) return absl::OkStatus();
+    cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrFormat("CUDA device %d: %s: %s: %s", device, call,
+                                                         cudaGetErrorName(err), cudaGetErrorString(err)));
+  };
+  auto blas = [device](const char* call, cublasStatus_t status) {
+    if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrFormat("CUDA device %d: %s: %s", device, call,
+                                                         cublasGetStatusString(status)));
+  };
+  RETURN_IF_ERROR(cuda("cudaSetDevice", cudaSetDevice(device)));
+  int pools = 0;
+  RETURN_IF_ERROR(cuda("cudaDeviceGetAttribute(cudaDevAttrMemoryPoolsSupported)",
+                       cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device)));
+  const char* no_pools = std::getenv("CHOIR_CUDA_NO_POOLS");
+  ctx.pools = pools != 0 && !(no_pools != nullptr && std::string(no_pools) == "1");
+  if (!ctx.pools) {
+    LOG(WARNING) << "CUDA device " << device << ": device memory from cudaMalloc with a cache of freed blocks, "
+                 << (pools == 0 ? "the device has no stream-ordered memory pools" : "CHOIR_CUDA_NO_POOLS=1");
+  }
+  RETURN_IF_ERROR(cuda("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking)));
+  RETURN_IF_ERROR(
+      cuda("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&ctx.upload_stream, cudaStreamNonBlocking)));
+  RETURN_IF_ERROR(blas("cublasCreate", cublasCreate(&ctx.blas)));
+  RETURN_IF_ERROR(blas("cublasSetStream", cublasSetStream(ctx.blas, ctx.stream)));
+  RETURN_IF_ERROR(blas("cublasSetMathMode", cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH)));
+  if (ctx.pools) {
+    // Keep freed blocks in the pool instead of returning them to the driver at each sync.
+    cudaMemPool_t pool;
+    RETURN_IF_ERROR(cuda("cudaDeviceGetDefaultMemPool", cudaDeviceGetDefaultMemPool(&pool, device)));
+    uint64_t threshold = UINT64_MAX;
+    RETURN_IF_ERROR(cuda("cudaMemPoolSetAttribute",
+                         cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold)));
+  }
   ctx.device = device;
   static internal::CudaBackend* backend = new internal::CudaBackend;
   models::RegisterDeviceBackend(models::Device::kCuda, backend);
@@ -315,10 +414,16 @@ std::string CudaDeviceDescription() {
 }
 
 // Both lanes: "all queued work" includes uploads queued on the upload lane.
-void CudaSynchronize() {
-  CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Stream()));
-  CHOIR_CUDA_CHECK(cudaStreamSynchronize(internal::Ctx().upload_stream));
+void CudaSynchronize() { internal::CudaSynchronizeBoth(); }
+
+namespace internal {
+namespace {
+void CudaSynchronizeBoth() {
+  CHOIR_CUDA_CHECK(cudaStreamSynchronize(Stream()));
+  CHOIR_CUDA_CHECK(cudaStreamSynchronize(Ctx().upload_stream));
 }
+}  // namespace
+}  // namespace internal
 
 namespace {
 std::atomic<MatmulPrecision> g_precision{MatmulPrecision::kFp32};
