@@ -18,10 +18,13 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "core/fs.h"
 #include "nlohmann/json.hpp"
@@ -88,6 +91,15 @@ class Reader {
   const std::string& dir() const { return dir_; }
   int64_t step() const { return step_; }
   const nlohmann::json& meta() const { return meta_; }
+  // The meta field `key` as a T (std::string, an integer, ...); DATA_LOSS naming the manifest
+  // and the field when it is absent or holds another type.
+  template <typename T>
+  absl::StatusOr<T> Meta(const std::string& key) const;
+  // The same, `fallback` when the field is absent.
+  template <typename T>
+  absl::StatusOr<T> Meta(const std::string& key, T fallback) const {
+    return meta_.contains(key) ? Meta<T>(key) : absl::StatusOr<T>(std::move(fallback));
+  }
   bool Has(const std::string& name) const { return files_.count(name) > 0; }
   // The data files, sorted by name.
   std::vector<std::string> FileNames() const;
@@ -108,6 +120,30 @@ class Reader {
   nlohmann::json meta_;
   std::map<std::string, FileInfo> files_;
 };
+
+namespace internal {
+template <typename T>
+constexpr const char* MetaTypeName() {
+  if constexpr (std::is_same_v<T, std::string>) return "a string";
+  if constexpr (std::is_integral_v<T>) return "an integer";
+  if constexpr (std::is_floating_point_v<T>) return "a number";
+  return "another type";
+}
+}  // namespace internal
+
+template <typename T>
+absl::StatusOr<T> Reader::Meta(const std::string& key) const {
+  const auto it = meta_.find(key);
+  if (it == meta_.end()) {
+    return absl::DataLossError(absl::StrCat(dir_, "/MANIFEST.json: the ", kind_, "'s meta has no \"", key, "\""));
+  }
+  try {
+    return it->template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    return absl::DataLossError(absl::StrCat(dir_, "/MANIFEST.json: the ", kind_, "'s meta \"", key, "\" holds a JSON ",
+                                            it->type_name(), ", want ", internal::MetaTypeName<T>()));
+  }
+}
 
 // The committed checkpoint with the highest step under `root`. NOT_FOUND when there is none.
 // Directories without a valid manifest are skipped with a warning naming them.

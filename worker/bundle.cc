@@ -54,8 +54,9 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
                                            const std::string& out, const ExportOptions& options) {
   ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, checkpoint_dir));
   const nlohmann::json& meta = reader.meta();
+  ASSIGN_OR_RETURN(const std::string trained_job, reader.Meta<std::string>("job"));
   JobConfig job;
-  if (!google::protobuf::TextFormat::ParseFromString(meta.value("job", ""), &job)) {
+  if (!google::protobuf::TextFormat::ParseFromString(trained_job, &job)) {
     return absl::DataLossError(absl::StrCat(checkpoint_dir, ": the checkpoint's job does not parse"));
   }
   if (!options.data_dir.empty()) job.mutable_data()->set_dir(options.data_dir);
@@ -68,8 +69,9 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, &factory));
   const bool has_groups = setup.groups != nullptr;
   if (has_groups && meta.contains("groups_table_crc32c")) {
+    ASSIGN_OR_RETURN(const uint32_t trained_crc, reader.Meta<uint32_t>("groups_table_crc32c"));
     ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));
-    if (crc32c::Value(table) != meta["groups_table_crc32c"].get<uint32_t>()) {
+    if (crc32c::Value(table) != trained_crc) {
       return absl::FailedPreconditionError(
           absl::StrCat("the group table ", job.model().groups().table(),
                        " is not the one the checkpoint was trained with"));
@@ -81,7 +83,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
   ASSIGN_OR_RETURN(std::vector<std::vector<float>> dense,
                    checkpoint::DecodeDenseFloats(dense_bytes, JoinPath(checkpoint_dir, "dense.bin")));
   const size_t num_params = setup.model->Params().size();
-  const size_t num_acc = meta.value("accumulators", size_t{0});
+  ASSIGN_OR_RETURN(const size_t num_acc, reader.Meta<size_t>("accumulators", 0));
   if (dense.size() < num_params + num_acc) {
     return absl::FailedPreconditionError(absl::StrCat(checkpoint_dir, "/dense.bin holds ", dense.size(),
                                                       " tensors; the job's model has ", num_params,
@@ -105,8 +107,11 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
     }));
   }
 
-  if (fs->IsDirectory(out) && !fs->Exists(JoinPath(out, checkpoint::kManifestName))) {
-    // An unfinished bundle is replaced; a folder holding anything else is not ours to delete.
+  // --out may hold an unfinished bundle (no manifest) or, with --force, a committed one: nothing
+  // else. A folder with any other file, or whose manifest is not a bundle's (a checkpoint, a
+  // damaged manifest), is not ours to delete.
+  const bool has_manifest = fs->Exists(JoinPath(out, checkpoint::kManifestName));
+  if (fs->IsDirectory(out)) {
     ASSIGN_OR_RETURN(std::vector<std::string> names, fs->ListDir(out));
     for (const std::string& name : names) {
       if (!IsBundleName(name)) {
@@ -114,8 +119,15 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
             out, " exists and holds ", name, ", which is not part of a bundle: choose an empty or new --out"));
       }
     }
+    if (has_manifest) {
+      if (absl::StatusOr<checkpoint::Reader> old = checkpoint::Reader::Open(fs, out, kBundleFormat); !old.ok()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(out, " holds a MANIFEST.json that is not a readable bundle's (", old.status().message(),
+                         "): it is left alone; choose another --out or delete it yourself"));
+      }
+    }
   }
-  if (fs->Exists(JoinPath(out, checkpoint::kManifestName))) {
+  if (has_manifest) {
     if (!options.overwrite) {
       return absl::FailedPreconditionError(absl::StrCat(out, " already holds a bundle (--force replaces it)"));
     }

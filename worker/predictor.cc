@@ -94,6 +94,11 @@ absl::StatusOr<AssignedUsers> AssignNewUsers(FileSystem* fs, const std::string& 
                                                    " floats of dimension ", options.embedding_dim,
                                                    "; the bundle's codebooks want dimension ", books.dim));
   }
+  if (absl::Status finite = groups::CheckFinite(options.new_user_embeddings.data(), static_cast<int64_t>(n),
+                                                books.dim, options.new_user_ids);
+      !finite.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("new users' embeddings: ", finite.message()));
+  }
   ASSIGN_OR_RETURN(assigned.codes, groups::AssignRqCodes(books, options.new_user_embeddings.data(),
                                                          static_cast<int64_t>(n), books.dim));
   assigned.ids = options.new_user_ids;

@@ -311,16 +311,22 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
     }
   }
   if (meta.contains("groups_table_crc32c") && job.model().has_groups()) {
+    ASSIGN_OR_RETURN(const uint32_t trained_crc, reader.Meta<uint32_t>("groups_table_crc32c"));
+    ASSIGN_OR_RETURN(const std::string trained_table, reader.Meta<std::string>("groups_table", ""));
     ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));
-    if (crc32c::Value(table) != meta["groups_table_crc32c"].get<uint32_t>()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the group table ", job.model().groups().table(),
-          " is not the one the checkpoint was trained with (", meta.value("groups_table", ""), ")"));
+    if (crc32c::Value(table) != trained_crc) {
+      return absl::FailedPreconditionError(absl::StrCat("the group table ", job.model().groups().table(),
+                                                        " is not the one the checkpoint was trained with (",
+                                                        trained_table, ")"));
     }
   }
   try {
     state->steps = meta.at("steps").get<int64_t>();
     state->samples = meta.at("samples").get<int64_t>();
+    if (state->steps < 0 || state->samples < 0 || state->steps != reader.step()) {
+      return absl::DataLossError(absl::StrCat(dir, "/MANIFEST.json: the checkpoint's meta says ", state->steps,
+                                              " steps and ", state->samples, " samples at step ", reader.step()));
+    }
     RETURN_IF_ERROR(ArrayFromJson(meta, "bucket_count", &state->bucket_stats.count));
     RETURN_IF_ERROR(ArrayFromJson(meta, "bucket_loss_sum", &state->bucket_stats.loss_sum));
     if (meta.contains("worker_bucket_count") && num_workers > 0) {
@@ -397,7 +403,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, checkpoint_dir));
   CheckpointEval result;
   result.step = reader.step();
-  const std::string job_text = reader.meta().value("job", "");
+  ASSIGN_OR_RETURN(const std::string job_text, reader.Meta<std::string>("job"));
   if (!google::protobuf::TextFormat::ParseFromString(job_text, &result.job)) {
     return absl::DataLossError(absl::StrCat(checkpoint_dir, ": the checkpoint's job does not parse"));
   }

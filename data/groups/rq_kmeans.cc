@@ -164,6 +164,18 @@ absl::Status CheckDim(const Codebooks& codebooks, int d) {
 
 }  // namespace
 
+absl::Status CheckFinite(const float* x, int64_t n, int d, absl::Span<const int64_t> ids) {
+  for (int64_t i = 0; i < n * d; ++i) {
+    if (!std::isfinite(x[i])) {
+      const int64_t row = i / d;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "row ", row, static_cast<size_t>(row) < ids.size() ? absl::StrCat(" (user ", ids[row], ")") : "",
+          " has a non-finite value (", x[i], ") at column ", i % d));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Codebooks> TrainRqKMeans(const float* x, int64_t n, int d,
                                         const RqKMeansOptions& options) {
   if (n < 1 || d < 1) {
@@ -177,12 +189,7 @@ absl::StatusOr<Codebooks> TrainRqKMeans(const float* x, int64_t n, int d,
         options.iterations, ", min_points_per_centroid ", options.min_points_per_centroid,
         ", max_points_per_centroid ", options.max_points_per_centroid));
   }
-  for (int64_t i = 0; i < n * d; ++i) {
-    if (!std::isfinite(x[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("row ", i / d, " has a non-finite value at column ", i % d));
-    }
-  }
+  RETURN_IF_ERROR(CheckFinite(x, n, d));
   int k = options.k;
   const int64_t cap = std::max<int64_t>(1, n / options.min_points_per_centroid);
   if (k > cap) {
@@ -237,6 +244,7 @@ absl::StatusOr<Codebooks> TrainRqKMeans(const float* x, int64_t n, int d,
 absl::StatusOr<std::vector<int32_t>> AssignRqCodes(const Codebooks& codebooks, const float* x,
                                                    int64_t n, int d) {
   RETURN_IF_ERROR(CheckDim(codebooks, d));
+  RETURN_IF_ERROR(CheckFinite(x, n, d));
   const int levels = codebooks.levels();
   std::vector<int32_t> codes(static_cast<size_t>(n) * levels);
   std::vector<float> r;
@@ -331,6 +339,9 @@ absl::StatusOr<Codebooks> LoadCodebooks(FileSystem* fs, const std::string& dir) 
     if (m.rows != k || m.cols != cb.dim || k < 1) {
       return absl::DataLossError(absl::StrCat(file, ": shape (", m.rows, ", ", m.cols, "), ",
                                               path, " says (", k, ", ", cb.dim, ")"));
+    }
+    if (absl::Status finite = CheckFinite(m.values.data(), m.rows, static_cast<int>(m.cols)); !finite.ok()) {
+      return absl::DataLossError(absl::StrCat(file, ": centroid ", finite.message()));
     }
     cb.k.push_back(static_cast<int>(k));
     cb.centroids.push_back(std::move(m.values));

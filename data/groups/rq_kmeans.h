@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "core/fs.h"
 
 namespace choir::groups {
@@ -45,6 +46,10 @@ struct Codebooks {
   int levels() const { return static_cast<int>(k.size()); }
 };
 
+// OK when every value of x ([n, d], row-major) is finite; else INVALID_ARGUMENT naming the
+// first bad value's row, column and value, and the row's user when `ids` (one per row) are given.
+absl::Status CheckFinite(const float* x, int64_t n, int d, absl::Span<const int64_t> ids = {});
+
 // Trains codebooks on x ([n, d], row-major). INVALID_ARGUMENT for n < 1, d < 1, levels < 1,
 // k < 1, iterations < 0, or non-finite values in x (naming the first bad row).
 absl::StatusOr<Codebooks> TrainRqKMeans(const float* x, int64_t n, int d,
@@ -52,7 +57,7 @@ absl::StatusOr<Codebooks> TrainRqKMeans(const float* x, int64_t n, int d,
 
 // Codes of x ([n, d]) under `codebooks`: [n, levels] row-major, code l of row i at
 // codes[i * levels + l]. Ties go to the lower centroid index. INVALID_ARGUMENT when d is not
-// the codebooks' dimension.
+// the codebooks' dimension or x holds a non-finite value.
 absl::StatusOr<std::vector<int32_t>> AssignRqCodes(const Codebooks& codebooks, const float* x,
                                                    int64_t n, int d);
 
@@ -67,7 +72,8 @@ std::vector<double> ReconstructionErrors(const Codebooks& codebooks, const float
 //   dir/level-<l>.npy    float32 [k_l, d], the centroids of level l
 // The manifest is written last, so a directory without it is incomplete.
 absl::Status SaveCodebooks(FileSystem* fs, const std::string& dir, const Codebooks& codebooks);
-// Loads what SaveCodebooks wrote; errors name the file that is missing or inconsistent.
+// Loads what SaveCodebooks wrote; errors name the file that is missing, inconsistent or holds a
+// non-finite centroid.
 absl::StatusOr<Codebooks> LoadCodebooks(FileSystem* fs, const std::string& dir);
 
 }  // namespace choir::groups

@@ -38,6 +38,27 @@ TEST(CheckpointTest, ACommittedCheckpointReadsBackWithItsMeta) {
   EXPECT_EQ(Writer::Begin(&fs, "/r", 12).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(CheckpointTest, TypedMetaFieldsNameTheManifestAndFieldWhenMissingOrOfAnotherType) {
+  MemFileSystem fs;
+  absl::StatusOr<Writer> w = Writer::Begin(&fs, "/r", 4);
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_TRUE(w->Commit({{"job", "name: 'x'"}, {"count", 7}, {"crc", 5}}).ok());
+  absl::StatusOr<Reader> r = Reader::Open(&fs, CheckpointDir("/r", 4));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r->Meta<std::string>("job"), "name: 'x'");
+  EXPECT_EQ(*r->Meta<int64_t>("count"), 7);
+  EXPECT_EQ(*r->Meta<size_t>("absent", 3), 3u);
+  absl::Status s = r->Meta<std::string>("count").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "step-000000000004/MANIFEST.json")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "\"count\" holds a JSON number, want a string")) << s;
+  s = r->Meta<uint32_t>("job", 0).status();
+  EXPECT_TRUE(absl::StrContains(s.message(), "\"job\" holds a JSON string, want an integer")) << s;
+  s = r->Meta<int64_t>("absent").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "has no \"absent\"")) << s;
+}
+
 TEST(CheckpointTest, LatestSkipsUnfinishedAndPruneKeepsTheNewest) {
   MemFileSystem fs;
   for (int64_t step : {5, 10, 15, 20}) ASSERT_TRUE(Commit(&fs, "/r", step).ok());

@@ -167,6 +167,28 @@ TEST(RqKMeansTest, RefusesBadInput) {
   EXPECT_EQ(TrainRqKMeans(x.data(), 2, 2, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Assigning (new users, `choir groups assign`) refuses non-finite vectors as training does: a
+// NaN would otherwise compare false with every distance and land in group 0/0/0.
+TEST(RqKMeansTest, AssignRefusesNonFiniteVectorsNamingTheRowAndUser) {
+  const Blobs b = MakeBlobs(3, 20, 4, 7);
+  RqKMeansOptions opt;
+  opt.k = 3;
+  opt.levels = 2;
+  absl::StatusOr<Codebooks> cb = TrainRqKMeans(b.x.data(), 60, 4, opt);
+  ASSERT_TRUE(cb.ok()) << cb.status();
+  std::vector<float> x(b.x.begin(), b.x.begin() + 3 * 4);
+  ASSERT_TRUE(AssignRqCodes(*cb, x.data(), 3, 4).ok());
+  x[2 * 4 + 1] = NAN;
+  absl::Status st = AssignRqCodes(*cb, x.data(), 3, 4).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("row 2 has a non-finite value (nan) at column 1"), std::string::npos) << st;
+  x[2 * 4 + 1] = -INFINITY;
+  const std::vector<int64_t> ids = {10, 11, 12};
+  st = CheckFinite(x.data(), 3, 4, ids);
+  EXPECT_NE(st.message().find("row 2 (user 12) has a non-finite value (-inf) at column 1"), std::string::npos)
+      << st;
+}
+
 TEST(RqKMeansTest, CodebooksRoundTripAndBadFilesAreNamed) {
   const Blobs b = MakeBlobs(3, 50, 5, 4);
   RqKMeansOptions opt;
@@ -188,6 +210,13 @@ TEST(RqKMeansTest, CodebooksRoundTripAndBadFilesAreNamed) {
   absl::Status st = LoadCodebooks(&fs, "/cb").status();
   EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(st.message().find("/cb/level-2.npy"), std::string::npos) << st;
+  // A level file with a NaN centroid.
+  std::vector<float> nan_level = cb->centroids[1];
+  nan_level[5] = NAN;
+  ASSERT_TRUE(WriteNpy(&fs, "/cb/level-2.npy", nan_level.data(), 3, 5).ok());
+  st = LoadCodebooks(&fs, "/cb").status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("/cb/level-2.npy: centroid row 1"), std::string::npos) << st;
   // A corrupt manifest.
   ASSERT_TRUE(fs.SetContents("/cb/codebooks.json", "{not json").ok());
   st = LoadCodebooks(&fs, "/cb").status();

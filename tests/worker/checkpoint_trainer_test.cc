@@ -170,6 +170,27 @@ TEST_F(CheckpointTrainerTest, ACheckpointOfAnotherRunIsRefusedNamingTheField) {
   EXPECT_TRUE(absl::StrContains(r.status().message(), "batch_size")) << r.status();
 }
 
+// A manifest whose checksum holds but whose meta a buggy writer got wrong: DATA_LOSS naming the
+// field, never an abort on the JSON library's exception.
+TEST_F(CheckpointTrainerTest, AMetaFieldOfTheWrongTypeIsDataLossNamingIt) {
+  const std::string dir = "/badmeta/checkpoint/step-000000000007";
+  CopyCheckpoint(kStep7, dir);
+  testing::EditManifestMeta(fs_, dir, [](nlohmann::json& meta) { meta["job"] = 5; });
+  absl::StatusOr<CheckpointEval> e = EvaluateCheckpoint(fs_, dir, "", "/badmeta/eval/eval.json");
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kDataLoss) << e.status();
+  EXPECT_TRUE(absl::StrContains(e.status().message(), "meta \"job\" holds a JSON number, want a string"))
+      << e.status();
+
+  CopyCheckpoint(kStep7, dir);
+  testing::EditManifestMeta(fs_, dir, [](nlohmann::json& meta) { meta["steps"] = -3; });
+  JobConfig job = Job("/badmeta");
+  job.mutable_trainer()->set_resume("latest");
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "-3 steps")) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "MANIFEST.json")) << r.status();
+}
+
 TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {
   JobConfig job = Job("/keep");
   job.mutable_trainer()->set_checkpoint_every_steps(3);

@@ -315,6 +315,26 @@ TEST_F(ServingTest, ExportNeverOverwritesWhatIsNotItsOwn) {
   absl::StatusOr<ExportSummary> foreign = ExportBundle(fs_, CheckpointOf("din"), "/precious", options);
   EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition) << foreign.status();
   EXPECT_EQ(Read(fs_, "/precious/notes.txt"), "keep me");
+
+  // Not even with --force, and not when a MANIFEST.json is there: a folder with the user's own
+  // files beside one, or a checkpoint (exporting onto the checkpoint read from).
+  ASSERT_TRUE(fs_->SetContents("/precious/MANIFEST.json", "{}").ok());
+  foreign = ExportBundle(fs_, CheckpointOf("din"), "/precious", options);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition) << foreign.status();
+  EXPECT_NE(foreign.status().message().find("notes.txt"), std::string::npos) << foreign.status();
+  EXPECT_EQ(Read(fs_, "/precious/notes.txt"), "keep me");
+  const std::string manifest = JoinPath(CheckpointOf("din"), "MANIFEST.json");
+  const std::string committed = Read(fs_, manifest);
+  foreign = ExportBundle(fs_, CheckpointOf("din"), CheckpointOf("din"), options);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition) << foreign.status();
+  EXPECT_EQ(Read(fs_, manifest), committed);
+  // Only bundle names, but the manifest is a checkpoint's (or damaged): also left alone.
+  ASSERT_TRUE(fs_->SetContents("/lookalike/dense.bin", "x").ok());
+  ASSERT_TRUE(fs_->SetContents("/lookalike/MANIFEST.json", committed).ok());
+  foreign = ExportBundle(fs_, CheckpointOf("din"), "/lookalike", options);
+  EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition) << foreign.status();
+  EXPECT_NE(foreign.status().message().find("not a readable bundle"), std::string::npos) << foreign.status();
+  EXPECT_EQ(Read(fs_, "/lookalike/dense.bin"), "x");
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
+#include "core/crc32c.h"
 #include "core/error_budget.h"
 #include "core/fs.h"
 #include "core/proto/job.pb.h"
@@ -17,8 +19,22 @@
 #include "data/shard.h"
 #include "data/taxonomy.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 namespace choir::worker::testing {
+
+// Rewrites the meta of the committed checkpoint (or bundle) in `dir` with `edit`, keeping the
+// manifest's checksum valid: a manifest a buggy writer could produce, not one damaged on disk.
+template <typename Edit>
+void EditManifestMeta(FileSystem* fs, const std::string& dir, Edit edit) {
+  const std::string path = dir + "/MANIFEST.json";
+  absl::StatusOr<std::string> text = fs->ReadFileToString(path);
+  ASSERT_TRUE(text.ok()) << text.status();
+  nlohmann::json manifest = nlohmann::json::parse(text->substr(0, text->rfind("crc32c ")));
+  edit(manifest["meta"]);
+  const std::string body = manifest.dump(1) + "\n";
+  ASSERT_TRUE(fs->WriteStringToFileAtomic(path, absl::StrFormat("%scrc32c %08x\n", body, crc32c::Value(body))).ok());
+}
 
 inline data::CompiledTaxonomy DefaultTaxonomy() {
   absl::StatusOr<data::Taxonomy> t = data::LoadTaxonomy(nullptr, "");

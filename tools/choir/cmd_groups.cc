@@ -119,6 +119,10 @@ absl::Status LoadEmbeddings(FileSystem* fs, groups::FloatMatrix* emb, std::vecto
     return absl::InvalidArgumentError(absl::StrCat(FLAGS_emb, " has ", emb->rows, " rows but ", FLAGS_ids,
                                                    " has ", ids->size(), " users; they must match row for row"));
   }
+  if (absl::Status finite = groups::CheckFinite(emb->values.data(), emb->rows, static_cast<int>(emb->cols), *ids);
+      !finite.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(FLAGS_emb, ": ", finite.message()));
+  }
   return absl::OkStatus();
 }
 
