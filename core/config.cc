@@ -159,7 +159,26 @@ absl::StatusOr<JobConfig> LoadJobConfig(FileSystem* fs, const std::string& path,
     RETURN_IF_ERROR(ParseTextProto(text, path, &config));
   }
   for (const std::string& spec : overrides) RETURN_IF_ERROR(ApplyOverride(spec, &config));
+  RETURN_IF_ERROR(ValidateDataConfig(config.data()));
   return config;
+}
+
+absl::Status ValidateDataConfig(const DataConfig& data) {
+  auto bad = [](absl::string_view field, absl::string_view want, auto value) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want, " (it is ", value, ")"));
+  };
+  if (data.max_bad_rows() < 0) return bad("data.max_bad_rows", ">= 0", data.max_bad_rows());
+  if (!(data.max_bad_fraction() >= 0 && data.max_bad_fraction() <= 1)) {
+    return bad("data.max_bad_fraction", "in [0, 1]", data.max_bad_fraction());
+  }
+  const ActivityBuckets& b = data.buckets();
+  if (b.window_days() < 1) return bad("data.buckets.window_days", ">= 1", b.window_days());
+  if (b.low_max_purchases() < 0) return bad("data.buckets.low_max_purchases", ">= 0", b.low_max_purchases());
+  if (b.high_min_purchases() <= b.low_max_purchases()) {
+    return bad("data.buckets.high_min_purchases", absl::StrCat("> data.buckets.low_max_purchases (", b.low_max_purchases(), ")"),
+               b.high_min_purchases());
+  }
+  return absl::OkStatus();
 }
 
 std::string ToTextProto(const google::protobuf::Message& msg) {

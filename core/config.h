@@ -22,7 +22,11 @@ absl::Status ParseTextProto(absl::string_view text, absl::string_view source_nam
 // an unparsable value is INVALID_ARGUMENT naming the override.
 absl::Status ApplyOverride(absl::string_view override_spec, google::protobuf::Message* msg);
 
-// Reads the job file at `path` (empty: the defaults) and applies `overrides` in order.
+// INVALID_ARGUMENT naming the first data.* field out of range (error budgets, activity buckets).
+absl::Status ValidateDataConfig(const DataConfig& data);
+
+// Reads the job file at `path` (empty: the defaults), applies `overrides` in order and checks
+// the data fields (ValidateDataConfig); the other sections are checked where they are used.
 absl::StatusOr<JobConfig> LoadJobConfig(FileSystem* fs, const std::string& path,
                                         const std::vector<std::string>& overrides);
 

@@ -507,6 +507,13 @@ absl::StatusOr<TrainResult> RunMpiRank(FileSystem* fs, const JobConfig& job) {
 
 absl::StatusOr<TrainResult> RunTrainJob(FileSystem* fs, const JobConfig& job) {
   if (LaunchedByMpirun()) return RunMpiRank(fs, job);
+  if (job.has_cluster()) RETURN_IF_ERROR(ValidateCluster(job.cluster()));
+  if (job.cluster().servers() == 0 && job.cluster().workers() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cluster.workers is ", job.cluster().workers(),
+        " but cluster.servers is 0: workers share their sparse parameters through parameter servers; set "
+        "cluster.servers >= 1 (or cluster.workers 1 for the single-process trainer)"));
+  }
   if (job.cluster().servers() > 0) return RunLocalCluster(fs, job);
   return TrainAndEvaluate(fs, job);
 }

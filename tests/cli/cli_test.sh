@@ -60,6 +60,21 @@ contains "config print task" "task: TASK_CTR"
 contains "config print budget" "max_bad_rows: 5"
 expect 1 "bad override" -- "$CHOIR" config print --set 'data.nope=1'
 contains "bad override" "no field 'nope'"
+# --set given twice: both apply, in order (gflags alone keeps the last).
+expect 0 "two --set" -- "$CHOIR" config print --set 'trainer.batch_size=7' --set='trainer.epochs=3;trainer.batch_size=9'
+contains "two --set" "batch_size: 9"
+contains "two --set" "epochs: 3"
+# A flag of another command is refused, not ignored; the usage says which flags apply.
+expect 2 "flag of another command" -- "$CHOIR" train --data "$T/nowhere" --seed 7
+contains "flag of another command" "--seed is not a flag of this command"
+contains "flag of another command" "usage: choir train"
+expect 2 "eval has no error budget" -- "$CHOIR" eval --checkpoint "$T/nowhere" --out "$T/e.json" --max-bad-rows 3
+expect 2 "negated flag of another command" -- "$CHOIR" data inspect "$T/nowhere" --nofp16
+# --max-bad-rows is data.max_bad_rows, checked with the job file's fields.
+expect 0 "--max-bad-rows as an override" -- "$CHOIR" config print --max-bad-rows 4
+contains "--max-bad-rows as an override" "max_bad_rows: 4"
+expect 1 "negative --max-bad-rows" -- "$CHOIR" config print --max-bad-rows -3
+contains "negative --max-bad-rows" "data.max_bad_rows must be >= 0 (it is -3)"
 
 # Inspect prints the tables and writes JSON.
 expect 0 "inspect" -- "$CHOIR" data inspect "$T/a" --json "$T/a.json" --quiet

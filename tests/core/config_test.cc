@@ -1,5 +1,9 @@
 #include "core/config.h"
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "gtest/gtest.h"
@@ -46,6 +50,28 @@ TEST(ConfigTest, LoadsTextFileThenAppliesOverridesInOrder) {
   EXPECT_EQ(config->data().buckets().low_max_purchases(), 3);
   EXPECT_EQ(config->data().buckets().high_min_purchases(), 20);
   EXPECT_EQ(config->generator().users(), 800);
+}
+
+// Data fields the loader checks (the trainer checks its own and the model's where it builds
+// them): each error names the field and its value.
+TEST(ConfigTest, DataFieldsOutOfRangeAreNamed) {
+  MemFileSystem fs;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"data.max_bad_rows=-3", "data.max_bad_rows must be >= 0 (it is -3)"},
+      {"data.max_bad_fraction=2", "data.max_bad_fraction must be in [0, 1] (it is 2)"},
+      {"data.max_bad_fraction=nan", "data.max_bad_fraction must be in [0, 1] (it is nan)"},
+      {"data.buckets.window_days=-30", "data.buckets.window_days must be >= 1 (it is -30)"},
+      {"data.buckets.low_max_purchases=50",
+       "data.buckets.high_min_purchases must be > data.buckets.low_max_purchases (50) (it is 20)"},
+  };
+  for (const auto& [spec, message] : cases) {
+    const absl::StatusOr<JobConfig> config = LoadJobConfig(&fs, "", {spec});
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << spec;
+    EXPECT_EQ(config.status().message(), message) << spec;
+  }
+  EXPECT_TRUE(LoadJobConfig(&fs, "", {"data.buckets.low_max_purchases=0", "data.buckets.high_min_purchases=1",
+                                      "data.max_bad_fraction=1"})
+                  .ok());
 }
 
 TEST(ConfigTest, MissingFileIsNotFound) {

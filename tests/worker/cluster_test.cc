@@ -419,6 +419,16 @@ TEST_F(ClusterTest, BadClusterFieldsAreNamed) {
   r = RunLocalCluster(fs_, job);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("cluster.checkpoint_deadline_ms"), std::string::npos) << r.status();
+  // Several workers need servers: without, `choir train` ran one worker and said nothing.
+  job = ClusterJob("/bad", 0, 4, "inproc");
+  r = RunTrainJob(fs_, job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cluster.workers is 4 but cluster.servers is 0"), std::string::npos)
+      << r.status();
+  job = ClusterJob("/bad", 0, 1, "carrier-pigeon");
+  r = RunTrainJob(fs_, job);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cluster.transport"), std::string::npos) << r.status();
 }
 
 // trainer.dense_allreduce is checked before any role starts (and before any GPU is touched).

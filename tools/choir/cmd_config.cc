@@ -1,6 +1,7 @@
 // choir config print: the effective job configuration after the file and the overrides.
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/config.h"
 #include "core/status.h"
@@ -8,13 +9,22 @@
 #include "tools/choir/commands.h"
 
 DEFINE_string(config, "", "Job file (protobuf text format, core/proto/job.proto). Empty: defaults.");
-DEFINE_string(set, "", "Overrides of job-file fields: 'a.b=c' or several separated by ';'.");
+DEFINE_string(set, "", "Overrides of job-file fields: 'a.b=c' or several separated by ';' (or several --set).");
+DEFINE_int64(max_bad_rows, -1, "Bad rows tolerated (skip-and-count) before failing: data.max_bad_rows (default: job file, 0).");
+DEFINE_double(max_bad_fraction, -1, "Or as a fraction of rows read: data.max_bad_fraction (default: job file, 0 = off).");
 
 namespace choir::cli {
 
 std::vector<std::string> ConfigOverrides() {
   std::vector<std::string> out;
   for (absl::string_view s : absl::StrSplit(FLAGS_set, ';', absl::SkipWhitespace())) out.emplace_back(s);
+  // The error-budget flags are overrides of the job file's data fields, checked with them.
+  if (!gflags::GetCommandLineFlagInfoOrDie("max_bad_rows").is_default) {
+    out.push_back(absl::StrCat("data.max_bad_rows=", FLAGS_max_bad_rows));
+  }
+  if (!gflags::GetCommandLineFlagInfoOrDie("max_bad_fraction").is_default) {
+    out.push_back(absl::StrCat("data.max_bad_fraction=", FLAGS_max_bad_fraction));
+  }
   return out;
 }
 

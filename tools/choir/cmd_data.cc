@@ -25,8 +25,6 @@ DEFINE_bool(no_compress, false, "Write shards without zstd.");
 DEFINE_string(format, "", "data convert: aliccp-aitm, aliccp-rechub, taobao-ad or csv.");
 DEFINE_string(in, "", "data convert: input file(s), comma-separated, or a folder (all its files); predict: a shard file, a folder of shards, a dataset folder or a generic CSV/TSV file.");
 DEFINE_string(task, "", "data convert: cvr (drops conversions without click), ctr or ctcvr (default: the job file's task, cvr).");
-DEFINE_int64(max_bad_rows, -1, "Bad rows tolerated (skip-and-count) before failing (default: job file, 0).");
-DEFINE_double(max_bad_fraction, -1, "Or as a fraction of rows (default: job file, 0 = off).");
 DEFINE_string(split, "", "data convert: put every input into this split (train, val or test); default: by file name. predict: the split of a dataset folder (default test).");
 DEFINE_string(delimiter, "", "data convert --format csv: field delimiter (default by extension).");
 DEFINE_string(json, "", "data inspect: also write the report as JSON to this file.");
@@ -44,10 +42,11 @@ int GenThreads() {
   return std::clamp<int>(static_cast<int>(std::thread::hardware_concurrency()) - 1, 1, 8);
 }
 
+// data.max_bad_rows / max_bad_fraction, which --max_bad_rows / --max_bad_fraction override.
 ErrorBudget Budget(const JobConfig& config) {
   ErrorBudget budget;
-  budget.max_errors = FLAGS_max_bad_rows >= 0 ? FLAGS_max_bad_rows : config.data().max_bad_rows();
-  budget.max_fraction = FLAGS_max_bad_fraction >= 0 ? FLAGS_max_bad_fraction : config.data().max_bad_fraction();
+  budget.max_errors = config.data().max_bad_rows();
+  budget.max_fraction = config.data().max_bad_fraction();
   return budget;
 }
 

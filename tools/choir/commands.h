@@ -28,7 +28,9 @@ absl::Status RunGroupsAssign(const Args& args);
 absl::Status RunGroupsPriors(const Args& args);
 
 // Flags shared by several commands (defined in cmd_config.cc).
-std::vector<std::string> ConfigOverrides();  // --set 'a.b=c;d.e=f' (';' separates overrides)
+// --set 'a.b=c;d.e=f' (';' separates overrides), then --max_bad_rows / --max_bad_fraction as
+// data.max_bad_rows / data.max_bad_fraction when given.
+std::vector<std::string> ConfigOverrides();
 std::string ConfigPath();                    // --config FILE
 
 }  // namespace choir::cli

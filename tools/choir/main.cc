@@ -5,8 +5,11 @@
 //   choir version
 // Flags may be written --name=value or --name value; dashes and underscores in flag names are
 // the same (--max-bad-rows == --max_bad_rows).
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,35 +32,45 @@ struct Command {
   const char* usage;
 };
 
+// The flags of every command that reads the job file.
+#define JOB_FLAGS " [--config job.pbtxt] [--set 'a.b=c;...'] [--max_bad_rows N] [--max_bad_fraction F]"
+
+// Each command's usage names every flag it reads: a flag of choir's own that its usage does not
+// name is refused (CheckFlagsApply), so a flag meant for another command is never ignored.
 constexpr Command kCommands[] = {
     {"data", "gen", choir::cli::RunDataGen,
-     "--out DIR [--users N] [--seed S] [--taxonomy FILE] [--threads T] [--config FILE]"},
+     "--out DIR [--users N] [--seed S] [--items N] [--taxonomy FILE] [--threads T] [--no_compress]" JOB_FLAGS},
     {"data", "convert", choir::cli::RunDataConvert,
      "--format aliccp-aitm|aliccp-rechub|taobao-ad|csv --in PATH[,PATH...] --out DIR "
-     "[--task cvr|ctr|ctcvr] [--split NAME] [--max_bad_rows N] [--max_bad_fraction F] [--delimiter C]"},
-    {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE] [--config FILE]"},
+     "[--task cvr|ctr|ctcvr] [--split NAME] [--delimiter C]" JOB_FLAGS},
+    {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE]" JOB_FLAGS},
     {"groups", "profile", choir::cli::RunGroupsProfile,
-     "--data DIR --out profiles.tsv [--llm-endpoint URL --llm-model NAME]"},
+     "--data DIR --out profiles.tsv [--llm-endpoint URL --llm-model NAME [--llm-concurrency N] "
+     "[--llm-timeout-s S]]" JOB_FLAGS},
     {"groups", "build", choir::cli::RunGroupsBuild,
-     "--emb emb.npy --ids profiles.tsv --out groups.tsv [--levels 3] [--k 256] [--seed S] [--data DIR]"},
+     "--emb emb.npy --ids profiles.tsv --out groups.tsv [--levels 3] [--k 256] [--iterations N] [--seed S] "
+     "[--data DIR]" JOB_FLAGS},
     {"groups", "assign", choir::cli::RunGroupsAssign,
      "--codebooks groups.tsv.codebooks --emb emb.npy --ids profiles.tsv --out groups.tsv"},
     {"groups", "priors", choir::cli::RunGroupsPriors,
      "--data DIR --groups groups.tsv --out DIR [--top_categories 5] [--items_per_category 2] [--smoothing 20]"},
     {"embed", nullptr, choir::cli::RunEmbed,
      "--in profiles.tsv --out emb.npy [--model-dir DIR [--threads T] | --endpoint URL [--endpoint-model NAME] "
-     "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4]] [--batch 64] [--cache FILE (<out>.cache)]"},
+     "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4] [--retry-backoff-ms 500]] [--batch 64] "
+     "[--cache FILE (<out>.cache)]"},
     {"train", nullptr, choir::cli::RunTrain,
-     "--config job.pbtxt [--set 'a.b=c;...'] [--data DIR] [--out DIR] [--model dnn|din|dnn+groupid|choirrec] "
-     "[--groups groups.tsv --priors DIR] [--resume latest|DIR]"},
+     "[--data DIR] [--out DIR] [--model dnn|din|dnn+groupid|choirrec] "
+     "[--groups groups.tsv --priors DIR] [--resume latest|DIR]" JOB_FLAGS},
     {"eval", nullptr, choir::cli::RunEval, "--checkpoint DIR --out eval.json [--data DIR]"},
     {"export", nullptr, choir::cli::RunExport, "--checkpoint DIR --out BUNDLE [--fp16] [--data DIR] [--force]"},
     {"predict", nullptr, choir::cli::RunPredict,
      "--bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] [--every_row] [--emb new_users.npy --ids new_users.tsv]"},
     {"report", nullptr, choir::cli::RunReport,
      "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
-    {"config", "print", choir::cli::RunConfigPrint, "[--config FILE] [--set 'a.b=c;d.e=f']"},
+    {"config", "print", choir::cli::RunConfigPrint,
+     "[--config job.pbtxt] [--set 'a.b=c;...'] [--max_bad_rows N] [--max_bad_fraction F]"},
 };
+#undef JOB_FLAGS
 
 void PrintUsage(FILE* out) {
   std::fprintf(out, "choir %s: distributed training for ChoirRec\n\nusage:\n", CHOIR_VERSION);
@@ -65,8 +78,84 @@ void PrintUsage(FILE* out) {
     std::fprintf(out, "  choir %s%s%s %s\n", c.group, c.name ? " " : "", c.name ? c.name : "", c.usage);
   }
   std::fprintf(out,
-               "  choir version\n\nCommon flags: --config job.pbtxt, --set 'a.b=c;d.e=f' (job-file "
-               "overrides), --log_dir DIR, --verbosity N, --quiet.\n");
+               "  choir version\n\nEvery command also takes --log_dir DIR, --verbosity N and --quiet. --set may be "
+               "given several times; its overrides apply in order.\n");
+}
+
+// The name of the flag in `arg` ("--max-bad-rows=3" -> "max_bad_rows", "-quiet" -> "quiet"),
+// empty when `arg` is not a flag (a value, "-3", the "--" that ends the flags).
+std::string FlagName(const char* arg) {
+  const char* p = arg;
+  if (*p != '-') return "";
+  ++p;
+  if (*p == '-') ++p;
+  if (!std::isalpha(static_cast<unsigned char>(*p))) return "";
+  std::string name(p, std::strcspn(p, "="));
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
+}
+
+// Every --name in `usage`, with underscores.
+std::set<std::string> UsageFlags(const char* usage) {
+  std::set<std::string> names;
+  for (const char* p = std::strstr(usage, "--"); p != nullptr; p = std::strstr(p + 2, "--")) {
+    std::string name;
+    for (const char* q = p + 2; std::isalnum(static_cast<unsigned char>(*q)) || *q == '_' || *q == '-'; ++q) {
+      name.push_back(*q == '-' ? '_' : *q);
+    }
+    if (!name.empty()) names.insert(name);
+  }
+  return names;
+}
+
+// OK unless `args` hold a flag of choir's own (defined in tools/choir/) that `command` does not
+// read: gflags's flags are global, and a flag of another command would be accepted and ignored
+// (`choir train --seed 7` trained with the job file's seed). glog's and gflags's own flags
+// (--log_dir, --v, --help, ...) apply everywhere.
+absl::Status CheckFlagsApply(const Command& command, const std::vector<char*>& args) {
+  std::set<std::string> allowed = UsageFlags(command.usage);
+  allowed.insert({"verbosity", "quiet"});
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (std::strcmp(args[i], "--") == 0) break;
+    std::string name = FlagName(args[i]);
+    if (name.empty()) continue;
+    gflags::CommandLineFlagInfo info;
+    if (!gflags::GetCommandLineFlagInfo(name.c_str(), &info)) {
+      // --nofoo sets the boolean --foo to false; other unknown names are gflags's to report.
+      if (name.rfind("no", 0) != 0 || !gflags::GetCommandLineFlagInfo(name.substr(2).c_str(), &info)) continue;
+      name = name.substr(2);
+    }
+    if (info.filename.find("tools/choir/") == std::string::npos || allowed.count(name) > 0) continue;
+    std::string flags;
+    for (const std::string& f : allowed) flags += (flags.empty() ? "--" : ", --") + f;
+    return absl::InvalidArgumentError(
+        "--" + name + " is not a flag of this command (its flags: " + flags +
+        "); a job-file field is set with --set 'section.field=value'");
+  }
+  return absl::OkStatus();
+}
+
+// Several --set flags are applied in order, as one --set of their values joined by ';'
+// (gflags alone would keep the last). `merged` holds the joined flag's text.
+void MergeRepeatedSet(std::vector<char*>& args, std::string& merged) {
+  std::vector<std::string> values;
+  std::vector<char*> kept;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string name = i > 0 ? FlagName(args[i]) : "";
+    const char* eq = std::strchr(args[i], '=');
+    if (name == "set" && eq != nullptr) {
+      values.emplace_back(eq + 1);
+    } else if (name == "set" && i + 1 < args.size()) {
+      values.emplace_back(args[++i]);
+    } else {
+      kept.push_back(args[i]);
+    }
+  }
+  if (values.size() < 2) return;
+  merged = "--set=";
+  for (size_t v = 0; v < values.size(); ++v) merged += (v > 0 ? ";" : "") + values[v];
+  kept.push_back(merged.data());
+  args = std::move(kept);
 }
 
 // gflags wants underscores; accept dashes in flag names too.
@@ -119,10 +208,17 @@ int main(int argc, char** argv) {
   for (int i = first_arg; i < argc; ++i) args.push_back(argv[i]);
   std::vector<std::string> storage;
   NormalizeFlagNames(args, storage);
-  int n = args.size();
-  char** p = args.data();
+  std::string merged_set;
+  MergeRepeatedSet(args, merged_set);
   const std::string command_name =
       std::string(command->group) + (command->name ? std::string(" ") + command->name : "");
+  if (const absl::Status applies = CheckFlagsApply(*command, args); !applies.ok()) {
+    std::fprintf(stderr, "choir %s: error: %s\nusage: choir %s %s\n", command_name.c_str(),
+                 std::string(applies.message()).c_str(), command_name.c_str(), command->usage);
+    return 2;
+  }
+  int n = args.size();
+  char** p = args.data();
   gflags::SetUsageMessage("choir " + command_name + " " + command->usage);
   gflags::ParseCommandLineFlags(&n, &p, /*remove_flags=*/true);
 

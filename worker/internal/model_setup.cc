@@ -220,15 +220,21 @@ absl::Status ValidateConfig(const JobConfig& job) {
   if (tc.shuffle_buffer() < 0) return bad("trainer.shuffle_buffer", ">= 0");
   if (tc.checkpoint_every_steps() < 0) return bad("trainer.checkpoint_every_steps", ">= 0");
   if (tc.keep_checkpoints() < 1) return bad("trainer.keep_checkpoints", ">= 1");
-  if (!(tc.learning_rate() > 0) || !std::isfinite(tc.learning_rate())) return bad("trainer.learning_rate", "> 0");
+  if (!(tc.learning_rate() > 0) || !std::isfinite(tc.learning_rate())) {
+    return bad("trainer.learning_rate", "finite and > 0");
+  }
   if (!(tc.learning_rate_end() > 0) || !std::isfinite(tc.learning_rate_end())) {
-    return bad("trainer.learning_rate_end", "> 0");
+    return bad("trainer.learning_rate_end", "finite and > 0");
   }
   if (!(tc.sparse_learning_rate() > 0) || !std::isfinite(tc.sparse_learning_rate())) {
-    return bad("trainer.sparse_learning_rate", "> 0");
+    return bad("trainer.sparse_learning_rate", "finite and > 0");
   }
-  if (!(tc.sparse_initial_accumulator() >= 0)) return bad("trainer.sparse_initial_accumulator", ">= 0");
-  if (!(tc.dense_initial_accumulator() >= 0)) return bad("trainer.dense_initial_accumulator", ">= 0");
+  if (!(tc.sparse_initial_accumulator() >= 0) || !std::isfinite(tc.sparse_initial_accumulator())) {
+    return bad("trainer.sparse_initial_accumulator", "finite and >= 0");
+  }
+  if (!(tc.dense_initial_accumulator() >= 0) || !std::isfinite(tc.dense_initial_accumulator())) {
+    return bad("trainer.dense_initial_accumulator", "finite and >= 0");
+  }
   if (m.embedding_dim() < 1) return bad("model.embedding_dim", ">= 1");
   if (m.max_seq_len() < 1) return bad("model.max_seq_len", ">= 1");
   for (int h : m.hidden()) {
