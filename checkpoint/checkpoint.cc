@@ -47,9 +47,16 @@ std::string KindOf(absl::string_view format) {
   return std::string(format);
 }
 
-// Committed and unfinished checkpoint directories under `root`, by step.
+// Committed, unfinished (no manifest) and damaged (an unreadable manifest) checkpoint
+// directories under `root`, by step.
 struct Listing {
+  struct Damaged {
+    int64_t step;
+    std::string dir;
+    absl::Status why;
+  };
   std::vector<std::pair<int64_t, std::string>> committed, unfinished;
+  std::vector<Damaged> damaged;
 };
 
 absl::StatusOr<Listing> List(FileSystem* fs, const std::string& root) {
@@ -62,15 +69,25 @@ absl::StatusOr<Listing> List(FileSystem* fs, const std::string& root) {
     if (step < 0) continue;
     const std::string dir = JoinPath(root, name);
     if (!fs->IsDirectory(dir)) continue;
+    if (!fs->Exists(JoinPath(dir, kManifestName))) {
+      listing.unfinished.emplace_back(step, dir);
+      continue;
+    }
     absl::StatusOr<Reader> reader = Reader::Open(fs, dir);
     if (reader.ok() && reader->step() == step) {
       listing.committed.emplace_back(step, dir);
     } else {
-      listing.unfinished.emplace_back(step, dir);
+      listing.damaged.push_back(
+          {step, dir,
+           reader.ok() ? absl::DataLossError(absl::StrCat(dir, "/", kManifestName, " is the manifest of step ",
+                                                          reader->step(), ", not ", step))
+                       : reader.status()});
     }
   }
   std::sort(listing.committed.begin(), listing.committed.end());
   std::sort(listing.unfinished.begin(), listing.unfinished.end());
+  std::sort(listing.damaged.begin(), listing.damaged.end(),
+            [](const Listing::Damaged& a, const Listing::Damaged& b) { return a.step < b.step; });
   return listing;
 }
 
@@ -266,10 +283,34 @@ absl::StatusOr<std::string> FindLatest(FileSystem* fs, const std::string& root) 
                    << " (cut short while being written)";
     }
   }
+  const int64_t newest = listing->committed.empty() ? -1 : listing->committed.back().first;
+  if (!listing->damaged.empty() && listing->damaged.back().step > newest) {
+    const Listing::Damaged& d = listing->damaged.back();
+    return absl::DataLossError(absl::StrCat(
+        "the newest checkpoint under ", root, ", ", d.dir, ", is damaged (", d.why.message(), "); ",
+        newest < 0 ? "there is no older one" : absl::StrCat("to resume from the older ", listing->committed.back().second,
+                                                             " name it, and move the damaged one away")));
+  }
   if (listing->committed.empty()) {
     return absl::NotFoundError(absl::StrCat("no committed checkpoint under ", root));
   }
   return listing->committed.back().second;
+}
+
+absl::StatusOr<std::vector<std::string>> ManifestsAfter(FileSystem* fs, const std::string& root, int64_t step) {
+  absl::StatusOr<Listing> listing = List(fs, root);
+  if (!listing.ok()) return listing.status();
+  std::vector<std::pair<int64_t, std::string>> after;
+  for (const auto& [s, dir] : listing->committed) {
+    if (s > step) after.emplace_back(s, dir);
+  }
+  for (const Listing::Damaged& d : listing->damaged) {
+    if (d.step > step) after.emplace_back(d.step, d.dir);
+  }
+  std::sort(after.begin(), after.end());
+  std::vector<std::string> dirs;
+  for (auto& [s, dir] : after) dirs.push_back(std::move(dir));
+  return dirs;
 }
 
 absl::StatusOr<std::string> Resolve(FileSystem* fs, const std::string& spec,
@@ -284,15 +325,16 @@ absl::StatusOr<int> Clear(FileSystem* fs, const std::string& root) {
   absl::StatusOr<Listing> listing = List(fs, root);
   if (!listing.ok()) return listing.status();
   int n = 0;
-  for (const auto* dirs : {&listing->committed, &listing->unfinished}) {
-    for (const auto& [step, dir] : *dirs) {
-      const std::string manifest = JoinPath(dir, kManifestName);
-      if (fs->Exists(manifest)) {
-        if (absl::Status s = fs->DeleteFile(manifest); !s.ok()) return s;
-      }
-      if (absl::Status s = fs->DeleteRecursively(dir); !s.ok()) return s;
-      ++n;
+  std::vector<std::pair<int64_t, std::string>> all = listing->committed;
+  all.insert(all.end(), listing->unfinished.begin(), listing->unfinished.end());
+  for (const Listing::Damaged& d : listing->damaged) all.emplace_back(d.step, d.dir);
+  for (const auto& [step, dir] : all) {
+    const std::string manifest = JoinPath(dir, kManifestName);
+    if (fs->Exists(manifest)) {
+      if (absl::Status s = fs->DeleteFile(manifest); !s.ok()) return s;
     }
+    if (absl::Status s = fs->DeleteRecursively(dir); !s.ok()) return s;
+    ++n;
   }
   return n;
 }
@@ -307,6 +349,9 @@ absl::Status Prune(FileSystem* fs, const std::string& root, int keep) {
   if (!committed.empty()) {
     for (const auto& [step, dir] : listing->unfinished) {
       if (step < committed.back().first) doomed.push_back(dir);
+    }
+    for (const Listing::Damaged& d : listing->damaged) {
+      if (d.step < committed.back().first) doomed.push_back(d.dir);
     }
   }
   for (const std::string& dir : doomed) {

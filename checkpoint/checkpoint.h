@@ -5,8 +5,9 @@
 // atomically: the commit point. The manifest names every file with its size and CRC32C, the
 // format version, the step and a JSON object of metadata (the job, the trainer's counters),
 // and ends with a line "crc32c <hex>" checking the manifest itself.
-// A directory without a readable manifest was cut short while being written: it is never
-// taken as the latest, and Prune removes it. Every read checks the file against the manifest,
+// A directory without a manifest was cut short while being written: it is never taken as the
+// latest, and Prune removes it. One whose manifest is there but unreadable (a damaged or edited
+// file, another step) is damaged: FindLatest refuses to pass over it to an older checkpoint. Every read checks the file against the manifest,
 // so a truncated file or a flipped byte is DATA_LOSS naming the file.
 //
 // Files are written durably (synced, then the directory) before the manifest. Several writers
@@ -146,8 +147,14 @@ absl::StatusOr<T> Reader::Meta(const std::string& key) const {
 }
 
 // The committed checkpoint with the highest step under `root`. NOT_FOUND when there is none.
-// Directories without a valid manifest are skipped with a warning naming them.
+// Directories without a manifest are skipped with a warning naming them; a damaged one newer
+// than every committed checkpoint is DATA_LOSS naming it and why (resuming from an older one
+// instead is the user's choice: name it).
 absl::StatusOr<std::string> FindLatest(FileSystem* fs, const std::string& root);
+
+// The checkpoint directories under `root` of a step above `step` that hold a manifest,
+// committed or damaged: a run resumed at `step` would reach them and could not overwrite them.
+absl::StatusOr<std::vector<std::string>> ManifestsAfter(FileSystem* fs, const std::string& root, int64_t step);
 
 // Resolves what a user names: "latest" -> FindLatest(root); a directory holding a manifest ->
 // itself; a directory holding checkpoints -> its latest.
@@ -159,7 +166,7 @@ absl::StatusOr<std::string> Resolve(FileSystem* fs, const std::string& spec,
 absl::StatusOr<int> Clear(FileSystem* fs, const std::string& root);
 
 // Keeps the newest `keep` (>= 1) committed checkpoints under `root`; deletes the older ones and
-// every unfinished directory older than the newest committed one.
+// every unfinished or damaged directory older than the newest committed one.
 absl::Status Prune(FileSystem* fs, const std::string& root, int keep);
 
 }  // namespace choir::checkpoint

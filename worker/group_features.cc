@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "data/groups/groups_tsv.h"
 #include "nlohmann/json.hpp"
+#include "glog/logging.h"
 
 namespace choir::worker {
 namespace {
@@ -251,6 +252,11 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> GroupFeatures::Load(
   std::unique_ptr<GroupFeatures> f(new GroupFeatures());
   f->attribute_level_ = std::clamp(options.attribute_level, 1, L);
   f->sequence_level_ = std::clamp(options.sequence_level, 1, L);
+  if (f->attribute_level_ != options.attribute_level || f->sequence_level_ != options.sequence_level) {
+    LOG(WARNING) << options.groups_tsv << " has " << L << " level(s): model.groups.attribute_level "
+                 << options.attribute_level << " and sequence_level " << options.sequence_level << " become "
+                 << f->attribute_level_ << " and " << f->sequence_level_;
+  }
   f->global_ctr_ = priors.global_ctr;
   f->global_cvr_ = priors.global_cvr;
   f->smoothing_ = priors.smoothing;

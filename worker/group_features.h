@@ -116,6 +116,7 @@ class GroupFeatures {
   const GroupRow& Of(int64_t user_id) const;
   // Users in groups.tsv.
   int64_t users() const { return static_cast<int64_t>(user_row_.size()); }
+  bool Contains(int64_t user_id) const { return user_row_.contains(user_id); }
   // Distinct full code tuples (rows shared by users).
   int64_t distinct_rows() const { return static_cast<int64_t>(rows_.size()); }
   // The global rates of the train split, from priors.json.

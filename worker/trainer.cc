@@ -628,6 +628,19 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     // cluster the others wait for it meanwhile.
     RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
                                    evaluates && !several_workers ? store : nullptr, &reweighter, &state));
+    if (joins_checkpoints && (tc.checkpoint_every_steps() > 0 || tc.checkpoint_at_end())) {
+      // This run's checkpoints come after the resumed step; a committed (or damaged) one there
+      // is another run's, which it must not overwrite: refused now rather than at that step (by
+      // every worker of a cluster alike, so that none waits for the others).
+      ASSIGN_OR_RETURN(const std::vector<std::string> later,
+                       checkpoint::ManifestsAfter(fs, checkpoint_root, state.steps));
+      if (!later.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "resuming at step ", state.steps, " from ", resume_dir, ", but ", checkpoint_root, " already holds ",
+            later.size(), " later checkpoint(s) (", absl::StrJoin(later, ", "),
+            ") that this run would have to overwrite: move them away, or resume from the latest"));
+      }
+    }
     const int64_t rounds = cluster_reweighting ? state.steps / reweighting_options.every_steps : 0;
     if (cluster_reweighting) runtime->resume_rounds(rounds);
     auto restore = [&]() -> absl::Status {  // worker 0's part

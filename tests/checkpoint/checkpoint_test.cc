@@ -79,6 +79,40 @@ TEST(CheckpointTest, LatestSkipsUnfinishedAndPruneKeepsTheNewest) {
   EXPECT_EQ(FindLatest(&fs, "/r").status().code(), absl::StatusCode::kNotFound);
 }
 
+// A manifest that is there but unreadable is damage, not a write cut short: "latest" does not
+// pass over it to an older checkpoint (a resumed run would then meet it at its step).
+TEST(CheckpointTest, ADamagedNewestCheckpointIsNotPassedOverByLatest) {
+  MemFileSystem fs;
+  for (int64_t step : {5, 10, 15}) ASSERT_TRUE(Commit(&fs, "/r", step).ok());
+  const std::string newest = CheckpointDir("/r", 15) + "/" + kManifestName;
+  std::string manifest = *fs.GetContents(newest);
+  manifest[manifest.size() / 2] ^= 0x01;
+  ASSERT_TRUE(fs.SetContents(newest, manifest).ok());
+  for (const absl::StatusOr<std::string>& latest : {FindLatest(&fs, "/r"), Resolve(&fs, "latest", "/r")}) {
+    EXPECT_EQ(latest.status().code(), absl::StatusCode::kDataLoss) << latest.status();
+    EXPECT_TRUE(absl::StrContains(latest.status().message(), CheckpointDir("/r", 15) + ", is damaged"))
+        << latest.status();
+    EXPECT_TRUE(absl::StrContains(latest.status().message(), "CRC32C")) << latest.status();
+    EXPECT_TRUE(absl::StrContains(latest.status().message(), "the older " + CheckpointDir("/r", 10)))
+        << latest.status();
+  }
+  // An explicit older one still resolves; the damaged one counts among the later manifests.
+  EXPECT_EQ(*Resolve(&fs, CheckpointDir("/r", 10), "/r"), CheckpointDir("/r", 10));
+  EXPECT_EQ(*ManifestsAfter(&fs, "/r", 5), (std::vector<std::string>{CheckpointDir("/r", 10), CheckpointDir("/r", 15)}));
+  EXPECT_TRUE(ManifestsAfter(&fs, "/r", 15)->empty());
+  // A committed manifest copied under another step's name is damaged too.
+  ASSERT_TRUE(fs.SetContents(CheckpointDir("/r", 15) + "/" + kManifestName,
+                             *fs.GetContents(CheckpointDir("/r", 10) + "/" + kManifestName))
+                  .ok());
+  absl::Status s = FindLatest(&fs, "/r").status();
+  EXPECT_TRUE(absl::StrContains(s.message(), "is the manifest of step 10, not 15")) << s;
+  // Once a newer commit exists, Prune removes the damaged directory like an unfinished one.
+  ASSERT_TRUE(Commit(&fs, "/r", 20).ok());
+  EXPECT_EQ(*FindLatest(&fs, "/r"), CheckpointDir("/r", 20));
+  ASSERT_TRUE(Prune(&fs, "/r", 1).ok());
+  EXPECT_EQ(*fs.ListDir("/r"), std::vector<std::string>{"step-000000000020"});
+}
+
 TEST(CheckpointTest, ADamagedManifestIsDataLossAndAnotherVersionIsRefused) {
   MemFileSystem fs;
   ASSERT_TRUE(Commit(&fs, "/r", 3).ok());

@@ -191,6 +191,30 @@ TEST_F(CheckpointTrainerTest, AMetaFieldOfTheWrongTypeIsDataLossNamingIt) {
   EXPECT_TRUE(absl::StrContains(r.status().message(), "MANIFEST.json")) << r.status();
 }
 
+// Resuming is refused before any training when it would end at a checkpoint it cannot write:
+// "latest" whose newest checkpoint is damaged, or an older one below committed later ones.
+TEST_F(CheckpointTrainerTest, AResumeThatWouldMeetALaterManifestIsRefusedUpFront) {
+  CopyCheckpoint(kStep7, "/later/checkpoint/step-000000000007");
+  CopyCheckpoint("/full/checkpoint/step-000000000014", "/later/checkpoint/step-000000000014");
+  const std::string manifest = "/later/checkpoint/step-000000000014/MANIFEST.json";
+  std::string bytes = Read(fs_, manifest);
+  bytes[bytes.size() / 3] ^= 0x04;
+  ASSERT_TRUE(fs_->SetContents(manifest, bytes).ok());
+  JobConfig job = Job("/later");
+  job.mutable_trainer()->set_resume("latest");
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "step-000000000014, is damaged")) << r.status();
+  EXPECT_FALSE(fs_->Exists("/later/preds.tsv"));
+
+  job.mutable_trainer()->set_resume("/later/checkpoint/step-000000000007");
+  r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "already holds 1 later checkpoint(s)")) << r.status();
+  EXPECT_FALSE(fs_->Exists("/later/preds.tsv"));
+  EXPECT_EQ(Read(fs_, manifest), bytes);  // left as it was
+}
+
 TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {
   JobConfig job = Job("/keep");
   job.mutable_trainer()->set_checkpoint_every_steps(3);

@@ -160,6 +160,22 @@ TEST_F(ChoirRecTrainerTest, MissingOrBrokenGroupTablesAreNamed) {
   r = TrainAndEvaluate(fs_, job);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("kd_confidence"), std::string::npos) << r.status();
+
+  // Groups of another dataset: none of this one's users is in the table.
+  std::vector<int64_t> ids;
+  std::vector<int32_t> codes;
+  for (int64_t u = 1; u <= 50; ++u) {
+    ids.push_back(kUsers * 10 + u);
+    codes.insert(codes.end(), {static_cast<int32_t>(u % 2), 0, 0});
+  }
+  ASSERT_TRUE(groups::WriteGroupsTsv(fs_, "/bad/other.tsv", ids, codes, 3).ok());
+  job = Job("dnn+groupid", "/bad/e");
+  job.mutable_model()->mutable_groups()->set_table("/bad/other.tsv");
+  r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("is in /bad/other.tsv (50 users): the groups belong to another dataset"),
+            std::string::npos)
+      << r.status();
 }
 
 }  // namespace

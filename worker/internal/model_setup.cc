@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/error_budget.h"
 #include "core/progress.h"
@@ -205,6 +206,28 @@ absl::Status BuildModel(const JobConfig& job, const data::Schema& schema,
 
 namespace {
 
+// The groups must be this dataset's: a table without any of the training period's users (built
+// for another dataset, or emptied) would train a group channel that sees only "no group".
+absl::Status CheckGroupCoverage(const GroupFeatures& groups, const data::ActivityIndex& activity,
+                                const GroupsConfig& config) {
+  const std::vector<data::ActivityIndex::UserCounts> known = activity.KnownUsers();
+  if (known.empty()) return absl::OkStatus();
+  int64_t covered = 0;
+  for (const data::ActivityIndex::UserCounts& u : known) covered += groups.Contains(u.user) ? 1 : 0;
+  const double share = static_cast<double>(covered) / static_cast<double>(known.size());
+  if (covered == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "none of the dataset's ", known.size(), " users of the training period is in ", config.table(), " (",
+        groups.users(), " users): the groups belong to another dataset; build them from this one's profiles"));
+  }
+  if (share < 0.5) {
+    LOG(WARNING) << "only " << covered << " of the dataset's " << known.size() << " users of the training period ("
+                 << absl::StrFormat("%.1f%%", 100 * share) << ") are in " << config.table()
+                 << "; the others get the no-group row";
+  }
+  return absl::OkStatus();
+}
+
 // Each field's own message, so a user knows which line of the job file to change.
 absl::Status ValidateConfig(const JobConfig& job) {
   const TrainerConfig& tc = job.trainer();
@@ -278,6 +301,7 @@ absl::StatusOr<JobSetup> SetupJob(FileSystem* fs, const JobConfig& job, models::
                      data::BuildActivityIndex(fs, dir, setup.manifest, job.data().buckets(), &errors));
     activity = std::make_unique<data::ActivityIndex>(std::move(index));
   }
+  if (groups != nullptr) RETURN_IF_ERROR(CheckGroupCoverage(*groups, *activity, job.model().groups()));
   RETURN_IF_ERROR(BuildModel(job, setup.schema, std::move(groups), std::move(activity), factory, &setup));
   return setup;
 }
