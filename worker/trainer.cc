@@ -175,6 +175,17 @@ absl::Status ArrayFromJson(const nlohmann::json& meta, const char* key, A* out) 
 // The fields of the job that must match for a checkpoint to continue it: the model, and what
 // decides the data stream (the global batch of num_workers * batch_size, epochs, seed).
 // num_workers 0: the model's alone (evaluation).
+// The dataset a run trains on, as far as its data stream goes: CRC32C of its manifest (splits,
+// files, row counts, split time, source), without the provenance, which names paths (a folder
+// moved or regenerated with the same seed is the same data).
+absl::StatusOr<uint32_t> DataFingerprint(FileSystem* fs, const JobConfig& job) {
+  ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadManifest(fs, job.data().dir()));
+  manifest.clear_provenance();
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(manifest, &text);
+  return crc32c::Value(text);
+}
+
 nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count, int num_workers) {
   nlohmann::json id = {{"model_type", job.model().type()},
                        {"dense_params", param_count},
@@ -247,8 +258,11 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
   const scheduler::SampleReweighter::State rw = cluster != nullptr ? cluster->scheduler_state : reweighter.state();
   std::string job_text;
   google::protobuf::TextFormat::PrintToString(job, &job_text);
+  nlohmann::json run = RunIdentity(job, models::ParamCount(params), num_workers);
+  ASSIGN_OR_RETURN(const uint32_t data_fingerprint, DataFingerprint(fs, job));
+  run["data"] = {{"dir", job.data().dir()}, {"fingerprint", data_fingerprint}};
   nlohmann::json meta = {
-      {"run", RunIdentity(job, models::ParamCount(params), num_workers)},
+      {"run", std::move(run)},
       {"job", job_text},
       {"steps", state.steps},
       {"samples", state.samples},
@@ -308,6 +322,18 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
           dir, " is a checkpoint of another run: its ", field, " is ",
           meta["run"].contains(field) ? meta["run"][field].dump() : "missing", ", this job's is ",
           value.dump()));
+    }
+  }
+  // Continuing a run reads the same data stream (checkpoints before the data identity had none).
+  const nlohmann::json& trained_data = meta["run"].contains("data") ? meta["run"]["data"] : nlohmann::json();
+  if (num_workers > 0 && trained_data.is_object() && trained_data.contains("fingerprint")) {
+    ASSIGN_OR_RETURN(const uint32_t fingerprint, DataFingerprint(fs, job));
+    if (trained_data["fingerprint"] != fingerprint) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, " is a checkpoint of a run on other data: it trained on ", (trained_data.contains("dir") && trained_data["dir"].is_string() ? trained_data["dir"].get<std::string>()
+                                                                              : std::string("?")),
+          ", whose manifest differs from that of ", job.data().dir(),
+          " (splits, files or row counts); resume with the data it trained on"));
     }
   }
   if (meta.contains("groups_table_crc32c") && job.model().has_groups()) {

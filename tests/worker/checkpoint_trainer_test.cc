@@ -215,6 +215,27 @@ TEST_F(CheckpointTrainerTest, AResumeThatWouldMeetALaterManifestIsRefusedUpFront
   EXPECT_EQ(Read(fs_, manifest), bytes);  // left as it was
 }
 
+// Continuing a run needs its data: a checkpoint resumed on another dataset (here another seed)
+// is refused naming the data it trained on; the same data in another folder is fine.
+TEST_F(CheckpointTrainerTest, ACheckpointResumedOnOtherDataIsRefused) {
+  Generate(fs_, "/ds_other", 8000, /*seed=*/6);
+  JobConfig job = Job("/otherdata");
+  job.mutable_data()->set_dir("/ds_other");
+  job.mutable_trainer()->set_resume(kStep7);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "a run on other data: it trained on /ds, whose manifest differs"))
+      << r.status();
+
+  Generate(fs_, "/ds_copy", 8000, /*seed=*/5);  // the same data, elsewhere
+  job = Job("/copieddata");
+  job.mutable_data()->set_dir("/ds_copy");
+  job.mutable_trainer()->set_resume(kStep7);
+  r = TrainAndEvaluate(fs_, job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(Read(fs_, "/copieddata/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+}
+
 TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {
   JobConfig job = Job("/keep");
   job.mutable_trainer()->set_checkpoint_every_steps(3);
