@@ -496,6 +496,10 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   if (evaluates && tc.out_dir().empty()) {
     return absl::InvalidArgumentError("trainer.out_dir is empty: where to write eval.json?");
   }
+  if (!tc.out_dir().empty() && fs->Exists(tc.out_dir()) && !fs->IsDirectory(tc.out_dir())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("trainer.out_dir (--out) ", tc.out_dir(), " is a file, not a folder"));
+  }
   // Checkpoints: worker 0 of a cluster (or the single process) writes them; the parameter
   // servers write their own rows into the same directory.
   // With reweighting in a cluster the scheduler holds the reweighter and every worker its
@@ -580,6 +584,9 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   } else {
     LOG(WARNING) << dir << " has no test split: nothing to evaluate";
   }
+  // Every file's header now, not when the reader or the final evaluation reaches it.
+  RETURN_IF_ERROR(internal::CheckSplitSchemas(fs, train_files, "train", layout.schema));
+  if (evaluates) RETURN_IF_ERROR(internal::CheckSplitSchemas(fs, test_files, "test", layout.schema));
 
   LOG(INFO) << "training " << job.model().type() << " on " << dir << ": " << shape.num_slots
             << " categorical slots, " << shape.num_dense << " dense, " << shape.sequence_targets.size()

@@ -280,6 +280,43 @@ TEST_F(TrainerTest, BadConfigsAreInvalidArgumentNamingTheField) {
   EXPECT_FALSE(fs_->Exists("/bad/preds.tsv"));
 }
 
+// A test file of another schema, or an out_dir that is a file, fails before the first step
+// (it used to fail after training, at the final evaluation), naming the file and the split.
+TEST_F(TrainerTest, ATestFileOfAnotherSchemaFailsBeforeTrainingNamingIt) {
+  // A copy of /ds (its files are one folder deep) whose test split lists a users shard.
+  std::vector<std::string> subs = {""};
+  const absl::StatusOr<std::vector<std::string>> top = fs_->ListDir("/ds");
+  ASSERT_TRUE(top.ok()) << top.status();
+  for (const std::string& name : *top) {
+    if (fs_->IsDirectory("/ds/" + name)) subs.push_back("/" + name);
+  }
+  for (const std::string& sub : subs) {
+    const absl::StatusOr<std::vector<std::string>> names = fs_->ListDir("/ds" + sub);
+    ASSERT_TRUE(names.ok()) << names.status();
+    for (const std::string& name : *names) {
+      const std::string from = absl::StrCat("/ds", sub, "/", name);
+      if (fs_->IsDirectory(from)) continue;
+      ASSERT_TRUE(fs_->SetContents(absl::StrCat("/mixed", sub, "/", name), *fs_->GetContents(from)).ok());
+    }
+  }
+  std::string manifest = *fs_->GetContents("/mixed/dataset.pbtxt");
+  const size_t at = manifest.find("test/part-00000.shard");
+  ASSERT_NE(at, std::string::npos) << manifest;
+  manifest.replace(at, 4, "users");
+  ASSERT_TRUE(fs_->SetContents("/mixed/dataset.pbtxt", manifest).ok());
+  JobConfig job = SmallJob("/mixed", "/mixed_out", 1);
+  absl::StatusOr<TrainResult> result = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+  EXPECT_NE(result.status().message().find("/mixed/users/part-00000.shard (split test): column"), std::string::npos)
+      << result.status();
+  EXPECT_FALSE(fs_->Exists("/mixed_out/checkpoint"));
+
+  ASSERT_TRUE(fs_->SetContents("/a_file", "x").ok());
+  result = TrainAndEvaluate(fs_, SmallJob("/ds", "/a_file", 1));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
+  EXPECT_NE(result.status().message().find("/a_file is a file, not a folder"), std::string::npos) << result.status();
+}
+
 TEST_F(TrainerTest, MissingDatasetFailsWithoutWritingOutputs) {
   absl::StatusOr<TrainResult> result = TrainAndEvaluate(fs_, SmallJob("/no_such_dataset", "/missing", 1));
   ASSERT_FALSE(result.ok());

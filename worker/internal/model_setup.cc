@@ -14,6 +14,30 @@
 
 namespace choir::worker::internal {
 
+absl::Status CheckSplitSchemas(FileSystem* fs, const std::vector<std::string>& files, const std::string& split,
+                               const data::Schema& schema) {
+  auto describe = [](const data::Schema& s, int i) {
+    if (i >= s.fields_size()) return std::string("no field");
+    const data::Field& f = s.fields(i);
+    return absl::StrCat("'", f.name(), "' ", data::FieldType_Name(f.type()), " ", data::FieldRole_Name(f.role()));
+  };
+  for (const std::string& file : files) {
+    ASSIGN_OR_RETURN(std::unique_ptr<data::ShardReader> reader, data::ShardReader::Open(fs, file));
+    const data::Schema& got = reader->schema();
+    const int n = std::max(got.fields_size(), schema.fields_size());
+    for (int i = 0; i < n; ++i) {
+      if (i < got.fields_size() && i < schema.fields_size() &&
+          got.fields(i).SerializeAsString() == schema.fields(i).SerializeAsString()) {
+        continue;
+      }
+      return absl::FailedPreconditionError(absl::StrCat(
+          file, " (split ", split, "): column ", i, " is ", describe(got, i), ", the first train file's is ",
+          describe(schema, i), "; all files of a dataset must share one schema"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const std::vector<std::string>& files,
                                                            const FeatureLayout& layout, const JobConfig& job,
                                                            models::Model* model, SparseBridge* bridge,

@@ -214,6 +214,12 @@ class SparseBridge {
   std::vector<float> unique_rows_, rows_, grads_, unique_grads_;
 };
 
+// OK when every file of `files` (split `split`) opens and has `schema`: the header alone is
+// read, so a missing file or one of another schema fails before training, naming the file, the
+// split and the first field that differs.
+absl::Status CheckSplitSchemas(FileSystem* fs, const std::vector<std::string>& files, const std::string& split,
+                               const data::Schema& schema);
+
 // Scores the samples of `files` (file order, the task's filter unless `every_row`) with
 // `model` in evaluation mode, batches of 4096; bad blocks count against the job's data error
 // budget.
