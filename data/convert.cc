@@ -890,6 +890,12 @@ absl::StatusOr<ConvertReport> Convert(FileSystem* fs, const ConvertOptions& opti
     return absl::FailedPreconditionError(
         absl::StrCat(options.inputs[0], ": no click label column (csv: name one 'click')"));
   }
+  // Training, GAUC and the activity buckets are per user: a dataset without user ids would be
+  // written and then refused by every command that reads it.
+  if (empty_block.RoleIndex(USER_ID) < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(options.inputs[0], ": no user id column (csv: name one 'user_id')"));
+  }
   if (options.task != TASK_CTR && empty_block.RoleIndex(LABEL_CONVERSION) < 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         options.inputs[0], ": no conversion label column, which task ", Task_Name(options.task),

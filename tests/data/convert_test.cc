@@ -706,7 +706,7 @@ TEST(GenericCsvTest, AllTypesRoundTrip) {
 TEST(GenericCsvTest, TsvIsDetectedByExtension) {
   MemFileSystem fs;
   ASSERT_TRUE(
-      fs.SetContents("/in/day1_test.tsv", "click\tconversion\tname:list\n1\t0\t5|6\n0\t1\t\n")
+      fs.SetContents("/in/day1_test.tsv", "click\tconversion\tname:list\tuser_id\n1\t0\t5|6\t1\n0\t1\t\t2\n")
           .ok());
   absl::StatusOr<ConvertReport> report =
       Convert(&fs, Options(InputFormat::kCsv, {"/in/day1_test.tsv"}, "/out", TASK_CVR));
@@ -722,7 +722,7 @@ TEST(GenericCsvTest, TsvIsDetectedByExtension) {
 TEST(GenericCsvTest, BadFloatAndBadListValueNameTheLine) {
   MemFileSystem fs;
   ASSERT_TRUE(
-      fs.SetContents("/in/a.csv", "click,p:float,l:list\n1,0.5,1|2\n0,nan,3\n1,1,4||5\n").ok());
+      fs.SetContents("/in/a.csv", "click,p:float,l:list,user_id\n1,0.5,1|2,1\n0,nan,3,2\n1,1,4||5,3\n").ok());
   ConvertOptions options = Options(InputFormat::kCsv, {"/in/a.csv"}, "/out", TASK_CTR);
   options.budget.max_errors = 5;
   absl::StatusOr<ConvertReport> report = Convert(&fs, options);
@@ -745,18 +745,25 @@ TEST(GenericCsvTest, HeaderErrorsAndMissingLabels) {
   report = Convert(&fs, Options(InputFormat::kCsv, {"/in/b.csv"}, "/out", TASK_CTR));
   EXPECT_CONTAINS((report.status().message()), ("reserved"));
 
-  ASSERT_TRUE(fs.SetContents("/in/c.csv", "click,x\n1,2\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/c.csv", "click,x,user_id\n1,2,3\n").ok());
   report = Convert(&fs, Options(InputFormat::kCsv, {"/in/c.csv"}, "/out", TASK_CVR));
   EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_CONTAINS((report.status().message()), ("no conversion label"));
   report = Convert(&fs, Options(InputFormat::kCsv, {"/in/c.csv"}, "/out", TASK_CTR));
   EXPECT_TRUE(report.ok()) << report.status();
+
+  // Without user ids the dataset would be written and then refused by every reader.
+  ASSERT_TRUE(fs.SetContents("/in/d.csv", "item_id,click,conversion\n2,1,0\n").ok());
+  report = Convert(&fs, Options(InputFormat::kCsv, {"/in/d.csv"}, "/out_d", TASK_CVR));
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_CONTAINS((report.status().message()), ("/in/d.csv: no user id column (csv: name one 'user_id')"));
+  EXPECT_FALSE(fs.Exists("/out_d"));
 }
 
 TEST(GenericCsvTest, LaterFilesAreMappedByNameAndMustMatch) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/train.csv", "click,a,b:float\n1,2,0.5\n").ok());
-  ASSERT_TRUE(fs.SetContents("/in/test.csv", "b:float,click,a\n0.25,0,9\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/train.csv", "click,a,b:float,user_id\n1,2,0.5,1\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/test.csv", "b:float,click,a,user_id\n0.25,0,9,2\n").ok());
   absl::StatusOr<ConvertReport> report =
       Convert(&fs, Options(InputFormat::kCsv, {"/in/train.csv", "/in/test.csv"}, "/out", TASK_CTR));
   ASSERT_TRUE(report.ok()) << report.status();
@@ -765,7 +772,7 @@ TEST(GenericCsvTest, LaterFilesAreMappedByNameAndMustMatch) {
   EXPECT_EQ(test[0].Int(test[0].FieldIndex("a"), 0), 9);
   EXPECT_EQ(test[0].Float(test[0].FieldIndex("b"), 0), 0.25f);
 
-  ASSERT_TRUE(fs.SetContents("/in/test.csv", "b,click,a\n1,0,9\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/test.csv", "b,click,a,user_id\n1,0,9,2\n").ok());
   report = Convert(
       &fs, Options(InputFormat::kCsv, {"/in/train.csv", "/in/test.csv"}, "/out2", TASK_CTR));
   EXPECT_EQ(report.status().code(), absl::StatusCode::kInvalidArgument);
@@ -799,8 +806,8 @@ TEST(SplitFromFileNameTest, MatchesWholeTokensOfTheBaseName) {
 
 TEST(ConvertTest, FilesGoToTheSplitTheirNameSaysOrTheOneGiven) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/contest.csv", "click\n1\n0\n").ok());
-  ASSERT_TRUE(fs.SetContents("/in/latest_test.csv", "click\n1\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/contest.csv", "click,user_id\n1,1\n0,2\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/latest_test.csv", "click,user_id\n1,3\n").ok());
   ConvertOptions options =
       Options(InputFormat::kCsv, {"/in/contest.csv", "/in/latest_test.csv"}, "/out", TASK_CTR);
   ASSERT_TRUE(Convert(&fs, options).ok());
@@ -1079,8 +1086,8 @@ TEST(ConvertFaultTest, FailedWriteOrRenameLeavesNoManifestNorTemporaryAndARerunW
 
 TEST(OutputDirTest, ReplacesAnExistingDataset) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/x_val.csv", "click,conversion\n1,0\n").ok());
-  ASSERT_TRUE(fs.SetContents("/in/x_train.csv", "click,conversion\n1,1\n0,0\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/x_val.csv", "click,conversion,user_id\n1,0,1\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/x_train.csv", "click,conversion,user_id\n1,1,1\n0,0,2\n").ok());
   ASSERT_TRUE(Convert(&fs, Options(InputFormat::kCsv, {"/in/x_val.csv"}, "/out", TASK_CTR)).ok());
   ASSERT_TRUE(fs.Exists("/out/val"));
   absl::StatusOr<ConvertReport> report =
@@ -1096,7 +1103,7 @@ TEST(OutputDirTest, ReplacesAnExistingDataset) {
 
 TEST(OutputDirTest, RefusesAFolderThatIsNotADataset) {
   MemFileSystem fs;
-  ASSERT_TRUE(fs.SetContents("/in/x.csv", "click\n1\n").ok());
+  ASSERT_TRUE(fs.SetContents("/in/x.csv", "click,user_id\n1,1\n").ok());
   ASSERT_TRUE(fs.SetContents("/out/notes.txt", "mine").ok());
   absl::StatusOr<ConvertReport> report =
       Convert(&fs, Options(InputFormat::kCsv, {"/in/x.csv"}, "/out", TASK_CTR));
