@@ -1,5 +1,6 @@
 #include "core/config.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -156,6 +157,7 @@ absl::StatusOr<JobConfig> LoadJobConfig(FileSystem* fs, const std::string& path,
   JobConfig config;
   if (!path.empty()) {
     ASSIGN_OR_RETURN(std::string text, fs->ReadFileToString(path));
+    if (absl::StartsWith(text, "\xEF\xBB\xBF")) text.erase(0, 3);  // a UTF-8 byte-order mark
     RETURN_IF_ERROR(ParseTextProto(text, path, &config));
   }
   for (const std::string& spec : overrides) RETURN_IF_ERROR(ApplyOverride(spec, &config));

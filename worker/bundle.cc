@@ -60,6 +60,12 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
     return absl::DataLossError(absl::StrCat(checkpoint_dir, ": the checkpoint's job does not parse"));
   }
   if (!options.data_dir.empty()) job.mutable_data()->set_dir(options.data_dir);
+  if (!fs->Exists(JoinPath(job.data().dir(), "dataset.pbtxt"))) {
+    return absl::NotFoundError(absl::StrCat(
+        "no dataset at ", job.data().dir(), ", ",
+        !options.data_dir.empty() ? "given by --data" : "the data.dir the checkpoint was trained with",
+        ": the model's features and the activity buckets come from it; pass --data DIR"));
+  }
   internal::RunOnCpu(job.mutable_trainer());
   job.clear_cluster();
   job.mutable_trainer()->clear_resume();

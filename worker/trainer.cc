@@ -435,6 +435,12 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   }
   JobConfig& job = result.job;
   if (!data_dir.empty()) job.mutable_data()->set_dir(data_dir);
+  if (!fs->Exists(JoinPath(job.data().dir(), "dataset.pbtxt"))) {
+    return absl::NotFoundError(absl::StrCat(
+        "no dataset at ", job.data().dir(), ", ",
+        !data_dir.empty() ? "given by --data" : "the data.dir the checkpoint was trained with",
+        ": the model's features and the activity buckets come from it; pass --data DIR"));
+  }
   internal::RunOnCpu(job.mutable_trainer());
   job.clear_cluster();
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(job.trainer()));

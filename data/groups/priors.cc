@@ -154,7 +154,15 @@ absl::StatusOr<PriorsReport> WriteGroupPriors(FileSystem* fs, const std::string&
   report.users = static_cast<int64_t>(n);
 
   // Users: attributes.
-  ASSIGN_OR_RETURN(data::SplitInfo users_split, data::FindSplit(manifest, "users"));
+  // The users' attributes and the purchase times come from a dataset with a users split and a
+  // behaviour log (`choir data gen`); a converted dataset has neither.
+  absl::StatusOr<data::SplitInfo> users_found = data::FindSplit(manifest, "users");
+  if (!users_found.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        data_dir, ": ", users_found.status().message(),
+        "; group priors need the users' attributes (a dataset from `choir data gen`)"));
+  }
+  const data::SplitInfo& users_split = *users_found;
   static const char* const kAttrs[3] = {"gender", "age_bucket", "city_tier"};
   RETURN_IF_ERROR(ForEachFileBlock(
       fs, data::SplitPaths(data_dir, users_split), &errors,

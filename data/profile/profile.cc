@@ -226,7 +226,9 @@ absl::StatusOr<ProfileReport> WriteTemplateProfiles(FileSystem* fs, const std::s
   const int64_t split = options.split_time != 0 ? options.split_time : manifest.split_time();
   if (split == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "profile: ", data_dir, " has no split time; pass one in ProfileOptions.split_time"));
+        "profile: ", data_dir,
+        " has no train/test split time (a converted dataset without timestamps): profiles describe purchases in "
+        "the 7/30/365 days before it, from a dataset with a behaviour log and a split time (`choir data gen`)"));
   }
   if (options.browse_days < 0 || options.max_browsed < 0 || options.max_leaves_per_window < 0) {
     return absl::InvalidArgumentError("profile: negative browse_days, max_browsed or max_leaves_per_window");

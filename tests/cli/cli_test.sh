@@ -76,6 +76,12 @@ contains "--max-bad-rows as an override" "max_bad_rows: 4"
 expect 1 "negative --max-bad-rows" -- "$CHOIR" config print --max-bad-rows -3
 contains "negative --max-bad-rows" "data.max_bad_rows must be >= 0 (it is -3)"
 
+# An output file that is a folder is refused before the work; a missing parent folder is made.
+expect 1 "--out is a folder" -- "$CHOIR" groups profile --data "$T/a" --out "$T"
+contains "--out is a folder" "is a folder; name the file to write"
+expect 0 "--json into a new folder" -- "$CHOIR" data inspect "$T/a" --json "$T/new/deeper/a.json" --quiet
+[[ -s "$T/new/deeper/a.json" ]] && pass || fail "inspect --json did not make its folder"
+
 # Inspect prints the tables and writes JSON.
 expect 0 "inspect" -- "$CHOIR" data inspect "$T/a" --json "$T/a.json" --quiet
 contains "inspect" "activity buckets"

@@ -74,6 +74,14 @@ TEST(ConfigTest, DataFieldsOutOfRangeAreNamed) {
                   .ok());
 }
 
+TEST(ConfigTest, AByteOrderMarkIsSkipped) {
+  MemFileSystem fs;
+  ASSERT_TRUE(fs.SetContents("/bom.pbtxt", "\xEF\xBB\xBFname: \"bom\"\n").ok());
+  const absl::StatusOr<JobConfig> config = LoadJobConfig(&fs, "/bom.pbtxt", {});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->name(), "bom");
+}
+
 TEST(ConfigTest, MissingFileIsNotFound) {
   MemFileSystem fs;
   EXPECT_EQ(LoadJobConfig(&fs, "/nope.pbtxt", {}).status().code(), absl::StatusCode::kNotFound);

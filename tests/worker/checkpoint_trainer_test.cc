@@ -101,6 +101,11 @@ TEST_F(CheckpointTrainerTest, EvaluatingTheLastCheckpointReproducesTheRunsPredic
   EXPECT_EQ(e->step, 20);
   EXPECT_EQ(Read(fs_, "/evalck/preds.tsv"), Read(fs_, "/full/preds.tsv"));
   EXPECT_EQ(Read(fs_, "/evalck/eval.json"), Read(fs_, "/full/eval.json"));
+  // Data that is not there is named, with what to do.
+  absl::StatusOr<CheckpointEval> missing = EvaluateCheckpoint(fs_, kStep20, "/moved", "/evalck_moved/eval.json");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_TRUE(absl::StrContains(missing.status().message(), "no dataset at /moved, given by --data"))
+      << missing.status();
   // An earlier checkpoint is another model.
   e = EvaluateCheckpoint(fs_, kStep7, "", "/evalck7/eval.json");
   ASSERT_TRUE(e.ok()) << e.status();

@@ -30,6 +30,20 @@ std::vector<std::string> ConfigOverrides() {
 
 std::string ConfigPath() { return FLAGS_config; }
 
+absl::Status PrepareOutputFile(FileSystem* fs, const char* flag, const std::string& path) {
+  if (fs->IsDirectory(path)) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, " is a folder; name the file to write"));
+  }
+  const std::string parent = Dirname(path);
+  if (!parent.empty() && parent != "." && !fs->IsDirectory(parent)) {
+    if (fs->Exists(parent)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": ", parent, " is a file, not a folder"));
+    }
+    RETURN_IF_ERROR(fs->CreateDirs(parent));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunConfigPrint(const Args& args) {
   if (!args.empty()) return absl::InvalidArgumentError("usage: choir config print takes no positional arguments");
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(PosixFileSystem(), ConfigPath(), ConfigOverrides()));

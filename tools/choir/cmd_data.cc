@@ -130,6 +130,7 @@ absl::Status RunDataConvert(const Args& args) {
 absl::Status RunDataInspect(const Args& args) {
   if (args.size() != 1) return absl::InvalidArgumentError("usage: choir data inspect DIR [--json FILE]");
   FileSystem* fs = PosixFileSystem();
+  if (!FLAGS_json.empty()) RETURN_IF_ERROR(PrepareOutputFile(fs, "json", FLAGS_json));
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   ASSIGN_OR_RETURN(data::InspectReport report,
                    data::InspectDataset(fs, args[0], config.data().buckets(), Budget(config)));

@@ -77,6 +77,7 @@ absl::Status RunGroupsProfile(const Args& args) {
         "usage: choir groups profile --data DIR --out profiles.tsv [--llm-endpoint URL --llm-model NAME]");
   }
   FileSystem* fs = PosixFileSystem();
+  RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   data::ProfileOptions options;
   options.error_budget = ErrorBudget{job.data().max_bad_rows(), job.data().max_bad_fraction()};
@@ -135,6 +136,7 @@ absl::Status RunGroupsBuild(const Args& args) {
         "[--data DIR (quality against truth/)]");
   }
   FileSystem* fs = PosixFileSystem();
+  RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   groups::FloatMatrix emb;
   std::vector<int64_t> ids;
@@ -167,12 +169,15 @@ absl::Status RunGroupsAssign(const Args& args) {
         "usage: choir groups assign --codebooks groups.tsv.codebooks --emb emb.npy --ids profiles.tsv --out groups.tsv");
   }
   FileSystem* fs = PosixFileSystem();
+  RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(groups::Codebooks codebooks, groups::LoadCodebooks(fs, FLAGS_codebooks));
   groups::FloatMatrix emb;
   std::vector<int64_t> ids;
   RETURN_IF_ERROR(LoadEmbeddings(fs, &emb, &ids));
-  ASSIGN_OR_RETURN(std::vector<int32_t> codes, groups::AssignRqCodes(codebooks, emb.values.data(), emb.rows, emb.cols));
-  RETURN_IF_ERROR(groups::WriteGroupsTsv(fs, FLAGS_out, ids, codes, codebooks.levels()));
+  absl::StatusOr<std::vector<int32_t>> codes =
+      groups::AssignRqCodes(codebooks, emb.values.data(), emb.rows, emb.cols);
+  if (!codes.ok()) return Annotate(codes.status(), absl::StrCat(FLAGS_emb, " with the codebooks of ", FLAGS_codebooks));
+  RETURN_IF_ERROR(groups::WriteGroupsTsv(fs, FLAGS_out, ids, *codes, codebooks.levels()));
   std::printf("assigned %ld users to groups -> %s\n", static_cast<long>(ids.size()), FLAGS_out.c_str());
   return absl::OkStatus();
 }
@@ -203,6 +208,7 @@ absl::Status RunEmbed(const Args& args) {
         "[--endpoint-model NAME]] [--cache FILE] [--batch 64] [--threads T | --concurrency 4]");
   }
   FileSystem* fs = PosixFileSystem();
+  RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   // profiles.tsv: user_id TAB text, one user a line; rows of the output follow its order.
   ASSIGN_OR_RETURN(std::string tsv, fs->ReadFileToString(FLAGS_in));
   std::vector<std::string> texts;

@@ -136,6 +136,7 @@ absl::Status RunPredict(const Args& args) {
         "[--emb new_users.npy --ids new_users.tsv]");
   }
   FileSystem* fs = PosixFileSystem();
+  RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   worker::PredictorOptions options;
   if (!FLAGS_emb.empty()) {
     ASSIGN_OR_RETURN(groups::FloatMatrix emb, groups::ReadNpy(fs, FLAGS_emb));

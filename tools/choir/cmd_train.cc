@@ -60,6 +60,7 @@ absl::Status RunEval(const Args& args) {
     return absl::InvalidArgumentError("usage: choir eval --checkpoint DIR --out eval.json [--data DIR]");
   }
   FileSystem* fs = PosixFileSystem();
+  RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(fs, FLAGS_checkpoint, FLAGS_checkpoint));
   ASSIGN_OR_RETURN(worker::CheckpointEval r, worker::EvaluateCheckpoint(fs, dir, FLAGS_data, FLAGS_out));
   std::printf("%s, step %ld, on %s: test split (%ld samples), written to %s and preds.tsv beside it:\n\n%s",

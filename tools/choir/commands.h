@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/fs.h"
 
 namespace choir::cli {
 
@@ -32,6 +33,10 @@ absl::Status RunGroupsPriors(const Args& args);
 // data.max_bad_rows / data.max_bad_fraction when given.
 std::vector<std::string> ConfigOverrides();
 std::string ConfigPath();                    // --config FILE
+
+// Before the work: INVALID_ARGUMENT when the output file `path` (of flag `flag`) is a folder or
+// lies under a file; creates its parent folder when missing.
+absl::Status PrepareOutputFile(FileSystem* fs, const char* flag, const std::string& path);
 
 }  // namespace choir::cli
 
