@@ -302,6 +302,13 @@ absl::StatusOr<JobSetup> SetupJob(FileSystem* fs, const JobConfig& job, models::
   RETURN_IF_ERROR(ValidateConfig(job));
   JobSetup setup;
   ASSIGN_OR_RETURN(setup.manifest, data::ReadManifest(fs, dir));
+  if (const auto dropped = setup.manifest.counters().find("dropped_conversion_without_click");
+      dropped != setup.manifest.counters().end() && dropped->second > 0 && job.task() != TASK_CVR) {
+    LOG(WARNING) << dir << " was converted for the CVR task: " << dropped->second
+                 << " rows with a conversion but no click were dropped, so this " << Task_Name(job.task())
+                 << " job does not see every impression (convert with --task " << (job.task() == TASK_CTR ? "ctr" : "ctcvr")
+                 << " to keep them)";
+  }
   ASSIGN_OR_RETURN(setup.train_split, data::FindSplit(setup.manifest, "train"));
   setup.train_files = data::SplitPaths(dir, setup.train_split);
   const std::vector<std::string>& train_files = setup.train_files;
