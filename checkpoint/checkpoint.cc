@@ -198,9 +198,10 @@ absl::StatusOr<Reader> Reader::Open(FileSystem* fs, const std::string& dir,
   }
   nlohmann::json manifest = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (manifest.is_discarded() || !manifest.is_object()) return bad("not a JSON object");
-  if (manifest.value("format", "") != format) {
-    return bad(absl::StrCat("not a Choir ", kind, " manifest (format '", manifest.value("format", ""),
-                            "', want '", format, "')"));
+  const std::string found_format =
+      manifest.contains("format") && manifest["format"].is_string() ? manifest["format"].get<std::string>() : "";
+  if (found_format != format) {
+    return bad(absl::StrCat("not a Choir ", kind, " manifest (format '", found_format, "', want '", format, "')"));
   }
   if (!manifest.contains("version") || !manifest["version"].is_number_integer()) {
     return bad("no version");

@@ -17,6 +17,7 @@
 #define CHOIR_CHECKPOINT_CHECKPOINT_H_
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <type_traits>
@@ -137,6 +138,20 @@ absl::StatusOr<T> Reader::Meta(const std::string& key) const {
   const auto it = meta_.find(key);
   if (it == meta_.end()) {
     return absl::DataLossError(absl::StrCat(dir_, "/MANIFEST.json: the ", kind_, "'s meta has no \"", key, "\""));
+  }
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // nlohmann would convert a float, a bool or an out-of-range integer without a word.
+    if (!it->is_number_integer()) {
+      return absl::DataLossError(absl::StrCat(dir_, "/MANIFEST.json: the ", kind_, "'s meta \"", key,
+                                              "\" holds a JSON ", it->type_name(), ", want an integer"));
+    }
+    const bool fits = it->is_number_unsigned()
+                          ? it->template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+                          : std::is_signed_v<T> && it->template get<int64_t>() >= static_cast<int64_t>(std::numeric_limits<T>::min());
+    if (!fits) {
+      return absl::DataLossError(absl::StrCat(dir_, "/MANIFEST.json: the ", kind_, "'s meta \"", key, "\" is ",
+                                              it->dump(), ", out of range"));
+    }
   }
   try {
     return it->template get<T>();

@@ -78,8 +78,8 @@ MPIRUN="${MPIRUN:-mpirun}"
 command -v "$MPIRUN" >/dev/null 2>&1 || die "$MPIRUN not found: install Open MPI (openmpi-bin; tools/setup.sh does)"
 
 # The flags this script reads from the choir command line: --config, --set, --out (gflags
-# style: --name value, --name=value, one or two dashes). --set is taken out of the list when
-# --advertise-ip has to add to it (gflags keeps only the last --set).
+# style: --name value, --name=value, one or two dashes). Several --set are joined with ';' in
+# order (as choir does) and passed as one, which --advertise-ip may add to.
 CONFIG=""
 SET=""
 OUT=""
@@ -99,7 +99,7 @@ while [[ $i -lt ${#CHOIR_ARGS[@]} ]]; do
   esac
   case "$name" in
     config) CONFIG="$value"; REST+=("--config=$value") ;;
-    set) SET="$value" ;;
+    set) SET="${SET:+$SET;}$value" ;;
     out) OUT="$value"; REST+=("--out=$value") ;;
     *) REST+=("$a") ;;
   esac

@@ -90,11 +90,12 @@ else
   BIN="$ROOT/build-gpu/bin" TESTS="$ROOT/build-gpu/tests/gpu"
 fi
 
-# Tests: every gpu test binary, with skipping turned into failure; the whole models once more
-# without the stream-ordered memory pool (the cudaMalloc fallback of GPUs that lack one).
+# Tests: every gpu test binary, with skipping turned into failure; the whole models and the
+# trainer (uploads on the second stream, frees from the prefetch thread, NCCL) once more without
+# the stream-ordered memory pool (the cudaMalloc cache of GPUs that lack one).
 : >"$OUT/tests.tsv"
 for spec in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test gpu_nccl_test gpu_trainer_test \
-    gpu_model_test@nopools; do
+    gpu_model_test@nopools gpu_trainer_test@nopools; do
   t=${spec%@*} envs=(CHOIR_GPU_REQUIRED=1)
   [[ $spec == *@nopools ]] && envs+=(CHOIR_CUDA_NO_POOLS=1)
   if [[ ! -x "$TESTS/$t" ]]; then

@@ -60,12 +60,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
     return absl::DataLossError(absl::StrCat(checkpoint_dir, ": the checkpoint's job does not parse"));
   }
   if (!options.data_dir.empty()) job.mutable_data()->set_dir(options.data_dir);
-  if (!fs->Exists(JoinPath(job.data().dir(), "dataset.pbtxt"))) {
-    return absl::NotFoundError(absl::StrCat(
-        "no dataset at ", job.data().dir(), ", ",
-        !options.data_dir.empty() ? "given by --data" : "the data.dir the checkpoint was trained with",
-        ": the model's features and the activity buckets come from it; pass --data DIR"));
-  }
+  RETURN_IF_ERROR(internal::CheckCheckpointData(fs, job.data().dir(), !options.data_dir.empty()));
   internal::RunOnCpu(job.mutable_trainer());
   job.clear_cluster();
   job.mutable_trainer()->clear_resume();
@@ -90,7 +85,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
                    checkpoint::DecodeDenseFloats(dense_bytes, JoinPath(checkpoint_dir, "dense.bin")));
   const size_t num_params = setup.model->Params().size();
   ASSIGN_OR_RETURN(const size_t num_acc, reader.Meta<size_t>("accumulators", 0));
-  if (dense.size() < num_params + num_acc) {
+  if (num_acc > dense.size() || dense.size() - num_acc < num_params) {
     return absl::FailedPreconditionError(absl::StrCat(checkpoint_dir, "/dense.bin holds ", dense.size(),
                                                       " tensors; the job's model has ", num_params,
                                                       " parameters"));
@@ -126,7 +121,9 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
       }
     }
     if (has_manifest) {
-      if (absl::StatusOr<checkpoint::Reader> old = checkpoint::Reader::Open(fs, out, kBundleFormat); !old.ok()) {
+      // A bundle of another format version (FAILED_PRECONDITION) is still a bundle to replace.
+      if (absl::StatusOr<checkpoint::Reader> old = checkpoint::Reader::Open(fs, out, kBundleFormat);
+          !old.ok() && !absl::IsFailedPrecondition(old.status())) {
         return absl::FailedPreconditionError(
             absl::StrCat(out, " holds a MANIFEST.json that is not a readable bundle's (", old.status().message(),
                          "): it is left alone; choose another --out or delete it yourself"));

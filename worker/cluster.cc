@@ -252,6 +252,7 @@ absl::StatusOr<std::unique_ptr<Collective>> NewNcclGroup(const JobConfig& job, C
 #if CHOIR_WITH_NCCL
   models::cuda::NcclCollectiveOptions o;
   o.device = job.trainer().cuda_device();
+  o.cuda.memory_pools = job.trainer().cuda_memory_pools();
   o.timeout = Ms(job.cluster().rpc_deadline_ms());
   // Create initialises CUDA itself, inside its all-ranks-agree step: a rank whose GPU fails
   // makes every rank fail at once instead of leaving the others waiting out the timeout.

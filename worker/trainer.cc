@@ -86,7 +86,9 @@ absl::StatusOr<std::unique_ptr<models::LayerFactory<float>>> MakeLayerFactory(co
   if (tc.device() == "cpu") return std::make_unique<models::CpuLayerFactory<float>>();
 #if CHOIR_WITH_CUDA
   // cuda_device -1 is resolved per worker under mpirun (worker/cluster.cc); elsewhere GPU 0.
-  RETURN_IF_ERROR(models::cuda::InitCuda(std::max(0, tc.cuda_device())));
+  models::cuda::CudaOptions cuda;
+  cuda.memory_pools = tc.cuda_memory_pools();
+  RETURN_IF_ERROR(models::cuda::InitCuda(std::max(0, tc.cuda_device()), cuda));
   models::cuda::MatmulPrecision precision = models::cuda::MatmulPrecision::kFp32;
   CHECK(models::cuda::ParseMatmulPrecision(tc.matmul_precision(), &precision));  // validated above
   if (tc.allow_tf32() && precision == models::cuda::MatmulPrecision::kFp32) {
@@ -172,20 +174,26 @@ absl::Status ArrayFromJson(const nlohmann::json& meta, const char* key, A* out) 
   return absl::OkStatus();
 }
 
-// The fields of the job that must match for a checkpoint to continue it: the model, and what
-// decides the data stream (the global batch of num_workers * batch_size, epochs, seed).
-// num_workers 0: the model's alone (evaluation).
-// The dataset a run trains on, as far as its data stream goes: CRC32C of its manifest (splits,
-// files, row counts, split time, source), without the provenance, which names paths (a folder
-// moved or regenerated with the same seed is the same data).
-absl::StatusOr<uint32_t> DataFingerprint(FileSystem* fs, const JobConfig& job) {
-  ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadManifest(fs, job.data().dir()));
-  manifest.clear_provenance();
+// The data a run's stream is made of: CRC32C of its dataset manifest's source, split time (the
+// activity buckets' reference), the generator's or converter's counters and the train split
+// (files and row count); not of the paths (a folder moved or regenerated with the same seed is
+// the same data) nor of the other splits.
+uint32_t DataFingerprint(const data::DatasetManifest& manifest) {
+  data::DatasetManifest kept;
+  kept.set_source(manifest.source());
+  kept.set_split_time(manifest.split_time());
+  *kept.mutable_counters() = manifest.counters();
+  for (const data::SplitInfo& split : manifest.splits()) {
+    if (split.name() == "train") *kept.add_splits() = split;
+  }
   std::string text;
-  google::protobuf::TextFormat::PrintToString(manifest, &text);
+  google::protobuf::TextFormat::PrintToString(kept, &text);
   return crc32c::Value(text);
 }
 
+// The fields of the job that must match for a checkpoint to continue it: the model, and what
+// decides the data stream (the global batch of num_workers * batch_size, epochs, seed).
+// num_workers 0: the model's alone (evaluation).
 nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count, int num_workers) {
   nlohmann::json id = {{"model_type", job.model().type()},
                        {"dense_params", param_count},
@@ -235,8 +243,9 @@ absl::StatusOr<ClusterReweighting> GatherReweighting(const WorkerRuntime& runtim
 
 // Writes the checkpoint of `state.steps` under `root` and keeps the newest `keep`. With
 // `cluster` the reweighter's state is the scheduler's and every worker's statistics are kept.
+// `data_fingerprint`: DataFingerprint of the dataset trained on.
 absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobConfig& job,
-                            int num_workers, models::Model* model,
+                            uint32_t data_fingerprint, int num_workers, models::Model* model,
                             models::Adagrad<float>* optimizer, EmbeddingStore* store,
                             const scheduler::SampleReweighter& reweighter, const LoopState& state,
                             const ClusterReweighting* cluster) {
@@ -259,7 +268,6 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
   std::string job_text;
   google::protobuf::TextFormat::PrintToString(job, &job_text);
   nlohmann::json run = RunIdentity(job, models::ParamCount(params), num_workers);
-  ASSIGN_OR_RETURN(const uint32_t data_fingerprint, DataFingerprint(fs, job));
   run["data"] = {{"dir", job.data().dir()}, {"fingerprint", data_fingerprint}};
   nlohmann::json meta = {
       {"run", std::move(run)},
@@ -304,9 +312,10 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
 
 // Restores everything SaveCheckpoint wrote from the checkpoint in `dir`; the sparse rows only
 // when `store` is not null. `num_workers` as for RunIdentity (0: evaluation, any data stream);
-// `worker_index`: whose reweighting statistics to take when every worker's were kept.
+// `worker_index`: whose reweighting statistics to take when every worker's were kept;
+// `data_fingerprint`: DataFingerprint of this job's dataset (checked when num_workers > 0).
 absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobConfig& job,
-                            int num_workers, int worker_index, models::Model* model,
+                            uint32_t data_fingerprint, int num_workers, int worker_index, models::Model* model,
                             models::Adagrad<float>* optimizer, EmbeddingStore* store,
                             scheduler::SampleReweighter* reweighter, LoopState* state) {
   ASSIGN_OR_RETURN(checkpoint::Reader reader, checkpoint::Reader::Open(fs, dir));
@@ -327,13 +336,12 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
   // Continuing a run reads the same data stream (checkpoints before the data identity had none).
   const nlohmann::json& trained_data = meta["run"].contains("data") ? meta["run"]["data"] : nlohmann::json();
   if (num_workers > 0 && trained_data.is_object() && trained_data.contains("fingerprint")) {
-    ASSIGN_OR_RETURN(const uint32_t fingerprint, DataFingerprint(fs, job));
-    if (trained_data["fingerprint"] != fingerprint) {
+    if (trained_data["fingerprint"] != data_fingerprint) {
       return absl::FailedPreconditionError(absl::StrCat(
           dir, " is a checkpoint of a run on other data: it trained on ", (trained_data.contains("dir") && trained_data["dir"].is_string() ? trained_data["dir"].get<std::string>()
                                                                               : std::string("?")),
-          ", whose manifest differs from that of ", job.data().dir(),
-          " (splits, files or row counts); resume with the data it trained on"));
+          ", whose train split differs from that of ", job.data().dir(),
+          " (files, row counts or split time); resume with the data it trained on"));
     }
   }
   if (meta.contains("groups_table_crc32c") && job.model().has_groups()) {
@@ -435,12 +443,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   }
   JobConfig& job = result.job;
   if (!data_dir.empty()) job.mutable_data()->set_dir(data_dir);
-  if (!fs->Exists(JoinPath(job.data().dir(), "dataset.pbtxt"))) {
-    return absl::NotFoundError(absl::StrCat(
-        "no dataset at ", job.data().dir(), ", ",
-        !data_dir.empty() ? "given by --data" : "the data.dir the checkpoint was trained with",
-        ": the model's features and the activity buckets come from it; pass --data DIR"));
-  }
+  RETURN_IF_ERROR(internal::CheckCheckpointData(fs, job.data().dir(), !data_dir.empty()));
   internal::RunOnCpu(job.mutable_trainer());
   job.clear_cluster();
   ASSIGN_OR_RETURN(std::unique_ptr<models::LayerFactory<float>> factory, MakeLayerFactory(job.trainer()));
@@ -450,7 +453,8 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   ASSIGN_OR_RETURN(scheduler::ReweightingOptions rw_options, ReweightingOptionsOf(job.trainer().reweighting()));
   ASSIGN_OR_RETURN(scheduler::SampleReweighter reweighter, scheduler::SampleReweighter::Create(rw_options));
   LoopState state;
-  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, /*num_workers=*/0, /*worker_index=*/0, setup.model.get(),
+  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, DataFingerprint(setup.manifest), /*num_workers=*/0,
+                                 /*worker_index=*/0, setup.model.get(),
                                  &optimizer, store.get(), &reweighter, &state));
   ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
   const std::vector<std::string> test_files = data::SplitPaths(job.data().dir(), test_split);
@@ -590,9 +594,6 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   } else {
     LOG(WARNING) << dir << " has no test split: nothing to evaluate";
   }
-  // Every file's header now, not when the reader or the final evaluation reaches it.
-  RETURN_IF_ERROR(internal::CheckSplitSchemas(fs, train_files, "train", layout.schema));
-  if (evaluates) RETURN_IF_ERROR(internal::CheckSplitSchemas(fs, test_files, "test", layout.schema));
 
   LOG(INFO) << "training " << job.model().type() << " on " << dir << ": " << shape.num_slots
             << " categorical slots, " << shape.num_dense << " dense, " << shape.sequence_targets.size()
@@ -638,7 +639,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       if (gathered) {
         ASSIGN_OR_RETURN(gathered->scheduler_state, runtime->reweighter_state());
       }
-      return SaveCheckpoint(fs, checkpoint_root, job, num_workers, model.get(), &optimizer, store,
+      return SaveCheckpoint(fs, checkpoint_root, job, DataFingerprint(manifest), num_workers, model.get(), &optimizer, store,
                             reweighter, state, gathered ? &*gathered : nullptr);
     };
     RETURN_IF_ERROR(several_workers
@@ -665,7 +666,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     // Every worker loads the dense state. Worker 0 then sends the sparse rows to the servers
     // (inside LoadCheckpoint when it is alone) and restores the scheduler's reweighter; in a
     // cluster the others wait for it meanwhile.
-    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, num_workers, worker_index, model.get(), &optimizer,
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, DataFingerprint(manifest), num_workers, worker_index,
+                                   model.get(), &optimizer,
                                    evaluates && !several_workers ? store : nullptr, &reweighter, &state));
     if (joins_checkpoints && (tc.checkpoint_every_steps() > 0 || tc.checkpoint_at_end())) {
       // This run's checkpoints come after the resumed step; a committed (or damaged) one there
@@ -677,7 +679,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
         return absl::FailedPreconditionError(absl::StrCat(
             "resuming at step ", state.steps, " from ", resume_dir, ", but ", checkpoint_root, " already holds ",
             later.size(), " later checkpoint(s) (", absl::StrJoin(later, ", "),
-            ") that this run would have to overwrite: move them away, or resume from the latest"));
+            ") that this run could reach and could not overwrite: move them away (or resume from the newest, "
+            "if it is not damaged)"));
       }
     }
     const int64_t rounds = cluster_reweighting ? state.steps / reweighting_options.every_steps : 0;

@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -27,7 +26,7 @@ struct Context {
   cublasHandle_t blas = nullptr;
   // Whether device memory comes from the stream-ordered pool (cudaMallocAsync); false where the
   // device has none (cudaDevAttrMemoryPoolsSupported = 0, seen on some virtualised GPUs) or
-  // CHOIR_CUDA_NO_POOLS=1 asks so: then BlockCache below.
+  // CudaOptions::memory_pools is false: then BlockCache below.
   bool pools = true;
 };
 
@@ -343,22 +342,10 @@ int CudaDeviceCount(std::string* why) {
   return count;
 }
 
-absl::Status InitCuda(int device) {
-  std::lock_guard<std::mutex> lock(internal::InitMutex());
-  internal::Context& ctx = internal::Ctx();
-  if (device < 0) return absl::InvalidArgumentError(absl::StrFormat("CUDA device %d requested", device));
-  if (ctx.device == device) return absl::OkStatus();
-  if (ctx.device >= 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "CUDA already initialised on device %d; one device per process", ctx.device));
-  }
-  std::string why;
-  const int count = CudaDeviceCount(&why);
-  if (count == 0) return absl::FailedPreconditionError("no CUDA device: " + why);
-  if (device >= count) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("CUDA device %d requested, %d present", device, count));
-  }
+namespace {
+
+// InitCuda's setup on `device`, into `ctx` (the caller clears it when this fails).
+absl::Status SetUpContext(int device, const CudaOptions& options, internal::Context* ctx) {
   // A GPU that fails here (out of memory, a broken driver) is the job's error, not a crash.
   auto cuda = [device](const char* call, cudaError_t err) {
     if (err == cudaSuccess) return absl::OkStatus();
@@ -375,19 +362,18 @@ absl::Status InitCuda(int device) {
   int pools = 0;
   RETURN_IF_ERROR(cuda("cudaDeviceGetAttribute(cudaDevAttrMemoryPoolsSupported)",
                        cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device)));
-  const char* no_pools = std::getenv("CHOIR_CUDA_NO_POOLS");
-  ctx.pools = pools != 0 && !(no_pools != nullptr && std::string(no_pools) == "1");
-  if (!ctx.pools) {
-    LOG(WARNING) << "CUDA device " << device << ": device memory from cudaMalloc with a cache of freed blocks, "
-                 << (pools == 0 ? "the device has no stream-ordered memory pools" : "CHOIR_CUDA_NO_POOLS=1");
+  ctx->pools = pools != 0 && options.memory_pools;
+  if (!ctx->pools) {
+    LOG(WARNING) << "CUDA device " << device << ": device memory from cudaMalloc with a cache of freed blocks ("
+                 << (pools == 0 ? "the device has no stream-ordered memory pools" : "asked so") << ")";
   }
-  RETURN_IF_ERROR(cuda("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking)));
+  RETURN_IF_ERROR(cuda("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking)));
   RETURN_IF_ERROR(
-      cuda("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&ctx.upload_stream, cudaStreamNonBlocking)));
-  RETURN_IF_ERROR(blas("cublasCreate", cublasCreate(&ctx.blas)));
-  RETURN_IF_ERROR(blas("cublasSetStream", cublasSetStream(ctx.blas, ctx.stream)));
-  RETURN_IF_ERROR(blas("cublasSetMathMode", cublasSetMathMode(ctx.blas, CUBLAS_DEFAULT_MATH)));
-  if (ctx.pools) {
+      cuda("cudaStreamCreateWithFlags", cudaStreamCreateWithFlags(&ctx->upload_stream, cudaStreamNonBlocking)));
+  RETURN_IF_ERROR(blas("cublasCreate", cublasCreate(&ctx->blas)));
+  RETURN_IF_ERROR(blas("cublasSetStream", cublasSetStream(ctx->blas, ctx->stream)));
+  RETURN_IF_ERROR(blas("cublasSetMathMode", cublasSetMathMode(ctx->blas, CUBLAS_DEFAULT_MATH)));
+  if (ctx->pools) {
     // Keep freed blocks in the pool instead of returning them to the driver at each sync.
     cudaMemPool_t pool;
     RETURN_IF_ERROR(cuda("cudaDeviceGetDefaultMemPool", cudaDeviceGetDefaultMemPool(&pool, device)));
@@ -395,11 +381,43 @@ absl::Status InitCuda(int device) {
     RETURN_IF_ERROR(cuda("cudaMemPoolSetAttribute",
                          cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold)));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status InitCuda(int device, const CudaOptions& options) {
+  std::lock_guard<std::mutex> lock(internal::InitMutex());
+  internal::Context& ctx = internal::Ctx();
+  if (device < 0) return absl::InvalidArgumentError(absl::StrFormat("CUDA device %d requested", device));
+  if (ctx.device == device) return absl::OkStatus();
+  if (ctx.device >= 0) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "CUDA already initialised on device %d; one device per process", ctx.device));
+  }
+  std::string why;
+  const int count = CudaDeviceCount(&why);
+  if (count == 0) return absl::FailedPreconditionError("no CUDA device: " + why);
+  if (device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("CUDA device %d requested, %d present", device, count));
+  }
+  if (absl::Status status = SetUpContext(device, options, &ctx); !status.ok()) {
+    // Nothing half made stays behind: "used before InitCuda" still holds, and a retry starts over.
+    if (ctx.blas != nullptr) cublasDestroy(ctx.blas);
+    if (ctx.upload_stream != nullptr) cudaStreamDestroy(ctx.upload_stream);
+    if (ctx.stream != nullptr) cudaStreamDestroy(ctx.stream);
+    ctx = internal::Context();
+    cudaGetLastError();
+    return status;
+  }
   ctx.device = device;
   static internal::CudaBackend* backend = new internal::CudaBackend;
   models::RegisterDeviceBackend(models::Device::kCuda, backend);
   return absl::OkStatus();
 }
+
+bool CudaUsesMemoryPools() { return internal::Ctx().device >= 0 && internal::Ctx().pools; }
 
 std::string CudaDeviceDescription() {
   const int device = internal::Ctx().device;

@@ -23,10 +23,20 @@ namespace choir::models::cuda {
 // null, receives the reason when 0.
 int CudaDeviceCount(std::string* why = nullptr);
 
+struct CudaOptions {
+  // Device memory from the stream-ordered pool (cudaMallocAsync), where the GPU has one (else,
+  // or when false: cudaMalloc with a cache of freed blocks, reused in the compute stream's order).
+  bool memory_pools = true;
+};
+
 // Selects `device`, creates the stream and cuBLAS handle, and registers the backend for
-// models::Device::kCuda. Idempotent for the same device. FAILED_PRECONDITION without a GPU,
-// naming the reason.
-absl::Status InitCuda(int device = 0);
+// models::Device::kCuda. Idempotent for the same device (the first call's options hold).
+// FAILED_PRECONDITION without a GPU, naming the reason, or when a setup call fails (nothing of
+// it stays behind).
+absl::Status InitCuda(int device = 0, const CudaOptions& options = {});
+
+// After InitCuda: whether device memory comes from the stream-ordered pool.
+bool CudaUsesMemoryPools();
 
 // "NVIDIA H100 80GB HBM3, 132 SMs, 79.1 GiB, driver 13.0" (after InitCuda).
 std::string CudaDeviceDescription();

@@ -148,7 +148,7 @@ class NcclCollective::Impl {
                        absl::FormatDuration(options_.timeout)));
     }
     if (options_.stream == nullptr) {
-      absl::Status init = InitCuda(options_.device);
+      absl::Status init = InitCuda(options_.device, options_.cuda);
       if (!init.ok()) return init;
       stream_ = internal::Stream();
     } else {

@@ -34,14 +34,16 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/collective.h"
+#include "models/cuda/cuda.h"
 
 struct CUstream_st;  // the struct behind cudaStream_t
 
 namespace choir::models::cuda {
 
 struct NcclCollectiveOptions {
-  // This rank's CUDA device.
+  // This rank's CUDA device, and how InitCuda sets it up when this is the first use of CUDA.
   int device = 0;
+  CudaOptions cuda;
   // The stream the operations are queued on. Null (the default): the backend's stream, after
   // InitCuda(device) (one device per process). Otherwise a caller-owned stream of `device` that
   // outlives the collective (several devices in one process, each rank on its own thread).

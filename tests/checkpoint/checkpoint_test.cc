@@ -42,7 +42,7 @@ TEST(CheckpointTest, TypedMetaFieldsNameTheManifestAndFieldWhenMissingOrOfAnothe
   MemFileSystem fs;
   absl::StatusOr<Writer> w = Writer::Begin(&fs, "/r", 4);
   ASSERT_TRUE(w.ok()) << w.status();
-  ASSERT_TRUE(w->Commit({{"job", "name: 'x'"}, {"count", 7}, {"crc", 5}}).ok());
+  ASSERT_TRUE(w->Commit({{"job", "name: 'x'"}, {"count", 7}, {"crc", 5}, {"negative", -1}, {"real", 1.5}}).ok());
   absl::StatusOr<Reader> r = Reader::Open(&fs, CheckpointDir("/r", 4));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r->Meta<std::string>("job"), "name: 'x'");
@@ -54,6 +54,12 @@ TEST(CheckpointTest, TypedMetaFieldsNameTheManifestAndFieldWhenMissingOrOfAnothe
   EXPECT_TRUE(absl::StrContains(s.message(), "\"count\" holds a JSON number, want a string")) << s;
   s = r->Meta<uint32_t>("job", 0).status();
   EXPECT_TRUE(absl::StrContains(s.message(), "\"job\" holds a JSON string, want an integer")) << s;
+  // Integers must be integers in range: nlohmann alone would turn -1 into SIZE_MAX.
+  s = r->Meta<size_t>("negative").status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "\"negative\" is -1, out of range")) << s;
+  EXPECT_EQ(*r->Meta<int32_t>("negative"), -1);
+  EXPECT_TRUE(absl::StrContains(r->Meta<int64_t>("real").status().message(), "holds a JSON number, want an integer"));
   s = r->Meta<int64_t>("absent").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
   EXPECT_TRUE(absl::StrContains(s.message(), "has no \"absent\"")) << s;

@@ -30,7 +30,8 @@ constexpr double kTolerance<double> = 1e-12;
 
 // In a test body: skips (with the reason) when no GPU is usable, else initialises CUDA. With
 // CHOIR_GPU_REQUIRED=1 in the environment (tools/gpu_check.sh sets it) a missing GPU fails the
-// test instead, so a GPU run cannot pass by skipping.
+// test instead, so a GPU run cannot pass by skipping. With CHOIR_CUDA_NO_POOLS=1 device memory
+// comes from the cudaMalloc cache instead of the stream-ordered pool (checked).
 #define CHOIR_REQUIRE_GPU()                                                          \
   do {                                                                               \
     std::string choir_why;                                                           \
@@ -41,8 +42,14 @@ constexpr double kTolerance<double> = 1e-12;
       }                                                                              \
       GTEST_SKIP() << "no GPU here (" << choir_why << "): gpu test skipped";         \
     }                                                                                \
-    const absl::Status choir_init = ::choir::models::cuda::InitCuda(0);              \
+    const char* choir_no_pools = std::getenv("CHOIR_CUDA_NO_POOLS");                 \
+    ::choir::models::cuda::CudaOptions choir_options;                                \
+    choir_options.memory_pools = !(choir_no_pools != nullptr && std::string(choir_no_pools) == "1"); \
+    const absl::Status choir_init = ::choir::models::cuda::InitCuda(0, choir_options); \
     ASSERT_TRUE(choir_init.ok()) << choir_init;                                      \
+    if (!choir_options.memory_pools) {                                               \
+      ASSERT_FALSE(::choir::models::cuda::CudaUsesMemoryPools());                    \
+    }                                                                                \
   } while (0)
 
 // A fresh seed per run (printed by the caller on failure), so every run draws new inputs.

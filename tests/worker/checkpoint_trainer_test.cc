@@ -229,7 +229,7 @@ TEST_F(CheckpointTrainerTest, ACheckpointResumedOnOtherDataIsRefused) {
   job.mutable_trainer()->set_resume(kStep7);
   absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
-  EXPECT_TRUE(absl::StrContains(r.status().message(), "a run on other data: it trained on /ds, whose manifest differs"))
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "a run on other data: it trained on /ds, whose train split differs"))
       << r.status();
 
   Generate(fs_, "/ds_copy", 8000, /*seed=*/5);  // the same data, elsewhere

@@ -35,7 +35,7 @@ std::vector<std::string> ConfigOverrides();
 std::string ConfigPath();                    // --config FILE
 
 // Before the work: INVALID_ARGUMENT when the output file `path` (of flag `flag`) is a folder or
-// lies under a file; creates its parent folder when missing.
+// lies under a file; creates its parent folder when missing (it stays if the command then fails).
 absl::Status PrepareOutputFile(FileSystem* fs, const char* flag, const std::string& path);
 
 }  // namespace choir::cli

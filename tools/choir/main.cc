@@ -32,8 +32,10 @@ struct Command {
   const char* usage;
 };
 
-// The flags of every command that reads the job file.
-#define JOB_FLAGS " [--config job.pbtxt] [--set 'a.b=c;...'] [--max_bad_rows N] [--max_bad_fraction F]"
+// The flags of the commands that read the job file; those that read data also take its error
+// budget.
+#define JOB_FLAGS " [--config job.pbtxt] [--set 'a.b=c;...']"
+#define DATA_JOB_FLAGS JOB_FLAGS " [--max_bad_rows N] [--max_bad_fraction F]"
 
 // Each command's usage names every flag it reads: a flag of choir's own that its usage does not
 // name is refused (CheckFlagsApply), so a flag meant for another command is never ignored.
@@ -42,11 +44,11 @@ constexpr Command kCommands[] = {
      "--out DIR [--users N] [--seed S] [--items N] [--taxonomy FILE] [--threads T] [--no_compress]" JOB_FLAGS},
     {"data", "convert", choir::cli::RunDataConvert,
      "--format aliccp-aitm|aliccp-rechub|taobao-ad|csv --in PATH[,PATH...] --out DIR "
-     "[--task cvr|ctr|ctcvr] [--split NAME] [--delimiter C]" JOB_FLAGS},
-    {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE]" JOB_FLAGS},
+     "[--task cvr|ctr|ctcvr] [--split NAME] [--delimiter C]" DATA_JOB_FLAGS},
+    {"data", "inspect", choir::cli::RunDataInspect, "DIR [--json FILE]" DATA_JOB_FLAGS},
     {"groups", "profile", choir::cli::RunGroupsProfile,
      "--data DIR --out profiles.tsv [--llm-endpoint URL --llm-model NAME [--llm-concurrency N] "
-     "[--llm-timeout-s S]]" JOB_FLAGS},
+     "[--llm-timeout-s S]]" DATA_JOB_FLAGS},
     {"groups", "build", choir::cli::RunGroupsBuild,
      "--emb emb.npy --ids profiles.tsv --out groups.tsv [--levels 3] [--k 256] [--iterations N] [--seed S] "
      "[--data DIR]" JOB_FLAGS},
@@ -56,11 +58,11 @@ constexpr Command kCommands[] = {
      "--data DIR --groups groups.tsv --out DIR [--top_categories 5] [--items_per_category 2] [--smoothing 20]"},
     {"embed", nullptr, choir::cli::RunEmbed,
      "--in profiles.tsv --out emb.npy [--model-dir DIR [--threads T] | --endpoint URL [--endpoint-model NAME] "
-     "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4] [--retry-backoff-ms 500]] [--batch 64] "
+     "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4] [--retry-backoff-ms 1000]] [--batch 64] "
      "[--cache FILE (<out>.cache)]"},
     {"train", nullptr, choir::cli::RunTrain,
      "[--data DIR] [--out DIR] [--model dnn|din|dnn+groupid|choirrec] "
-     "[--groups groups.tsv --priors DIR] [--resume latest|DIR]" JOB_FLAGS},
+     "[--groups groups.tsv --priors DIR] [--resume latest|DIR]" DATA_JOB_FLAGS},
     {"eval", nullptr, choir::cli::RunEval, "--checkpoint DIR --out eval.json [--data DIR]"},
     {"export", nullptr, choir::cli::RunExport, "--checkpoint DIR --out BUNDLE [--fp16] [--data DIR] [--force]"},
     {"predict", nullptr, choir::cli::RunPredict,
@@ -70,6 +72,7 @@ constexpr Command kCommands[] = {
     {"config", "print", choir::cli::RunConfigPrint,
      "[--config job.pbtxt] [--set 'a.b=c;...'] [--max_bad_rows N] [--max_bad_fraction F]"},
 };
+#undef DATA_JOB_FLAGS
 #undef JOB_FLAGS
 
 void PrintUsage(FILE* out) {

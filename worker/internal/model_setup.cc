@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/config.h"
 #include "core/error_budget.h"
 #include "core/progress.h"
 #include "data/row_block.h"
@@ -13,6 +14,13 @@
 #include "worker/trainer.h"
 
 namespace choir::worker::internal {
+
+absl::Status CheckCheckpointData(FileSystem* fs, const std::string& dir, bool given) {
+  if (fs->Exists(JoinPath(dir, data::kManifestName))) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat(
+      "no dataset at ", dir, ", ", given ? "given by --data" : "the data.dir the checkpoint was trained with",
+      ": the model's features and the activity buckets come from it; pass --data DIR"));
+}
 
 absl::Status CheckSplitSchemas(FileSystem* fs, const std::vector<std::string>& files, const std::string& split,
                                const data::Schema& schema) {
@@ -26,8 +34,9 @@ absl::Status CheckSplitSchemas(FileSystem* fs, const std::vector<std::string>& f
     const data::Schema& got = reader->schema();
     const int n = std::max(got.fields_size(), schema.fields_size());
     for (int i = 0; i < n; ++i) {
-      if (i < got.fields_size() && i < schema.fields_size() &&
-          got.fields(i).SerializeAsString() == schema.fields(i).SerializeAsString()) {
+      // What the reader relies on: the name, type and role of every column (not its doc).
+      if (i < got.fields_size() && i < schema.fields_size() && got.fields(i).name() == schema.fields(i).name() &&
+          got.fields(i).type() == schema.fields(i).type() && got.fields(i).role() == schema.fields(i).role()) {
         continue;
       }
       return absl::FailedPreconditionError(absl::StrCat(
@@ -259,6 +268,7 @@ absl::Status ValidateConfig(const JobConfig& job) {
   auto bad = [](absl::string_view field, absl::string_view want) {
     return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want));
   };
+  RETURN_IF_ERROR(ValidateDataConfig(job.data()));  // also checked by LoadJobConfig; library callers too
   if (tc.batch_size() < 1) return bad("trainer.batch_size", ">= 1");
   if (tc.sparse_staleness() < 0 || tc.sparse_staleness() > 1) return bad("trainer.sparse_staleness", "0 or 1");
   if (tc.epochs() < 1) return bad("trainer.epochs", ">= 1");
@@ -316,6 +326,11 @@ absl::StatusOr<JobSetup> SetupJob(FileSystem* fs, const JobConfig& job, models::
   {
     ASSIGN_OR_RETURN(std::unique_ptr<data::ShardReader> first, data::ShardReader::Open(fs, train_files.front()));
     setup.schema = first->schema();
+  }
+  // Every file's header now, before anything reads the rows (the reader, the final evaluation).
+  RETURN_IF_ERROR(CheckSplitSchemas(fs, train_files, "train", setup.schema));
+  if (absl::StatusOr<data::SplitInfo> test = data::FindSplit(setup.manifest, "test"); test.ok()) {
+    RETURN_IF_ERROR(CheckSplitSchemas(fs, data::SplitPaths(dir, *test), "test", setup.schema));
   }
   std::unique_ptr<GroupFeatures> groups;
   if (ReadsGroups(job.model().type())) {

@@ -214,9 +214,14 @@ class SparseBridge {
   std::vector<float> unique_rows_, rows_, grads_, unique_grads_;
 };
 
-// OK when every file of `files` (split `split`) opens and has `schema`: the header alone is
-// read, so a missing file or one of another schema fails before training, naming the file, the
-// split and the first field that differs.
+// Evaluating or exporting a checkpoint: NOT_FOUND when `dir` (from --data when `given`, else the
+// checkpoint's own data.dir) holds no dataset, saying that --data names one.
+absl::Status CheckCheckpointData(FileSystem* fs, const std::string& dir, bool given);
+
+// OK when every file of `files` (split `split`) opens and has the columns of `schema` (name,
+// type and role, in order): the header alone is read, so a missing file or one of another schema
+// fails before training, naming the file, the split and the first column that differs. SetupJob
+// checks the train and test splits.
 absl::Status CheckSplitSchemas(FileSystem* fs, const std::vector<std::string>& files, const std::string& split,
                                const data::Schema& schema);
 
