@@ -311,6 +311,12 @@ TEST_F(ServingTest, ExportNeverOverwritesWhatIsNotItsOwn) {
   EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition) << again.status();
   options.overwrite = true;
   EXPECT_TRUE(ExportBundle(fs_, CheckpointOf("din"), "/bundle/mine", options).ok());
+  // A bundle of another format version (an older build's) is still a bundle to replace.
+  testing::EditManifestMeta(fs_, "/bundle/mine", [](nlohmann::json& m) { m["version"] = 99; }, /*whole=*/true);
+  ASSERT_EQ(checkpoint::Reader::Open(fs_, "/bundle/mine", kBundleFormat).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<ExportSummary> replaced = ExportBundle(fs_, CheckpointOf("din"), "/bundle/mine", options);
+  EXPECT_TRUE(replaced.ok()) << replaced.status();
   ASSERT_TRUE(fs_->SetContents("/precious/notes.txt", "keep me").ok());
   absl::StatusOr<ExportSummary> foreign = ExportBundle(fs_, CheckpointOf("din"), "/precious", options);
   EXPECT_EQ(foreign.status().code(), absl::StatusCode::kFailedPrecondition) << foreign.status();

@@ -25,13 +25,14 @@ namespace choir::worker::testing {
 
 // Rewrites the meta of the committed checkpoint (or bundle) in `dir` with `edit`, keeping the
 // manifest's checksum valid: a manifest a buggy writer could produce, not one damaged on disk.
+// With `whole`, `edit` gets the whole manifest (format, version, files, meta).
 template <typename Edit>
-void EditManifestMeta(FileSystem* fs, const std::string& dir, Edit edit) {
+void EditManifestMeta(FileSystem* fs, const std::string& dir, Edit edit, bool whole = false) {
   const std::string path = dir + "/MANIFEST.json";
   absl::StatusOr<std::string> text = fs->ReadFileToString(path);
   ASSERT_TRUE(text.ok()) << text.status();
   nlohmann::json manifest = nlohmann::json::parse(text->substr(0, text->rfind("crc32c ")));
-  edit(manifest["meta"]);
+  edit(whole ? manifest : manifest["meta"]);
   const std::string body = manifest.dump(1) + "\n";
   ASSERT_TRUE(fs->WriteStringToFileAtomic(path, absl::StrFormat("%scrc32c %08x\n", body, crc32c::Value(body))).ok());
 }
