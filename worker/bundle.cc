@@ -68,6 +68,15 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
   // The model's shape, groups, activity and own counts, exactly as training built them.
   models::CpuLayerFactory<float> factory;
   ASSIGN_OR_RETURN(internal::JobSetup setup, internal::SetupJob(fs, job, &factory));
+  // The activity index and the group statistics come from the data given; another dataset than
+  // the one trained on is allowed (new users, a later period) but said.
+  if (const nlohmann::json& run = meta.contains("run") ? meta["run"] : nlohmann::json();
+      run.is_object() && run.contains("data") && run["data"].is_object() && run["data"].contains("fingerprint") &&
+      run["data"]["fingerprint"] != internal::DataFingerprint(setup.manifest)) {
+    LOG(WARNING) << "exporting with " << job.data().dir()
+                 << ", whose train split differs from the data the checkpoint was trained on: the bundle's activity "
+                    "index and group statistics come from it";
+  }
   const bool has_groups = setup.groups != nullptr;
   if (has_groups && meta.contains("groups_table_crc32c")) {
     ASSIGN_OR_RETURN(const uint32_t trained_crc, reader.Meta<uint32_t>("groups_table_crc32c"));

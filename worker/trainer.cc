@@ -174,23 +174,6 @@ absl::Status ArrayFromJson(const nlohmann::json& meta, const char* key, A* out) 
   return absl::OkStatus();
 }
 
-// The data a run's stream is made of: CRC32C of its dataset manifest's source, split time (the
-// activity buckets' reference), the generator's or converter's counters and the train split
-// (files and row count); not of the paths (a folder moved or regenerated with the same seed is
-// the same data) nor of the other splits.
-uint32_t DataFingerprint(const data::DatasetManifest& manifest) {
-  data::DatasetManifest kept;
-  kept.set_source(manifest.source());
-  kept.set_split_time(manifest.split_time());
-  *kept.mutable_counters() = manifest.counters();
-  for (const data::SplitInfo& split : manifest.splits()) {
-    if (split.name() == "train") *kept.add_splits() = split;
-  }
-  std::string text;
-  google::protobuf::TextFormat::PrintToString(kept, &text);
-  return crc32c::Value(text);
-}
-
 // The fields of the job that must match for a checkpoint to continue it: the model, and what
 // decides the data stream (the global batch of num_workers * batch_size, epochs, seed).
 // num_workers 0: the model's alone (evaluation).
@@ -453,7 +436,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
   ASSIGN_OR_RETURN(scheduler::ReweightingOptions rw_options, ReweightingOptionsOf(job.trainer().reweighting()));
   ASSIGN_OR_RETURN(scheduler::SampleReweighter reweighter, scheduler::SampleReweighter::Create(rw_options));
   LoopState state;
-  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, DataFingerprint(setup.manifest), /*num_workers=*/0,
+  RETURN_IF_ERROR(LoadCheckpoint(fs, checkpoint_dir, job, internal::DataFingerprint(setup.manifest), /*num_workers=*/0,
                                  /*worker_index=*/0, setup.model.get(),
                                  &optimizer, store.get(), &reweighter, &state));
   ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
@@ -639,7 +622,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
       if (gathered) {
         ASSIGN_OR_RETURN(gathered->scheduler_state, runtime->reweighter_state());
       }
-      return SaveCheckpoint(fs, checkpoint_root, job, DataFingerprint(manifest), num_workers, model.get(), &optimizer, store,
+      return SaveCheckpoint(fs, checkpoint_root, job, internal::DataFingerprint(manifest), num_workers, model.get(), &optimizer, store,
                             reweighter, state, gathered ? &*gathered : nullptr);
     };
     RETURN_IF_ERROR(several_workers
@@ -666,7 +649,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     // Every worker loads the dense state. Worker 0 then sends the sparse rows to the servers
     // (inside LoadCheckpoint when it is alone) and restores the scheduler's reweighter; in a
     // cluster the others wait for it meanwhile.
-    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, DataFingerprint(manifest), num_workers, worker_index,
+    RETURN_IF_ERROR(LoadCheckpoint(fs, resume_dir, job, internal::DataFingerprint(manifest), num_workers, worker_index,
                                    model.get(), &optimizer,
                                    evaluates && !several_workers ? store : nullptr, &reweighter, &state));
     if (joins_checkpoints && (tc.checkpoint_every_steps() > 0 || tc.checkpoint_at_end())) {

@@ -5,6 +5,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/config.h"
+#include "core/crc32c.h"
+#include "google/protobuf/text_format.h"
 #include "core/error_budget.h"
 #include "core/progress.h"
 #include "data/row_block.h"
@@ -14,6 +16,19 @@
 #include "worker/trainer.h"
 
 namespace choir::worker::internal {
+
+uint32_t DataFingerprint(const data::DatasetManifest& manifest) {
+  data::DatasetManifest kept;
+  kept.set_source(manifest.source());
+  kept.set_split_time(manifest.split_time());
+  *kept.mutable_counters() = manifest.counters();
+  for (const data::SplitInfo& split : manifest.splits()) {
+    if (split.name() == "train") *kept.add_splits() = split;
+  }
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(kept, &text);
+  return crc32c::Value(text);
+}
 
 absl::Status CheckCheckpointData(FileSystem* fs, const std::string& dir, bool given) {
   if (fs->Exists(JoinPath(dir, data::kManifestName))) return absl::OkStatus();

@@ -214,6 +214,12 @@ class SparseBridge {
   std::vector<float> unique_rows_, rows_, grads_, unique_grads_;
 };
 
+// The data a run's stream is made of: CRC32C of its dataset manifest's source, split time (the
+// activity buckets' reference), the generator's or converter's counters and the train split
+// (files and row count); not of the paths (a folder moved or regenerated with the same seed is
+// the same data) nor of the other splits. Checkpoints keep it (meta run.data.fingerprint).
+uint32_t DataFingerprint(const data::DatasetManifest& manifest);
+
 // Evaluating or exporting a checkpoint: NOT_FOUND when `dir` (from --data when `given`, else the
 // checkpoint's own data.dir) holds no dataset, saying that --data names one.
 absl::Status CheckCheckpointData(FileSystem* fs, const std::string& dir, bool given);
