@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace choir::eval {
@@ -96,6 +97,24 @@ TEST(EvalJsonTest, ParseNamesSourceAndMissingKey) {
   r = ParseEvalJson(R"({"overall": {"auc": "high"}})", "y.json");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("\"auc\" is not a number"), std::string::npos);
+
+  // Python's json.dump writes NaN, which is not JSON: the position is named.
+  const std::string good = EvalReportToJson(SampleReport());
+  std::string nan = good;
+  const size_t auc = nan.find("\"auc\": ") + 7;
+  nan.replace(auc, nan.find(',', auc) - auc, "NaN");
+  r = ParseEvalJson(nan, "py.json");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find(absl::StrCat("py.json: not valid JSON at byte ", auc + 1)), std::string::npos)
+      << r.status();
+  EXPECT_NE(r.status().message().find("NaN"), std::string::npos) << r.status();
+  // A metric no evaluation writes.
+  std::string big = good;
+  big.replace(auc, big.find(',', auc) - auc, "7.5");
+  r = ParseEvalJson(big, "big.json");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("big.json: overall: \"auc\" is 7.5, outside [0, 1]"), std::string::npos)
+      << r.status();
 }
 
 TEST(EvalJsonTest, WriteAndReadThroughFileSystem) {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <memory>
 
 #include "absl/strings/escaping.h"
@@ -82,6 +83,16 @@ absl::StatusOr<Metrics> ParseMetrics(const nlohmann::json& obj, absl::string_vie
   RETURN_IF_ERROR(ParseCount(obj, "gauc_users", true, where, &m.gauc_users));
   RETURN_IF_ERROR(ParseCount(obj, "gauc_samples", false, where, &m.gauc_samples));
   RETURN_IF_ERROR(ParseCount(obj, "positives", false, where, &m.positives));
+  // A value no evaluation writes (null reads as NaN: undefined, e.g. one class only); 1e-9 of
+  // slack for the rounding of a weighted mean such as GAUC.
+  auto in_range = [&](const char* key, double v, double lo, double hi) -> absl::Status {
+    if (std::isnan(v) || (v >= lo - 1e-9 && v <= hi + 1e-9)) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(where, ": \"", key, "\" is ", v, ", outside [", lo, ", ", hi, "]"));
+  };
+  RETURN_IF_ERROR(in_range("auc", m.auc, 0, 1));
+  RETURN_IF_ERROR(in_range("gauc", m.gauc, 0, 1));
+  RETURN_IF_ERROR(in_range("logloss", m.logloss, 0, std::numeric_limits<double>::infinity()));
+  RETURN_IF_ERROR(in_range("calibration", m.calibration, 0, std::numeric_limits<double>::infinity()));
   return m;
 }
 
@@ -133,11 +144,28 @@ std::string EvalReportToJson(const EvalReport& report) {
   return j.dump(2) + "\n";
 }
 
+namespace {
+
+// The text around 1-based byte `at`, on one line, for an error message.
+std::string EvalJsonContext(absl::string_view text, size_t at) {
+  const size_t begin = at > 20 ? at - 20 : 0;
+  std::string around(text.substr(begin, 40));
+  for (char& c : around) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  return absl::StrCat("near '", around, "'");
+}
+
+}  // namespace
+
 absl::StatusOr<EvalReport> ParseEvalJson(absl::string_view text, absl::string_view source_name) {
-  nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), /*cb=*/nullptr,
-                                           /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(absl::StrCat(source_name, ": not valid JSON"));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.byte: where it stopped (a NaN written by Python's json.dump, a truncated file, ...).
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": not valid JSON at byte ", e.byte, " (", EvalJsonContext(text, e.byte), ")"));
   }
   if (!j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source_name, ": not a JSON object"));
