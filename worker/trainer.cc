@@ -280,7 +280,8 @@ absl::Status SaveCheckpoint(FileSystem* fs, const std::string& root, const JobCo
     meta["worker_bucket_count"] = std::move(counts);
     meta["worker_bucket_loss_sum"] = std::move(losses);
   }
-  if (job.model().has_groups() && !job.model().groups().table().empty()) {
+  // The table a groups model trained with (a dnn job may name one it never reads: not recorded).
+  if (internal::ReadsGroups(job.model().type()) && !job.model().groups().table().empty()) {
     ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));
     meta["groups_table"] = job.model().groups().table();
     meta["groups_table_crc32c"] = crc32c::Value(table);
@@ -327,7 +328,7 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
           " (files, row counts or split time); resume with the data it trained on"));
     }
   }
-  if (meta.contains("groups_table_crc32c") && job.model().has_groups()) {
+  if (meta.contains("groups_table_crc32c") && internal::ReadsGroups(job.model().type())) {
     ASSIGN_OR_RETURN(const uint32_t trained_crc, reader.Meta<uint32_t>("groups_table_crc32c"));
     ASSIGN_OR_RETURN(const std::string trained_table, reader.Meta<std::string>("groups_table", ""));
     ASSIGN_OR_RETURN(std::string table, fs->ReadFileToString(job.model().groups().table()));

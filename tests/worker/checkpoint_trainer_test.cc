@@ -241,6 +241,20 @@ TEST_F(CheckpointTrainerTest, ACheckpointResumedOnOtherDataIsRefused) {
   EXPECT_EQ(Read(fs_, "/copieddata/preds.tsv"), Read(fs_, "/full/preds.tsv"));
 }
 
+// A job file shared by several models names the groups; a dnn never reads them, and its
+// checkpoints must not either (they read the table for its checksum after training).
+TEST_F(CheckpointTrainerTest, AModelWithoutGroupsCheckpointsWhateverTheGroupsSectionNames) {
+  JobConfig job = Job("/dnn_groups");
+  job.mutable_model()->mutable_groups()->set_table("/nowhere/groups.tsv");
+  job.mutable_model()->mutable_groups()->set_priors("/nowhere/priors");
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(fs_->Exists("/dnn_groups/checkpoint/step-000000000020/MANIFEST.json"));
+  absl::StatusOr<CheckpointEval> e =
+      EvaluateCheckpoint(fs_, "/dnn_groups/checkpoint/step-000000000020", "", "/dnn_groups_eval/eval.json");
+  EXPECT_TRUE(e.ok()) << e.status();
+}
+
 TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {
   JobConfig job = Job("/keep");
   job.mutable_trainer()->set_checkpoint_every_steps(3);
