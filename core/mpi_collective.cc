@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -392,6 +393,18 @@ absl::Status MpiFinalize() {
   CHOIR_MPI_CALL(MPI_Finalized(&finalized));
   if (initialized && !finalized) CHOIR_MPI_CALL(MPI_Finalize());
   return absl::OkStatus();
+}
+
+void MpiAbort(int code) {
+  google::FlushLogFiles(google::GLOG_INFO);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
 }
 
 absl::StatusOr<MpiWorld> GetMpiWorld() {

@@ -40,7 +40,13 @@ bool LaunchedByMpirun();
 absl::Status MpiInit(int* argc, char*** argv);
 
 // Finalises MPI if it was initialised and not yet finalised. Destroy every MpiCollective first.
+// It waits for every rank: a rank that failed must not call it while another may be frozen or
+// never got as far (use MpiAbort).
 absl::Status MpiFinalize();
+
+// Ends the whole MPI job with exit status `code` (mpirun stops every rank), after flushing the
+// logs and stderr: what a rank does when it failed.
+[[noreturn]] void MpiAbort(int code);
 
 // This process's place in MPI_COMM_WORLD (after MpiInit).
 struct MpiWorld {

@@ -413,7 +413,13 @@ absl::StatusOr<TrainResult> RunMpiRank(FileSystem* fs, const JobConfig& job) {
   ASSIGN_OR_RETURN(const MpiWorld world, GetMpiWorld());
   const int servers = c.servers();
   const int workers = world.size - 1 - servers;
-  if (servers < 1 || workers < 1) {
+  if (servers < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "cluster.servers is %d: a job under mpirun needs at least one parameter server (ranks 1..S; servers 0 is "
+        "the single-process trainer, run without mpirun)",
+        servers));
+  }
+  if (workers < 1) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "mpirun -np %d with cluster.servers = %d: needs at least %d ranks (1 scheduler, the servers, 1 worker)",
         world.size, servers, servers + 2));

@@ -494,6 +494,17 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
     return absl::FailedPreconditionError(
         absl::StrCat("trainer.out_dir (--out) ", tc.out_dir(), " is a file, not a folder"));
   }
+  if (evaluates) {
+    // The outputs come after training: a folder that cannot be written fails now, not then.
+    const std::string probe = JoinPath(tc.out_dir(), ".choir-write-probe");
+    absl::Status writable = fs->CreateDirs(tc.out_dir());
+    if (writable.ok()) writable = fs->WriteStringToFileAtomic(probe, "");
+    if (writable.ok()) writable = fs->DeleteFile(probe);
+    if (!writable.ok()) {
+      return absl::Status(writable.code(), absl::StrCat("trainer.out_dir (--out) ", tc.out_dir(),
+                                                        " cannot be written: ", writable.message()));
+    }
+  }
   // Checkpoints: worker 0 of a cluster (or the single process) writes them; the parameter
   // servers write their own rows into the same directory.
   // With reweighting in a cluster the scheduler holds the reweighter and every worker its

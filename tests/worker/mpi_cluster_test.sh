@@ -49,4 +49,39 @@ if timeout 120 "${MPIRUN[@]}" -np 2 "$CHOIR" train --config "$WORK/job.pbtxt" >"
   cat "$WORK/few.log"; echo "FAIL: -np 2 with one server should fail"; exit 1
 fi
 grep -q "needs at least 3 ranks" "$WORK/few.log" || { cat "$WORK/few.log"; echo "FAIL: unclear error"; exit 1; }
+
+# A rank that fails before the rendezvous (the server's setup: no dataset) ends the whole job
+# with its error at once; MPI_Finalize would have waited for the scheduler and the worker, which
+# wait for it.
+start=$SECONDS
+if timeout 120 "${MPIRUN[@]}" -np 4 "$CHOIR" train --config "$WORK/job.pbtxt" --data "$WORK/nowhere" \
+    >"$WORK/nodata.log" 2>&1; then
+  cat "$WORK/nodata.log"; echo "FAIL: a job without its dataset should fail"; exit 1
+fi
+grep -q "choir train: error: NOT_FOUND: $WORK/nowhere: no dataset.pbtxt" "$WORK/nodata.log" ||
+  { cat "$WORK/nodata.log"; echo "FAIL: the missing dataset is not named"; exit 1; }
+(( SECONDS - start < 60 )) || { cat "$WORK/nodata.log"; echo "FAIL: took $((SECONDS - start)) s to stop"; exit 1; }
+
+# A frozen server (SIGSTOP: a hung disk or host) is named after the peer timeout and the job
+# ends on every rank, the frozen one too.
+timeout 120 "${MPIRUN[@]}" -np 4 "$CHOIR" train --config "$WORK/job.pbtxt" \
+  --set "trainer.max_steps=0;trainer.epochs=1000;cluster.peer_timeout_ms=2000;trainer.out_dir=$WORK/frozen" \
+  >"$WORK/frozen.log" 2>&1 &
+runner=$!
+server=""
+for _ in $(seq 100); do
+  for pid in $(pgrep -f "$CHOIR train" || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then server=$pid; fi
+  done
+  [[ -n "$server" ]] && grep -q "training dnn" "$WORK/frozen.log" && break
+  sleep 0.2
+done
+[[ -n "$server" ]] || { cat "$WORK/frozen.log"; echo "FAIL: no server rank found"; exit 1; }
+start=$SECONDS
+kill -STOP "$server"
+wait "$runner" && { cat "$WORK/frozen.log"; echo "FAIL: the job with a frozen server should fail"; exit 1; }
+kill -CONT "$server" 2>/dev/null || true
+grep -q "server 0 (ps0) sent no heartbeat" "$WORK/frozen.log" ||
+  { cat "$WORK/frozen.log"; echo "FAIL: the frozen server is not named"; exit 1; }
+(( SECONDS - start < 60 )) || { cat "$WORK/frozen.log"; echo "FAIL: took $((SECONDS - start)) s to stop"; exit 1; }
 echo "PASS"

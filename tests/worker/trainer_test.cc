@@ -315,6 +315,15 @@ TEST_F(TrainerTest, ATestFileOfAnotherSchemaFailsBeforeTrainingNamingIt) {
   result = TrainAndEvaluate(fs_, SmallJob("/ds", "/a_file", 1));
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition) << result.status();
   EXPECT_NE(result.status().message().find("/a_file is a file, not a folder"), std::string::npos) << result.status();
+
+  // An out_dir that cannot be written (here its first file's rename fails) fails before training.
+  FaultInjectingFileSystem faulty(fs_);
+  faulty.FailNextRename();
+  result = TrainAndEvaluate(&faulty, SmallJob("/ds", "/unwritable", 1));
+  EXPECT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("trainer.out_dir (--out) /unwritable cannot be written"), std::string::npos)
+      << result.status();
+  EXPECT_FALSE(fs_->Exists("/unwritable/checkpoint"));
 }
 
 TEST_F(TrainerTest, MissingDatasetFailsWithoutWritingOutputs) {

@@ -44,9 +44,14 @@ absl::Status RunTrain(const Args& args) {
     // Under mpirun every rank runs this; MPI carries the bootstrap and the workers' allreduce.
     RETURN_IF_ERROR(MpiInit(nullptr, nullptr));
     absl::StatusOr<worker::TrainResult> r = worker::RunMpiRank(fs, job);
-    const absl::Status finalized = MpiFinalize();
-    if (!r.ok()) return r.status();
-    RETURN_IF_ERROR(finalized);
+    if (!r.ok()) {
+      // MPI_Finalize would wait for every rank, and another may be frozen or may wait for this
+      // one (a server that failed before registering holds the scheduler and the workers at the
+      // rendezvous): say the error, then end the whole job.
+      std::fprintf(stderr, "choir train: error: %s\n", r.status().ToString().c_str());
+      MpiAbort(1);
+    }
+    RETURN_IF_ERROR(MpiFinalize());
     if (r->steps == 0) return absl::OkStatus();  // not worker 0: nothing to print
     job.mutable_cluster()->set_servers(0);        // print as below
     return PrintTrainResult(job, *r);
