@@ -1,5 +1,6 @@
 #include "core/logging.h"
 
+#include <csignal>
 #include <mutex>
 
 #include "glog/logging.h"
@@ -26,6 +27,9 @@ void InitLogging(const char* argv0, const LoggingOptions& options) {
   std::call_once(once, [argv0] {
     google::InitGoogleLogging(argv0);
     google::InstallFailureSignalHandler();
+    // SIGTERM asks a process to stop (mpirun tearing a failed job down, Kubernetes evicting a
+    // pod): not a crash, so no stack trace that would bury the cause in every rank's log.
+    std::signal(SIGTERM, SIG_DFL);
   });
 }
 
