@@ -32,7 +32,17 @@ contains "version" "choir "
 expect 2 "unknown command" -- "$CHOIR" data frobnicate
 contains "unknown command" "unknown command 'data frobnicate'"
 expect 2 "missing --out" -- "$CHOIR" data gen --users 10
-contains "missing --out" "usage:"
+contains "missing --out" "--out is required"
+# A usage error prints the command's whole usage, every flag it reads.
+contains "missing --out" "--taxonomy"
+contains "missing --out" "--no_compress"
+expect 2 "stray argument" -- "$CHOIR" groups priors --data d --groups g --out o extra
+contains "stray argument" "unexpected argument 'extra'"
+contains "stray argument" "usage: choir groups priors"
+expect 2 "inspect without a folder" -- "$CHOIR" data inspect
+contains "inspect without a folder" "dataset folder DIR is required"
+expect 2 "--emb without --ids" -- "$CHOIR" predict --bundle b --in i --out o --emb e.npy
+contains "--emb without --ids" "--emb and --ids go together"
 
 # Flags with dashes or underscores, '=' or a space, give the same data.
 expect 0 "gen a" -- "$CHOIR" data gen --out "$T/a" --users 300 --seed 3 --quiet

@@ -16,10 +16,13 @@ inline std::string SourceDir() {
   return s != nullptr ? s : ".";
 }
 
-// $CHOIR_MODEL_DIR, else <source>/.cache/models/all-MiniLM-L6-v2 (what tools/setup.sh writes).
+// $CHOIR_MODEL_DIR, else where tools/setup.sh extracts the weights: $CHOIR_MODEL_CACHE (as
+// `choir embed` reads it) or <source>/.cache/models, then all-MiniLM-L6-v2.
 inline std::string ModelDir() {
   const char* m = std::getenv("CHOIR_MODEL_DIR");
   if (m != nullptr && *m != '\0') return m;
+  const char* cache = std::getenv("CHOIR_MODEL_CACHE");
+  if (cache != nullptr && *cache != '\0') return JoinPath(cache, "all-MiniLM-L6-v2");
   return JoinPath(SourceDir(), ".cache/models/all-MiniLM-L6-v2");
 }
 
@@ -30,7 +33,7 @@ inline bool HaveModel() {
 
 inline std::string SkipMessage() {
   return "all-MiniLM-L6-v2 weights not found in " + ModelDir() +
-         " (run tools/setup.sh without --no-model, or set CHOIR_MODEL_DIR)";
+         " (run tools/setup.sh without --no-model, or set CHOIR_MODEL_DIR or CHOIR_MODEL_CACHE)";
 }
 
 // The committed reference written by tools/text/make_encoder_reference.py.

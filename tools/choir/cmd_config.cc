@@ -30,6 +30,17 @@ std::vector<std::string> ConfigOverrides() {
 
 std::string ConfigPath() { return FLAGS_config; }
 
+absl::Status CheckUsage(const Args& args, std::initializer_list<RequiredFlag> required, size_t max_positional) {
+  for (const RequiredFlag& flag : required) {
+    if (flag.value.empty()) return absl::InvalidArgumentError(absl::StrCat("usage: --", flag.name, " is required"));
+  }
+  if (args.size() > max_positional) {
+    return absl::InvalidArgumentError(absl::StrCat("usage: unexpected argument '", args[max_positional],
+                                                   "' (flags are written --name value)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PrepareOutputFile(FileSystem* fs, const char* flag, const std::string& path) {
   if (fs->IsDirectory(path)) {
     return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, " is a folder; name the file to write"));
@@ -45,7 +56,7 @@ absl::Status PrepareOutputFile(FileSystem* fs, const char* flag, const std::stri
 }
 
 absl::Status RunConfigPrint(const Args& args) {
-  if (!args.empty()) return absl::InvalidArgumentError("usage: choir config print takes no positional arguments");
+  RETURN_IF_ERROR(CheckUsage(args, {}));
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(PosixFileSystem(), ConfigPath(), ConfigOverrides()));
   std::fputs(ToTextProto(config).c_str(), stdout);
   return absl::OkStatus();

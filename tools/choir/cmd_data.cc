@@ -60,9 +60,7 @@ absl::StatusOr<Task> ParseTask(absl::string_view name) {
 }  // namespace
 
 absl::Status RunDataGen(const Args& args) {
-  if (FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError("usage: choir data gen --out DIR [--users N] [--seed S] [--taxonomy FILE]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   data::GeneratorOptions options;
@@ -87,10 +85,7 @@ absl::Status RunDataGen(const Args& args) {
 }
 
 absl::Status RunDataConvert(const Args& args) {
-  if (FLAGS_format.empty() || FLAGS_in.empty() || FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir data convert --format aliccp-aitm|aliccp-rechub|taobao-ad|csv --in PATH --out DIR");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"format", FLAGS_format}, {"in", FLAGS_in}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   data::ConvertOptions options;
@@ -128,7 +123,8 @@ absl::Status RunDataConvert(const Args& args) {
 }
 
 absl::Status RunDataInspect(const Args& args) {
-  if (args.size() != 1) return absl::InvalidArgumentError("usage: choir data inspect DIR [--json FILE]");
+  if (args.empty()) return absl::InvalidArgumentError("usage: the dataset folder DIR is required");
+  RETURN_IF_ERROR(CheckUsage(args, {}, /*max_positional=*/1));
   FileSystem* fs = PosixFileSystem();
   if (!FLAGS_json.empty()) RETURN_IF_ERROR(PrepareOutputFile(fs, "json", FLAGS_json));
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));

@@ -72,10 +72,7 @@ DECLARE_string(out);
 namespace choir::cli {
 
 absl::Status RunGroupsProfile(const Args& args) {
-  if (FLAGS_data.empty() || FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir groups profile --data DIR --out profiles.tsv [--llm-endpoint URL --llm-model NAME]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"data", FLAGS_data}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
@@ -130,11 +127,7 @@ absl::Status LoadEmbeddings(FileSystem* fs, groups::FloatMatrix* emb, std::vecto
 }  // namespace
 
 absl::Status RunGroupsBuild(const Args& args) {
-  if (FLAGS_emb.empty() || FLAGS_ids.empty() || FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir groups build --emb emb.npy --ids profiles.tsv --out groups.tsv [--levels 3 --k 256] "
-        "[--data DIR (quality against truth/)]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"emb", FLAGS_emb}, {"ids", FLAGS_ids}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
@@ -164,10 +157,8 @@ absl::Status RunGroupsBuild(const Args& args) {
 }
 
 absl::Status RunGroupsAssign(const Args& args) {
-  if (FLAGS_emb.empty() || FLAGS_ids.empty() || FLAGS_out.empty() || FLAGS_codebooks.empty() || !args.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir groups assign --codebooks groups.tsv.codebooks --emb emb.npy --ids profiles.tsv --out groups.tsv");
-  }
+  RETURN_IF_ERROR(CheckUsage(
+      args, {{"codebooks", FLAGS_codebooks}, {"emb", FLAGS_emb}, {"ids", FLAGS_ids}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(groups::Codebooks codebooks, groups::LoadCodebooks(fs, FLAGS_codebooks));
@@ -183,9 +174,7 @@ absl::Status RunGroupsAssign(const Args& args) {
 }
 
 absl::Status RunGroupsPriors(const Args& args) {
-  if (FLAGS_data.empty() || FLAGS_groups.empty() || FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError("usage: choir groups priors --data DIR --groups groups.tsv --out DIR");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"data", FLAGS_data}, {"groups", FLAGS_groups}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   groups::PriorsOptions options;
   options.top_categories = FLAGS_top_categories;
@@ -202,11 +191,7 @@ absl::Status RunGroupsPriors(const Args& args) {
 }
 
 absl::Status RunEmbed(const Args& args) {
-  if (FLAGS_in.empty() || FLAGS_out.empty() || !args.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir embed --in profiles.tsv --out emb.npy [--model-dir DIR | --endpoint URL "
-        "[--endpoint-model NAME]] [--cache FILE] [--batch 64] [--threads T | --concurrency 4]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"in", FLAGS_in}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   // profiles.tsv: user_id TAB text, one user a line; rows of the output follow its order.

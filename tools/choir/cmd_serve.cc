@@ -107,9 +107,7 @@ absl::StatusOr<std::vector<std::string>> InputFiles(FileSystem* fs, const std::s
 }  // namespace
 
 absl::Status RunExport(const Args& args) {
-  if (!args.empty() || FLAGS_checkpoint.empty() || FLAGS_out.empty()) {
-    return absl::InvalidArgumentError("usage: choir export --checkpoint DIR --out BUNDLE [--fp16] [--data DIR] [--force]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"checkpoint", FLAGS_checkpoint}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(fs, FLAGS_checkpoint, FLAGS_checkpoint));
   worker::ExportOptions options;
@@ -129,11 +127,9 @@ absl::Status RunExport(const Args& args) {
 }
 
 absl::Status RunPredict(const Args& args) {
-  if (!args.empty() || FLAGS_bundle.empty() || FLAGS_in.empty() || FLAGS_out.empty() ||
-      FLAGS_emb.empty() != FLAGS_ids.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir predict --bundle BUNDLE --in FILE|DIR --out preds.tsv [--split test] [--every_row] "
-        "[--emb new_users.npy --ids new_users.tsv]");
+  RETURN_IF_ERROR(CheckUsage(args, {{"bundle", FLAGS_bundle}, {"in", FLAGS_in}, {"out", FLAGS_out}}));
+  if (FLAGS_emb.empty() != FLAGS_ids.empty()) {
+    return absl::InvalidArgumentError("usage: --emb and --ids go together (new users' embeddings and their ids)");
   }
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));

@@ -31,7 +31,7 @@ namespace choir::cli {
 absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r);
 
 absl::Status RunTrain(const Args& args) {
-  if (!args.empty()) return absl::InvalidArgumentError("usage: choir train --config job.pbtxt [--set ...] [--data DIR --out DIR --model TYPE --groups groups.tsv --priors DIR --resume latest|DIR]");
+  RETURN_IF_ERROR(CheckUsage(args, {}));
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(JobConfig job, LoadJobConfig(fs, ConfigPath(), ConfigOverrides()));
   if (!FLAGS_data.empty()) job.mutable_data()->set_dir(FLAGS_data);
@@ -61,9 +61,7 @@ absl::Status RunTrain(const Args& args) {
 }
 
 absl::Status RunEval(const Args& args) {
-  if (!args.empty() || FLAGS_checkpoint.empty() || FLAGS_out.empty()) {
-    return absl::InvalidArgumentError("usage: choir eval --checkpoint DIR --out eval.json [--data DIR]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"checkpoint", FLAGS_checkpoint}, {"out", FLAGS_out}}));
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   ASSIGN_OR_RETURN(const std::string dir, checkpoint::Resolve(fs, FLAGS_checkpoint, FLAGS_checkpoint));
@@ -87,10 +85,7 @@ absl::Status PrintTrainResult(const JobConfig& job, const worker::TrainResult& r
 }
 
 absl::Status RunReport(const Args& args) {
-  if (FLAGS_base.empty() || FLAGS_run.empty() || !args.empty()) {
-    return absl::InvalidArgumentError(
-        "usage: choir report --base a/eval.json --run b/eval.json [--plots DIR] [--preds a.tsv,b.tsv]");
-  }
+  RETURN_IF_ERROR(CheckUsage(args, {{"base", FLAGS_base}, {"run", FLAGS_run}}));
   FileSystem* fs = PosixFileSystem();
   ASSIGN_OR_RETURN(eval::EvalReport base, eval::ReadEvalJson(fs, FLAGS_base));
   ASSIGN_OR_RETURN(eval::EvalReport run, eval::ReadEvalJson(fs, FLAGS_run));

@@ -3,6 +3,7 @@
 #ifndef CHOIR_TOOLS_CHOIR_COMMANDS_H_
 #define CHOIR_TOOLS_CHOIR_COMMANDS_H_
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,16 @@ absl::Status RunGroupsPriors(const Args& args);
 // data.max_bad_rows / data.max_bad_fraction when given.
 std::vector<std::string> ConfigOverrides();
 std::string ConfigPath();                    // --config FILE
+
+// A usage error: INVALID_ARGUMENT "usage: <what>" naming the first flag of `required` ({"out",
+// FLAGS_out}, ...) left empty, or the first of `args` beyond `max_positional`. main() prints
+// the command's full usage after it and exits with code 2.
+struct RequiredFlag {
+  const char* name;
+  const std::string& value;
+};
+absl::Status CheckUsage(const Args& args, std::initializer_list<RequiredFlag> required,
+                        size_t max_positional = 0);
 
 // Before the work: INVALID_ARGUMENT when the output file `path` (of flag `flag`) is a folder or
 // lies under a file; creates its parent folder when missing (it stays if the command then fails).

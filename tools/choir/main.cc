@@ -1,7 +1,7 @@
 // choir: one binary for every role and offline step (DESIGN.md section 9).
 //
 //   choir data gen|convert|inspect ...
-//   choir config print [--config FILE] [--set a.b=c,...]
+//   choir config print [--config FILE] [--set 'a.b=c;...']
 //   choir version
 // Flags may be written --name=value or --name value; dashes and underscores in flag names are
 // the same (--max-bad-rows == --max_bad_rows).
@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
 #include "choir/config.h"
 #include "core/logging.h"
 #include "gflags/gflags.h"
@@ -234,8 +236,16 @@ int main(int argc, char** argv) {
   choir::cli::Args positional(p + 1, p + n);
   const absl::Status status = command->run(positional);
   if (!status.ok()) {
+    constexpr absl::string_view kUsage = "usage: ";
+    if (status.code() == absl::StatusCode::kInvalidArgument && absl::StartsWith(status.message(), kUsage)) {
+      // A usage error (CheckUsage): what is wrong, then the command's whole usage.
+      std::fprintf(stderr, "choir %s: error: %s\nusage: choir %s %s\n", command_name.c_str(),
+                   std::string(status.message().substr(kUsage.size())).c_str(), command_name.c_str(),
+                   command->usage);
+      return 2;
+    }
     std::fprintf(stderr, "choir %s: error: %s\n", command_name.c_str(), status.ToString().c_str());
-    return status.code() == absl::StatusCode::kInvalidArgument && status.message().rfind("usage:", 0) == 0 ? 2 : 1;
+    return 1;
   }
   return 0;
 }
