@@ -129,6 +129,11 @@ awk 'BEGIN { for (u = 1; u <= 200; ++u) printf "%d\t%s\n", u, (u % 10 == 0 ? "a 
 
 start_server --mode normal --dim 12
 URL="http://127.0.0.1:$PORT"
+# --model DIR (DESIGN.md's name) is the encoder folder, like --model-dir; not with --endpoint.
+expect 1 "embed --model" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/m.npy" --model "$T/no-encoder"
+contains "embed --model" "$T/no-encoder"
+expect 2 "embed --model and --endpoint" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/m.npy" --model "$T/x" --endpoint "$URL"
+contains "embed --model and --endpoint" "not both"
 expect 0 "embed --endpoint" -- "$CHOIR" embed --in "$T/profiles.tsv" --out "$T/emb.npy" --endpoint "$URL" --endpoint-model fake --batch 16
 contains "embed --endpoint" "[200, 12]"
 contains "embed --endpoint distinct" "181 distinct"

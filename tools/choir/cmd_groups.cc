@@ -34,6 +34,7 @@ DEFINE_string(llm_model, "", "groups profile: model name sent to --llm-endpoint.
 DEFINE_int32(llm_concurrency, 8, "groups profile: concurrent requests to --llm-endpoint.");
 DEFINE_int32(llm_timeout_s, 120, "groups profile: timeout of one request, seconds.");
 
+DECLARE_string(model);  // cmd_train.cc; embed reads it as the encoder folder (DESIGN.md 9)
 DEFINE_string(model_dir, "",
               "embed: the all-MiniLM-L6-v2 folder (default: $CHOIR_MODEL_CACHE or "
               "<repo>/.cache/models, /all-MiniLM-L6-v2).");
@@ -215,6 +216,17 @@ absl::Status RunEmbed(const Args& args) {
   std::unique_ptr<HttpClient> http;
   std::unique_ptr<TextEmbedder> embedder;
   std::string source;
+  // --model DIR is DESIGN.md's name for the encoder folder; --model-dir the same.
+  std::string model_dir = FLAGS_model_dir;
+  if (!FLAGS_model.empty()) {
+    if (!model_dir.empty() && model_dir != FLAGS_model) {
+      return absl::InvalidArgumentError("usage: --model and --model-dir both name the encoder folder; give one");
+    }
+    model_dir = FLAGS_model;
+  }
+  if (!FLAGS_endpoint.empty() && !model_dir.empty()) {
+    return absl::InvalidArgumentError("usage: --endpoint or an encoder folder (--model), not both");
+  }
   if (!FLAGS_endpoint.empty()) {
     RemoteEmbedderOptions remote;
     remote.endpoint = FLAGS_endpoint;
@@ -228,7 +240,6 @@ absl::Status RunEmbed(const Args& args) {
     options.parallelism = FLAGS_concurrency;
     source = EmbeddingsUrl(FLAGS_endpoint);
   } else {
-    std::string model_dir = FLAGS_model_dir;
     if (model_dir.empty()) {
       const char* cache = std::getenv("CHOIR_MODEL_CACHE");
       model_dir = JoinPath(cache != nullptr ? std::string(cache) : JoinPath(CHOIR_SOURCE_DIR, ".cache/models"),

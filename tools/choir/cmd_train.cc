@@ -14,7 +14,7 @@
 #include "worker/trainer.h"
 
 DEFINE_string(data, "", "train, groups profile: dataset folder (for train: overrides data.dir).");
-DEFINE_string(model, "", "train: dnn, din, dnn+groupid or choirrec (overrides model.type).");
+DEFINE_string(model, "", "train: dnn, din, dnn+groupid or choirrec (overrides model.type); embed: the encoder folder (as --model_dir).");
 DEFINE_string(priors, "", "train: the group priors folder of `choir groups priors` (overrides model.groups.priors).");
 DEFINE_string(resume, "", "train: continue from a checkpoint: latest (the newest under OUT/checkpoint) or a checkpoint directory (overrides trainer.resume).");
 DEFINE_string(checkpoint, "", "eval: a checkpoint directory (a step-N folder), or a folder of checkpoints (its latest).");

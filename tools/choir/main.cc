@@ -59,7 +59,7 @@ constexpr Command kCommands[] = {
     {"groups", "priors", choir::cli::RunGroupsPriors,
      "--data DIR --groups groups.tsv --out DIR [--top_categories 5] [--items_per_category 2] [--smoothing 20]"},
     {"embed", nullptr, choir::cli::RunEmbed,
-     "--in profiles.tsv --out emb.npy [--model-dir DIR [--threads T] | --endpoint URL [--endpoint-model NAME] "
+     "--in profiles.tsv --out emb.npy [--model DIR (or --model-dir DIR) [--threads T] | --endpoint URL [--endpoint-model NAME] "
      "[--concurrency 4] [--request-timeout-ms 60000] [--max-retries 4] [--retry-backoff-ms 1000]] [--batch 64] "
      "[--cache FILE (<out>.cache)]"},
     {"train", nullptr, choir::cli::RunTrain,
