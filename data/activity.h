@@ -43,8 +43,8 @@ class ActivityIndex {
   // Purchases in the window; -1 for a user unknown to the training period.
   int64_t Purchases(int64_t user) const;
   // Clicks in the window (behaviours of type 1 when the dataset has a behaviour log, else
-  // clicked rows of the train split, all of them like its conversions); 0 for a user unknown
-  // to the training period.
+  // clicked rows of the train split in the window, like its conversions; every one when the
+  // rows have no timestamp); 0 for a user unknown to the training period.
   int64_t Clicks(int64_t user) const;
   // Distinct days (UTC, floor(timestamp / 86400)) in the window with any behaviour (or, without
   // a log, any train row); 0 for a user unknown to the training period.
@@ -54,6 +54,9 @@ class ActivityIndex {
   // log1p(clicks), log1p(active days), low-activity flag (1 when Of(user) is low or new, else
   // 0). An unknown user counts 0 purchases, clicks and days: {0, 0, 0, 1}.
   static constexpr int kNumActivityFeatures = 4;
+  // Their names in job files (ChoirRecConfig.activity_features), in this order.
+  static constexpr const char* kActivityFeatureNames[kNumActivityFeatures] = {"purchases", "clicks", "active_days",
+                                                                             "low"};
   void ActivityFeatures(int64_t user, float out[kNumActivityFeatures]) const;
 
   int64_t known_users() const { return users_.size(); }

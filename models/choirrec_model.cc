@@ -64,6 +64,24 @@ absl::StatusOr<std::unique_ptr<ChoirRecModel<T>>> ChoirRecModel<T>::Create(const
     return absl::InvalidArgumentError("model.choirrec.kd_confidence must be in [0, 0.5)");
   }
   if (!(c.aux_loss_weight() >= 0)) return absl::InvalidArgumentError("model.choirrec.aux_loss_weight must be >= 0");
+  KdDirection kd_direction;
+  if (c.kd_direction() == "individual_to_group") {
+    kd_direction = KdDirection::kIndividualToGroup;
+  } else if (c.kd_direction() == "group_to_individual") {
+    kd_direction = KdDirection::kGroupToIndividual;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("model.choirrec.kd_direction: '", c.kd_direction(),
+                                                   "' (individual_to_group or group_to_individual)"));
+  }
+  MarginForm kd_margin_form;
+  if (c.kd_margin_form() == "squared_hinge") {
+    kd_margin_form = MarginForm::kSquaredHinge;
+  } else if (c.kd_margin_form() == "hinge") {
+    kd_margin_form = MarginForm::kHinge;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model.choirrec.kd_margin_form: '", c.kd_margin_form(), "' (squared_hinge or hinge)"));
+  }
   if (shape.num_slots < 1 || shape.embedding_dim < 1) {
     return absl::InvalidArgumentError("model: needs at least one categorical feature and embedding_dim >= 1");
   }
@@ -101,7 +119,7 @@ absl::StatusOr<std::unique_ptr<ChoirRecModel<T>>> ChoirRecModel<T>::Create(const
     s.group_max_seq_len = 0;
   }
   if (!c.use_gates()) s.activity_features = 0;
-  std::unique_ptr<ChoirRecModel<T>> m(new ChoirRecModel<T>(s, c, factory->device()));
+  std::unique_ptr<ChoirRecModel<T>> m(new ChoirRecModel<T>(s, c, kd_direction, kd_margin_form, factory->device()));
   const int d = s.embedding_dim;
   auto layer_seed = [seed](int part, int index) { return seed * 1000003 + 7919 * part + 31 * index + 1; };
 
@@ -264,11 +282,11 @@ Tensor<T> ChoirRecModel<T>::Gate(int which) const {
 
 template <typename T>
 std::vector<int> ChoirRecModel<T>::KdGates() const {
-  const Tensor<T> z_ind = z_ind_.To(Device::kCpu);
+  const Tensor<T> z_teacher = (kd_direction_ == KdDirection::kIndividualToGroup ? z_ind_ : z_grp_).To(Device::kCpu);
   std::vector<int> gates(batch_);
   for (int b = 0; b < batch_; ++b) {
-    gates[b] = KdGateOpen<T>(purchases_[b], Sigmoid<T>(z_ind.at(b, 0)), config_.kd_min_purchases(),
-                             config_.kd_confidence());
+    gates[b] = KdGateOpen<T>(purchases_[b], Sigmoid<T>(z_teacher.at(b, 0)), config_.kd_min_purchases(),
+                             config_.kd_confidence(), kd_direction_);
   }
   return gates;
 }
@@ -279,6 +297,8 @@ FusionLossOptions ChoirRecModel<T>::LossOptions() const {
   o.aux_weight = config_.aux_loss_weight();
   o.kd_lambda = config_.use_kd() ? config_.kd_lambda() : 0;
   o.kd_margin = config_.kd_margin();
+  o.kd_margin_form = kd_margin_form_;
+  o.kd_direction = kd_direction_;
   o.kd_confidence = config_.kd_confidence();
   o.kd_min_purchases = config_.kd_min_purchases();
   return o;

@@ -9,13 +9,15 @@
 //     the candidate item/context slots -> first hidden layer h_grp -> tower -> z_grp
 //   activity gates: MLP(activity features) -> sigmoid heads a_fuse, a_kd
 //   fusion: z = (1 - a_fuse) z_ind + a_fuse z_grp, p = sigmoid(z)
-//   loss: BCE(y, p) + kd_lambda * mean_b(g_b * a_kd_b * L_margin(sigmoid(z_grp_b),
+//   loss: BCE(y, p) + kd_lambda * mean_b(w_b * g_b * a_kd_b * L_margin(sigmoid(z_grp_b),
 //         stopgrad(sigmoid(z_ind_b)))) [+ aux_loss_weight * (BCE(y, z_ind) + BCE(y, z_grp))]
-//   with g_b = 1[purchases_b >= kd_min_purchases and |sigmoid(z_ind_b) - 0.5| > kd_confidence]
-//   and L_margin(a, b) = max(0, |a - b| - kd_margin)^2.
+//   with g_b = 1[purchases_b >= kd_min_purchases and |sigmoid(z_ind_b) - 0.5| > kd_confidence],
+//   L_margin(a, b) = max(0, |a - b| - kd_margin)^2 and w_b the sample weight (the defaults;
+//   kd_direction and kd_margin_form choose the other direction and the plain hinge,
+//   fusion_head.h).
 //
 // Stop-gradients: the injection never sends gradient into the group channel, and the KD term
-// never sends gradient into the individual channel (the teacher). Every component has an
+// never sends gradient into the teacher's logit (z_ind by default). Every component has an
 // ablation switch in ChoirRecConfig; with use_gates = false, a_fuse = a_kd = 0.5. The per-sample
 // head (fusion, losses, their gradients) is fusion_head.h's and runs where the layers run.
 #ifndef CHOIR_MODELS_CHOIRREC_MODEL_H_
@@ -80,8 +82,13 @@ class ChoirRecModel : public BasicModel<T> {
   const ModelShape& shape() const override { return shape_; }
 
  private:
-  ChoirRecModel(ModelShape shape, ChoirRecConfig config, Device device)
-      : shape_(std::move(shape)), config_(std::move(config)), device_(device) {}
+  ChoirRecModel(ModelShape shape, ChoirRecConfig config, KdDirection kd_direction, MarginForm kd_margin_form,
+                Device device)
+      : shape_(std::move(shape)),
+        config_(std::move(config)),
+        kd_direction_(kd_direction),
+        kd_margin_form_(kd_margin_form),
+        device_(device) {}
 
   void ForwardGroup(const BasicModelInputs<T>& in);
   FusionHeads<T> Heads() const { return {&z_ind_, &z_grp_, &gates_}; }
@@ -91,6 +98,8 @@ class ChoirRecModel : public BasicModel<T> {
 
   ModelShape shape_;
   ChoirRecConfig config_;  // switches and loss settings
+  KdDirection kd_direction_;    // config_.kd_direction, parsed
+  MarginForm kd_margin_form_;   // config_.kd_margin_form, parsed
   Device device_;          // where the layers and the head run
   InputStager<T> stager_;
   BasicModelGrads<T> device_grads_;  // the gradients on device_, when that is not the host

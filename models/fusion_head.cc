@@ -96,6 +96,7 @@ FusionLoss FusionHeadLoss(const FusionHeads<T>& heads, const Tensor<T>& z,
   const T aux = static_cast<T>(options.aux_weight);
   const T lambda = static_cast<T>(options.kd_lambda);
   const T margin = static_cast<T>(options.kd_margin);
+  const bool ind_teaches = options.kd_direction == KdDirection::kIndividualToGroup;
   // BCE of one logit, and its weighted gradient w (sigmoid(z) - y) / B.
   auto bce = [inv_n](T logit, T y, T w, T* d) {
     *d = w * (Sigmoid(logit) - y) * inv_n;
@@ -119,15 +120,17 @@ FusionLoss FusionHeadLoss(const FusionHeads<T>& heads, const Tensor<T>& z,
       dzg += aux * d;
     }
     if (lambda > 0) {
-      const T p_ind = Sigmoid(zi);
-      if (KdGateOpen<T>(purchases[b], p_ind, options.kd_min_purchases, options.kd_confidence)) {
+      const T p_ind = Sigmoid(zi), p_grp = Sigmoid(zg);
+      const T p_teacher = ind_teaches ? p_ind : p_grp, p_student = ind_teaches ? p_grp : p_ind;
+      if (KdGateOpen<T>(purchases[b], p_teacher, options.kd_min_purchases, options.kd_confidence,
+                        options.kd_direction)) {
         ++loss.kd_active;
-        const T p_grp = Sigmoid(zg);
         T dmargin = 0;
-        const T m = MarginLoss<T>(p_grp, p_ind, margin, &dmargin);
-        kd_sum += a_kd * m;
-        dzg += lambda * inv_n * a_kd * dmargin * p_grp * (1 - p_grp);
-        dakd = lambda * inv_n * m;
+        const T m = MarginLoss<T>(p_student, p_teacher, margin, options.kd_margin_form, &dmargin);
+        kd_sum += w * a_kd * m;
+        // Only the student's logit moves: the teacher's probability is a constant here.
+        (ind_teaches ? dzg : dzi) += lambda * inv_n * w * a_kd * dmargin * p_student * (1 - p_student);
+        dakd = lambda * inv_n * w * m;
       }
     }
     grads->dz_ind.at(b, 0) = dzi;

@@ -32,13 +32,26 @@ struct HeadGrads {
   Tensor<T> dz, dz_ind, dz_grp, da_fuse, da_kd;
 };
 
+// Which channel teaches the other in the KD term (ChoirRecConfig.kd_direction).
+enum class KdDirection {
+  kIndividualToGroup,  // teacher z_ind, student z_grp, where purchases >= kd_min_purchases
+  kGroupToIndividual,  // teacher z_grp, student z_ind, where purchases < kd_min_purchases
+};
+// The form of L_margin(a, b), d = |a - b| (ChoirRecConfig.kd_margin_form).
+enum class MarginForm {
+  kSquaredHinge,  // max(0, d - margin)^2
+  kHinge,         // max(0, d - margin)
+};
+
 // The loss settings (ChoirRecConfig, docs/models.md "ChoirRec").
 struct FusionLossOptions {
   double aux_weight = 0;     // weight of BCE(y, z_ind) + BCE(y, z_grp); 0: no auxiliary terms
   double kd_lambda = 0;      // weight of the KD term; 0: none (use_kd off)
-  double kd_margin = 0;      // L_margin(a, b) = max(0, |a - b| - margin)^2
-  double kd_confidence = 0;  // the KD gate needs |sigmoid(z_ind) - 0.5| > kd_confidence ...
-  int kd_min_purchases = 0;  // ... and purchases >= kd_min_purchases
+  double kd_margin = 0;      // the margin of L_margin
+  MarginForm kd_margin_form = MarginForm::kSquaredHinge;
+  KdDirection kd_direction = KdDirection::kIndividualToGroup;
+  double kd_confidence = 0;  // the KD gate needs |sigmoid(z_teacher) - 0.5| > kd_confidence ...
+  int kd_min_purchases = 0;  // ... and purchases >= kd_min_purchases (< for kGroupToIndividual)
 };
 
 // One batch's loss terms. Every mean is over the batch size B, weighted as BCE is
@@ -47,7 +60,8 @@ struct FusionLoss {
   double bce = 0;      // BCE(y, z)
   double aux_ind = 0;  // BCE(y, z_ind); 0 without auxiliary terms
   double aux_grp = 0;  // BCE(y, z_grp); 0 without auxiliary terms
-  double kd = 0;  // mean_b g_b a_kd_b L_margin(sigmoid(z_grp_b), sigmoid(z_ind_b)), before lambda
+  // mean_b w_b g_b a_kd_b L_margin(sigmoid(z_student_b), sigmoid(z_teacher_b)), before lambda
+  double kd = 0;
   int64_t kd_active = 0;  // samples whose KD gate g_b is open (0 without KD)
   double mean_a_fuse = 0;
   double mean_a_kd = 0;
@@ -62,9 +76,10 @@ void FuseLogits(const FusionHeads<T>& heads, Tensor<T>* z);
 // The loss of z (FuseLogits of `heads`) for `labels` and `weights` (as BinaryCrossEntropy; empty
 // weights are all 1) and `purchases` (B host values, for the KD gate), and its gradients at the
 // heads: grads->dz, dz_ind, dz_grp and da_kd are written [B, 1] on the heads' device, da_fuse
-// is left empty (no loss term reads a_fuse directly). The KD term treats the teacher's
-// probability sigmoid(z_ind) as a constant: nothing of it reaches dz_ind. Writes the unweighted
-// per-sample BCE of z to per_sample_bce when not null.
+// is left empty (no loss term reads a_fuse directly). Every term is weighted by the sample's
+// weight, the KD term too. The KD term treats the teacher's probability as a constant: nothing
+// of it reaches the teacher's logit (dz_ind by default). Writes the unweighted per-sample BCE
+// of z to per_sample_bce when not null.
 template <typename T>
 FusionLoss FusionHeadLoss(const FusionHeads<T>& heads, const Tensor<T>& z,
                           absl::Span<const T> labels, absl::Span<const T> weights,
@@ -80,22 +95,33 @@ template <typename T>
 void FusionBackward(const FusionHeads<T>& heads, const HeadGrads<T>& grads, Tensor<T>* dz_ind_total,
                     Tensor<T>* dz_grp_total, Tensor<T>* dgates);
 
-// The KD gate of one sample: g = 1[purchases >= min_purchases and |p_ind - 0.5| > confidence].
+// The KD gate of one sample, p_teacher the teacher's probability:
+// g = 1[purchases >= min_purchases and |p_teacher - 0.5| > confidence] when the individual
+// channel teaches, 1[purchases < min_purchases and |p_teacher - 0.5| > confidence] when the
+// group channel does.
 template <typename T>
-bool KdGateOpen(T purchases, T p_ind, int min_purchases, double confidence) {
-  return purchases >= min_purchases && static_cast<double>(std::abs(p_ind - T(0.5))) > confidence;
+bool KdGateOpen(T purchases, T p_teacher, int min_purchases, double confidence, KdDirection direction) {
+  const bool active = direction == KdDirection::kIndividualToGroup ? purchases >= min_purchases
+                                                                   : purchases < min_purchases;
+  return active && static_cast<double>(std::abs(p_teacher - T(0.5))) > confidence;
 }
 
-// L_margin(a, b) = max(0, |a - b| - margin)^2; writes dL/da to *da when not null.
+// L_margin(a, b): max(0, |a - b| - margin)^2 or max(0, |a - b| - margin); writes dL/da to *da
+// when not null.
 template <typename T>
-T MarginLoss(T a, T b, T margin, T* da) {
+T MarginLoss(T a, T b, T margin, MarginForm form, T* da) {
   const T diff = a - b;
   const T excess = std::abs(diff) - margin;
   if (excess <= 0) {
     if (da != nullptr) *da = 0;
     return 0;
   }
-  if (da != nullptr) *da = 2 * excess * (diff > 0 ? T(1) : T(-1));
+  const T sign = diff > 0 ? T(1) : T(-1);
+  if (form == MarginForm::kHinge) {
+    if (da != nullptr) *da = sign;
+    return excess;
+  }
+  if (da != nullptr) *da = 2 * excess * sign;
   return excess * excess;
 }
 

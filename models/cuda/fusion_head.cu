@@ -45,6 +45,8 @@ struct LossArgs {
   T inv_n, aux, lambda, margin;
   double confidence;
   int min_purchases;
+  bool ind_teaches;  // KdDirection::kIndividualToGroup
+  bool squared;      // MarginForm::kSquaredHinge (else the plain hinge)
   T* dz;
   T* dz_ind;
   T* dz_grp;
@@ -76,19 +78,28 @@ __global__ void FusionLossKernel(LossArgs<T> a) {
       dzg += a.aux * (w * (SigmoidOf(zg) - y) * a.inv_n);
     }
     if (a.lambda > T(0)) {
-      const T p_ind = SigmoidOf(zi);
-      if (a.purchases[i] >= a.min_purchases &&
-          static_cast<double>(fabs(p_ind - T(0.5))) > a.confidence) {
+      const T p_ind = SigmoidOf(zi), p_grp = SigmoidOf(zg);
+      const T p_teacher = a.ind_teaches ? p_ind : p_grp;
+      const T p_student = a.ind_teaches ? p_grp : p_ind;
+      const bool active =
+          a.ind_teaches ? a.purchases[i] >= a.min_purchases : a.purchases[i] < a.min_purchases;
+      if (active && static_cast<double>(fabs(p_teacher - T(0.5))) > a.confidence) {
         sums[kKdActive] += 1;
-        const T p_grp = SigmoidOf(zg);
-        const T diff = p_grp - p_ind;
+        const T diff = p_student - p_teacher;
         const T excess = fabs(diff) - a.margin;
         if (excess > T(0)) {
-          const T m = excess * excess;
-          const T dmargin = 2 * excess * (diff > T(0) ? T(1) : T(-1));
-          sums[kKd] += a_kd * m;
-          dzg += a.lambda * a.inv_n * a_kd * dmargin * p_grp * (1 - p_grp);
-          dakd = a.lambda * a.inv_n * m;
+          const T sign = diff > T(0) ? T(1) : T(-1);
+          const T m = a.squared ? excess * excess : excess;
+          const T dmargin = a.squared ? 2 * excess * sign : sign;
+          sums[kKd] += w * a_kd * m;
+          // Only the student's logit moves: the teacher's probability is a constant here.
+          const T dstudent = a.lambda * a.inv_n * w * a_kd * dmargin * p_student * (1 - p_student);
+          if (a.ind_teaches) {
+            dzg += dstudent;
+          } else {
+            dzi += dstudent;
+          }
+          dakd = a.lambda * a.inv_n * w * m;
         }
       }
     }
@@ -197,6 +208,8 @@ models::FusionLoss FusionHeadLossDevice(const models::FusionHeads<T>& heads,
   a.margin = static_cast<T>(options.kd_margin);
   a.confidence = options.kd_confidence;
   a.min_purchases = options.kd_min_purchases;
+  a.ind_teaches = options.kd_direction == models::KdDirection::kIndividualToGroup;
+  a.squared = options.kd_margin_form == models::MarginForm::kSquaredHinge;
   a.dz = grads->dz.data();
   a.dz_ind = grads->dz_ind.data();
   a.dz_grp = grads->dz_grp.data();

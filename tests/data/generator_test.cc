@@ -517,11 +517,10 @@ TEST(ActivityIndexTest, ActiveDaysAreExactWhenTheLogIsNotInTimeOrder) {
 }
 
 TEST(ActivityIndexTest, WithoutALogCountsTrainConversionsClicksAndDays) {
-  // User 1: days 91 (click + conversion), 91 (click), 93, 85 (click, before the window: its
-  // click counts like its conversion would, its day does not). User 2, out of time order:
-  // days 99, 92, 99 (click).
+  // User 1: days 91 (click + conversion), 91 (click), 93, 85 (click + conversion, before the
+  // window: neither counts, nor its day). User 2, out of time order: days 99, 92, 99 (click).
   const std::vector<TrainRow> train = {{1, At(91), 1, 1},  {1, At(91, 50), 1, 0}, {1, At(93), 0, 0},
-                                  {1, At(85), 1, 0},  {2, At(99), 0, 0},     {2, At(92), 0, 0},
+                                  {1, At(85), 1, 1},  {2, At(99), 0, 0},     {2, At(92), 0, 0},
                                   {2, At(99, 9), 1, 0}};
   MemFileSystem fs;
   WriteActivityDataset(&fs, train, /*train_time=*/true, /*with_log=*/false, {});
@@ -529,7 +528,7 @@ TEST(ActivityIndexTest, WithoutALogCountsTrainConversionsClicksAndDays) {
   ASSERT_TRUE(index.ok()) << index.status();
   EXPECT_EQ(index->source(), "train conversions");
   EXPECT_EQ(index->Purchases(1), 1);
-  EXPECT_EQ(index->Clicks(1), 3);
+  EXPECT_EQ(index->Clicks(1), 2);
   EXPECT_EQ(index->ActiveDays(1), 2);
   EXPECT_EQ(index->Purchases(2), 0);
   EXPECT_EQ(index->Clicks(2), 1);
@@ -538,7 +537,7 @@ TEST(ActivityIndexTest, WithoutALogCountsTrainConversionsClicksAndDays) {
   index->ActivityFeatures(1, f);
   EXPECT_EQ(std::vector<float>(f, f + 4),
             (std::vector<float>{static_cast<float>(std::log1p(1.0)),
-                                static_cast<float>(std::log1p(3.0)),
+                                static_cast<float>(std::log1p(2.0)),
                                 static_cast<float>(std::log1p(2.0)), 1.0f}));
 }
 

@@ -69,6 +69,8 @@ void ExpectClose(const nlohmann::json& oracle, double ours, const std::string& w
 void ExpectAgrees(const nlohmann::json& oracle, const Metrics& m, const std::string& slice) {
   ExpectClose(oracle.at("auc"), m.auc, slice + " auc");
   ExpectClose(oracle.at("gauc"), m.gauc, slice + " gauc");
+  ExpectClose(oracle.at("logloss"), m.logloss, slice + " logloss");
+  ExpectClose(oracle.at("calibration"), m.calibration, slice + " calibration");
   EXPECT_EQ(oracle.at("samples").get<int64_t>(), m.samples) << slice;
   EXPECT_EQ(oracle.at("users").get<int64_t>(), m.users) << slice;
   EXPECT_EQ(oracle.at("gauc_users").get<int64_t>(), m.gauc_users) << slice;
@@ -76,7 +78,7 @@ void ExpectAgrees(const nlohmann::json& oracle, const Metrics& m, const std::str
 
 class SklearnOracleTest : public ::testing::TestWithParam<std::tuple<uint64_t, int, int>> {};
 
-TEST_P(SklearnOracleTest, AucAndGaucAgreeWithScikitLearn) {
+TEST_P(SklearnOracleTest, MetricsAgreeWithScikitLearn) {
   if (access(kPython, X_OK) != 0) GTEST_SKIP() << kPython << " is absent; oracle not run";
   const auto [seed, users, decimals] = GetParam();
   const std::vector<Prediction> preds = RandomPredictions(seed, users, decimals);

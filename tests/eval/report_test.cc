@@ -240,6 +240,10 @@ TEST(CompareTest, PrintsRelativeLiftsPerBucket) {
   run.overall.gauc = 0.57;
   base.overall.logloss = 0.5;
   run.overall.logloss = 0.45;
+  base.overall.gauc_users = 40;
+  run.overall.gauc_users = 42;
+  base.overall.calibration = 1.02;
+  run.overall.calibration = 0.97;
   base.bucket(Bucket::kLow).gauc = 0.5;
   run.bucket(Bucket::kLow).gauc = 0.55;
   EXPECT_NEAR(RelativeLift(0.8, 0.84), 0.05, 1e-15);
@@ -248,13 +252,13 @@ TEST(CompareTest, PrintsRelativeLiftsPerBucket) {
 
   const std::string md = CompareReports(base, run, "base/eval.json", "run/eval.json");
   EXPECT_NE(md.find("`run/eval.json` over base `base/eval.json`"), std::string::npos) << md;
-  EXPECT_NE(md.find("| overall | 0 | 0 | 0.8000 | 0.8400 | +5.00% | 0.6000 | 0.5700 | -5.00% | "
-                    "0.5000 | 0.4500 | -0.0500 |"),
+  EXPECT_NE(md.find("| overall | 0 | 0 | 0.8000 | 0.8400 | +5.00% | 0.6000 | 0.5700 | -5.00% | 40 | 42 | "
+                    "0.5000 | 0.4500 | -0.0500 | 1.020 | 0.970 |"),
             std::string::npos)
       << md;
-  EXPECT_NE(
-      md.find("| low | 0 | 0 | n/a | n/a | n/a | 0.5000 | 0.5500 | +10.00% | n/a | n/a | n/a |"),
-      std::string::npos)
+  EXPECT_NE(md.find("| low | 0 | 0 | n/a | n/a | n/a | 0.5000 | 0.5500 | +10.00% | 0 | 0 | n/a | n/a | n/a | "
+                    "n/a | n/a |"),
+            std::string::npos)
       << md;
   EXPECT_NE(md.find("| new |"), std::string::npos);
 }

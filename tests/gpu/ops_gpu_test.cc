@@ -142,8 +142,8 @@ double TermNorm(int n, F size) {
 }
 
 // The head's three steps on random heads, with and without gates, weights, the auxiliary losses
-// and KD (whose gate opens for most but not all samples here), against the host; an empty batch
-// too.
+// and KD (whose gate opens for many but not all samples here; in both directions, with both
+// margin forms), against the host; an empty batch too.
 TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
   using T = TypeParam;
   CHOIR_REQUIRE_GPU();
@@ -156,23 +156,33 @@ TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
   full.kd_margin = 0.05;
   full.kd_confidence = 0.1;
   full.kd_min_purchases = 2;
+  FusionLossOptions reverse = full;  // the group channel teaches, through the plain hinge
+  reverse.kd_direction = KdDirection::kGroupToIndividual;
+  reverse.kd_margin_form = MarginForm::kHinge;
   const double tol = kTolerance<T>;
   constexpr double kMaxWeight = 2.2;
   for (int n : {0, 1, 37, 5000}) {
     for (bool gated : {false, true}) {
       for (bool weighted : {false, true}) {
-        for (const FusionLossOptions* options : {&plain, &full}) {
+        for (const FusionLossOptions* options : {&plain, &full, &reverse}) {
           SCOPED_TRACE(::testing::Message()
                        << "n " << n << (gated ? " gated" : "") << (weighted ? " weighted" : "")
-                       << (options == &full ? " full" : ""));
+                       << (options == &full ? " full" : options == &reverse ? " reverse hinge" : ""));
           Tensor<T> z_ind = RandomTensor<T>(n, 1, &rng, -4, 4);
-          const Tensor<T> z_grp = RandomTensor<T>(n, 1, &rng, -4, 4);
-          // The KD gate is a step in sigmoid(z_ind): keep the samples 1e-4 away from it, where
-          // one ulp of the device's expf cannot open it on one backend and not the other.
+          Tensor<T> z_grp = RandomTensor<T>(n, 1, &rng, -4, 4);
+          // The KD gate is a step in the teacher's sigmoid, and the hinge's slope one in
+          // |p_grp - p_ind| - margin: keep the samples 1e-4 away from every step, where one ulp
+          // of the device's expf cannot move them across on one backend and not the other.
+          auto near_a_step = [&](int i) {
+            const double p_ind = Sigmoid<double>(z_ind.at(i, 0)), p_grp = Sigmoid<double>(z_grp.at(i, 0));
+            return std::abs(std::abs(p_ind - 0.5) - full.kd_confidence) < 1e-4 ||
+                   std::abs(std::abs(p_grp - 0.5) - full.kd_confidence) < 1e-4 ||
+                   std::abs(std::abs(p_grp - p_ind) - full.kd_margin) < 1e-4;
+          };
           for (int i = 0; i < n; ++i) {
-            while (std::abs(std::abs(Sigmoid<double>(z_ind.at(i, 0)) - 0.5) - full.kd_confidence) <
-                   1e-4) {
+            while (near_a_step(i)) {
               z_ind.at(i, 0) = static_cast<T>(std::uniform_real_distribution<double>(-4, 4)(rng));
+              z_grp.at(i, 0) = static_cast<T>(std::uniform_real_distribution<double>(-4, 4)(rng));
             }
           }
           const Tensor<T> gates = gated ? RandomTensor<T>(n, 2, &rng, 0.01, 0.99) : Tensor<T>();
@@ -207,32 +217,38 @@ TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
           ExpectSumClose(dl.bce, hl.bce, tol, "bce");
           ExpectSumClose(dl.aux_ind, hl.aux_ind, tol, "aux_ind");
           ExpectSumClose(dl.aux_grp, hl.aux_grp, tol, "aux_grp");
-          // The KD term of a sample, a_kd (|p_grp - p_ind| - margin)^2, cancels at the margin;
-          // its terms are at most a_kd (1 + margin)^2 (probabilities lie in [0, 1]).
-          const double kd_scale = hl.mean_a_kd * (1 + full.kd_margin) * (1 + full.kd_margin);
+          // The KD term of a sample, w a_kd (|p_grp - p_ind| - margin)^2 (or its plain hinge),
+          // cancels at the margin; its terms are at most w a_kd (1 + margin)^2 (probabilities
+          // lie in [0, 1]).
+          const double w_max = weighted ? kMaxWeight : 1.0;
+          const double kd_scale = w_max * hl.mean_a_kd * (1 + full.kd_margin) * (1 + full.kd_margin);
           EXPECT_LE(std::abs(dl.kd - hl.kd), tol * std::max(std::abs(hl.kd), kd_scale))
               << "kd: gpu " << dl.kd << ", cpu " << hl.kd;
           ExpectSumClose(dl.mean_a_fuse, hl.mean_a_fuse, tol, "mean_a_fuse");
           ExpectSumClose(dl.mean_a_kd, hl.mean_a_kd, tol, "mean_a_kd");
           ExpectSumClose(dl.total, hl.total, tol, "total");
           EXPECT_EQ(dl.kd_active, hl.kd_active);
-          if (options == &full && n == 5000) {
-            EXPECT_GT(hl.kd_active, n / 4) << "the KD gate should open for many samples";
+          if (options != &plain && n == 5000) {
+            EXPECT_GT(hl.kd_active, n / 8) << "the KD gate should open for many samples";
             EXPECT_LT(hl.kd_active, n) << "the KD gate should stay shut for some samples";
           }
           EXPECT_LE(RelativeError(dg.dz, hg.dz), tol) << "dz";
-          EXPECT_LE(RelativeError(dg.dz_ind, hg.dz_ind), tol) << "dz_ind";
-          // dz_grp adds the auxiliary BCE's gradient (at most aux w / n) and the KD term's (at
-          // most lambda a_kd 2 (1 + margin) / 4 / n), which can cancel.
+          // The student's logit adds the auxiliary BCE's gradient (at most aux w / n) and the KD
+          // term's (at most lambda w a_kd 2 (1 + margin) / 4 / n), which can cancel; the
+          // teacher's gets the auxiliary term alone.
           const double inv_n = n == 0 ? 0 : 1.0 / n;
-          const double grp_term =
-              (options->aux_weight * kMaxWeight + options->kd_lambda * (1 + full.kd_margin) / 2) *
-              inv_n;
+          const double kd_grad = options->kd_lambda * w_max * (1 + full.kd_margin) / 2 * inv_n;
+          const bool ind_teaches = options->kd_direction == KdDirection::kIndividualToGroup;
+          const double ind_term = ind_teaches ? 0 : options->aux_weight * kMaxWeight * inv_n + kd_grad;
+          const double grp_term = options->aux_weight * kMaxWeight * inv_n + (ind_teaches ? kd_grad : 0);
+          EXPECT_LE(RelativeError(dg.dz_ind, hg.dz_ind, TermNorm(n, [&](int) { return ind_term; })),
+                    tol)
+              << "dz_ind";
           EXPECT_LE(RelativeError(dg.dz_grp, hg.dz_grp, TermNorm(n, [&](int) { return grp_term; })),
                     tol)
               << "dz_grp";
           const double kd_term =
-              options->kd_lambda * (1 + full.kd_margin) * (1 + full.kd_margin) * inv_n;
+              options->kd_lambda * w_max * (1 + full.kd_margin) * (1 + full.kd_margin) * inv_n;
           EXPECT_LE(RelativeError(dg.da_kd, hg.da_kd, TermNorm(n, [&](int) { return kd_term; })),
                     tol)
               << "da_kd";

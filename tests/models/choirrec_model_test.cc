@@ -6,6 +6,8 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include "gtest/gtest.h"
 #include "tests/models/grad_check.h"
@@ -178,6 +180,26 @@ TEST(ChoirRecGradientTest, GroupSideWithDistillationMatchesFiniteDifferences) {
   CheckGradients(config, check, "kd");
 }
 
+// kd_direction group_to_individual: the individual channel is the student, so its parameters,
+// its sequence and the gates see the true gradient of the loss with KD (the KD gate opens where
+// purchases < kd_min_purchases: samples 0 and 4 here); the plain hinge as the margin.
+TEST(ChoirRecGradientTest, IndividualSideWithReverseDistillationMatchesFiniteDifferences) {
+  for (const char* form : {"squared_hinge", "hinge"}) {
+    ModelConfig config = SmallConfig();
+    ChoirRecConfig* r = config.mutable_choirrec();
+    r->set_use_injection(false);
+    r->set_kd_direction("group_to_individual");
+    r->set_kd_margin_form(form);
+    r->set_kd_lambda(0.7);
+    r->set_kd_margin(0.01);
+    r->set_kd_confidence(0.0);
+    r->set_kd_min_purchases(4);
+    Check check;
+    check.group_params = check.group_inputs = check.slots = false;
+    CheckGradients(config, check, std::string("reverse kd ") + form);
+  }
+}
+
 TEST(ChoirRecStopGradientTest, IndividualLossGivesNoGradientToTheGroupChannel) {
   CpuLayerFactory<double> factory;
   const ModelShape shape = SmallShape();
@@ -252,24 +274,117 @@ TEST(ChoirRecStopGradientTest, DistillationGivesNoGradientToTheTeacher) {
 }
 
 TEST(ChoirRecGateTest, MarginLossOnHandMadeCases) {
+  constexpr MarginForm kSquared = MarginForm::kSquaredHinge;
   double da = -1;
-  EXPECT_NEAR(MarginLoss<double>(0.9, 0.5, 0.05, &da), 0.35 * 0.35, 1e-15);
+  EXPECT_NEAR(MarginLoss<double>(0.9, 0.5, 0.05, kSquared, &da), 0.35 * 0.35, 1e-15);
   EXPECT_NEAR(da, 0.7, 1e-15);
-  EXPECT_NEAR(MarginLoss<double>(0.1, 0.5, 0.05, &da), 0.35 * 0.35, 1e-15);
+  EXPECT_NEAR(MarginLoss<double>(0.1, 0.5, 0.05, kSquared, &da), 0.35 * 0.35, 1e-15);
   EXPECT_NEAR(da, -0.7, 1e-15);
-  EXPECT_EQ(MarginLoss<double>(0.52, 0.5, 0.05, &da), 0.0);
+  EXPECT_EQ(MarginLoss<double>(0.52, 0.5, 0.05, kSquared, &da), 0.0);
   EXPECT_EQ(da, 0.0);
-  EXPECT_EQ(MarginLoss<double>(0.45, 0.5, 0.05, &da), 0.0);  // exactly at the margin
+  EXPECT_EQ(MarginLoss<double>(0.45, 0.5, 0.05, kSquared, &da), 0.0);  // exactly at the margin
+  // The plain hinge: the excess itself, slope +-1.
+  EXPECT_NEAR(MarginLoss<double>(0.9, 0.5, 0.05, MarginForm::kHinge, &da), 0.35, 1e-15);
+  EXPECT_EQ(da, 1.0);
+  EXPECT_NEAR(MarginLoss<double>(0.1, 0.5, 0.05, MarginForm::kHinge, &da), 0.35, 1e-15);
+  EXPECT_EQ(da, -1.0);
+  EXPECT_EQ(MarginLoss<double>(0.53, 0.5, 0.05, MarginForm::kHinge, &da), 0.0);
+  EXPECT_EQ(da, 0.0);
 }
 
 TEST(ChoirRecGateTest, KdGateOnHandMadeCases) {
-  // theta_act = 3 purchases, theta_conf = 0.3.
-  EXPECT_TRUE(KdGateOpen<double>(3, 0.85, 3, 0.3));
-  EXPECT_TRUE(KdGateOpen<double>(10, 0.15, 3, 0.3));
-  EXPECT_FALSE(KdGateOpen<double>(3, 0.75, 3, 0.3));  // not confident enough
-  EXPECT_FALSE(KdGateOpen<double>(3, 0.5, 3, 0.3));
-  EXPECT_FALSE(KdGateOpen<double>(2, 0.95, 3, 0.3));  // too few purchases
-  EXPECT_FALSE(KdGateOpen<double>(0, 0.01, 3, 0.3));
+  // theta_act = 3 purchases, theta_conf = 0.3; the individual channel teaches the rich users.
+  constexpr KdDirection kDefault = KdDirection::kIndividualToGroup;
+  EXPECT_TRUE(KdGateOpen<double>(3, 0.85, 3, 0.3, kDefault));
+  EXPECT_TRUE(KdGateOpen<double>(10, 0.15, 3, 0.3, kDefault));
+  EXPECT_FALSE(KdGateOpen<double>(3, 0.75, 3, 0.3, kDefault));  // not confident enough
+  EXPECT_FALSE(KdGateOpen<double>(3, 0.5, 3, 0.3, kDefault));
+  EXPECT_FALSE(KdGateOpen<double>(2, 0.95, 3, 0.3, kDefault));  // too few purchases
+  EXPECT_FALSE(KdGateOpen<double>(0, 0.01, 3, 0.3, kDefault));
+  // The group channel teaches the sparse users (purchases < theta_act).
+  constexpr KdDirection kReverse = KdDirection::kGroupToIndividual;
+  EXPECT_TRUE(KdGateOpen<double>(2, 0.85, 3, 0.3, kReverse));
+  EXPECT_TRUE(KdGateOpen<double>(0, 0.15, 3, 0.3, kReverse));
+  EXPECT_FALSE(KdGateOpen<double>(3, 0.95, 3, 0.3, kReverse));  // the user's own history counts
+  EXPECT_FALSE(KdGateOpen<double>(1, 0.7, 3, 0.3, kReverse));   // not confident enough
+}
+
+// The KD term on hand-made heads, in both directions and with both margin forms: a sample's term
+// is w a_kd L_margin(p_student, p_teacher), written out here; only the student's logit and a_kd
+// receive its gradient, which matches central differences of the loss.
+TEST(ChoirRecGateTest, DistillationTermIsWeightedAndMovesOnlyTheStudent) {
+  constexpr int kB = 4;
+  Tensor<double> z_ind(kB, 1), z_grp(kB, 1), gates(kB, 2);
+  const double zi[kB] = {2.0, -1.5, 0.3, -2.5}, zg[kB] = {-0.5, 1.0, 0.0, 2.0};
+  const double a_fuse[kB] = {0.3, 0.6, 0.5, 0.2}, a_kd[kB] = {0.8, 0.4, 0.9, 0.6};
+  for (int b = 0; b < kB; ++b) {
+    z_ind.at(b, 0) = zi[b];
+    z_grp.at(b, 0) = zg[b];
+    gates.at(b, 0) = a_fuse[b];
+    gates.at(b, 1) = a_kd[b];
+  }
+  const std::vector<double> labels = {1, 0, 1, 0}, weights = {2.0, 0.5, 1.0, 3.0}, purchases = {5, 0, 4, 1};
+  auto sigmoid = [](double x) { return 1 / (1 + std::exp(-x)); };
+  for (KdDirection direction : {KdDirection::kIndividualToGroup, KdDirection::kGroupToIndividual}) {
+    for (MarginForm form : {MarginForm::kSquaredHinge, MarginForm::kHinge}) {
+      const bool ind_teaches = direction == KdDirection::kIndividualToGroup;
+      SCOPED_TRACE(std::string(ind_teaches ? "individual teaches" : "group teaches") +
+                   (form == MarginForm::kHinge ? ", hinge" : ", squared hinge"));
+      FusionLossOptions options;
+      options.kd_lambda = 0.5;
+      options.kd_margin = 0.05;
+      options.kd_confidence = 0.1;
+      options.kd_min_purchases = 3;
+      options.kd_direction = direction;
+      options.kd_margin_form = form;
+      auto run = [&](HeadGrads<double>* grads) {
+        const FusionHeads<double> heads{&z_ind, &z_grp, &gates};
+        Tensor<double> z;
+        FuseLogits(heads, &z);
+        HeadGrads<double> unused;
+        return FusionHeadLoss<double>(heads, z, labels, weights, purchases, options,
+                                      grads != nullptr ? grads : &unused, nullptr);
+      };
+      HeadGrads<double> grads;
+      const FusionLoss loss = run(&grads);
+      double kd = 0;
+      int open = 0;
+      for (int b = 0; b < kB; ++b) {
+        const double teacher = sigmoid(ind_teaches ? zi[b] : zg[b]);
+        const double student = sigmoid(ind_teaches ? zg[b] : zi[b]);
+        const bool active = ind_teaches ? purchases[b] >= 3 : purchases[b] < 3;
+        if (!active || std::abs(teacher - 0.5) <= 0.1) continue;
+        ++open;
+        const double excess = std::max(0.0, std::abs(student - teacher) - 0.05);
+        kd += weights[b] * a_kd[b] * (form == MarginForm::kHinge ? excess : excess * excess);
+      }
+      EXPECT_EQ(loss.kd_active, open);
+      EXPECT_GE(open, 1);
+      EXPECT_NEAR(loss.kd, kd / kB, 1e-15);
+      for (int b = 0; b < kB; ++b) {
+        EXPECT_EQ((ind_teaches ? grads.dz_ind : grads.dz_grp).at(b, 0), 0.0) << "the teacher, sample " << b;
+      }
+      // Through the fusion: the student's logit and a_kd against central differences of the
+      // total loss (the teacher's would differ: its probability is a constant of the KD term).
+      Tensor<double> dz_ind, dz_grp, dgates;
+      FusionBackward<double>(FusionHeads<double>{&z_ind, &z_grp, &gates}, grads, &dz_ind, &dz_grp, &dgates);
+      Tensor<double>& student = ind_teaches ? z_grp : z_ind;
+      const Tensor<double>& dstudent = ind_teaches ? dz_grp : dz_ind;
+      constexpr double kEps = 1e-6;
+      for (int b = 0; b < kB; ++b) {
+        for (auto [value, analytic, what] : {std::tuple<double*, double, const char*>{&student.at(b, 0), dstudent.at(b, 0), "student logit"},
+                                             {&gates.at(b, 1), dgates.at(b, 1), "a_kd"}}) {
+          const double keep = *value;
+          *value = keep + kEps;
+          const double up = run(nullptr).total;
+          *value = keep - kEps;
+          const double down = run(nullptr).total;
+          *value = keep;
+          EXPECT_NEAR(analytic, (up - down) / (2 * kEps), 1e-8) << what << ", sample " << b;
+        }
+      }
+    }
+  }
 }
 
 TEST(ChoirRecGateTest, FusionAndKdGatesFollowTheFormulas) {
@@ -437,6 +552,16 @@ TEST(ChoirRecCreateTest, MissingInputsAndBadSettingsAreNamed) {
   m = ChoirRecModel<double>::Create(config, SmallShape(), 1, &factory);
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(m.status().message().find("kd_confidence"), std::string::npos) << m.status();
+  config = SmallConfig();
+  config.mutable_choirrec()->set_kd_direction("both");
+  m = ChoirRecModel<double>::Create(config, SmallShape(), 1, &factory);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("kd_direction: 'both'"), std::string::npos) << m.status();
+  config = SmallConfig();
+  config.mutable_choirrec()->set_kd_margin_form("squared");
+  m = ChoirRecModel<double>::Create(config, SmallShape(), 1, &factory);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("kd_margin_form: 'squared'"), std::string::npos) << m.status();
 }
 
 }  // namespace

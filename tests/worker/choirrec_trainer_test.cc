@@ -5,12 +5,17 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "core/fs.h"
+#include "data/activity.h"
 #include "data/groups/groups_tsv.h"
 #include "data/groups/priors.h"
 #include "gtest/gtest.h"
 #include "tests/worker/worker_test_util.h"
 #include "tools/eval/report.h"
+#include "worker/batch_reader.h"
+#include "worker/internal/model_setup.h"
+#include "worker/local_embedding_store.h"
 #include "worker/trainer.h"
 
 namespace choir::worker {
@@ -132,6 +137,65 @@ TEST_F(ChoirRecTrainerTest, EveryAblationTrains) {
     ASSERT_TRUE(r.ok()) << c.name << ": " << r.status();
     EXPECT_TRUE(std::isfinite(r->last_loss)) << c.name;
   }
+}
+
+// The job chooses the activity gates' inputs (each named once, taken in the index's order) and
+// the KD's direction and margin form (DESIGN.md 1.3, "configurable with a documented default").
+TEST_F(ChoirRecTrainerTest, ActivityFeaturesAndDistillationSettingsComeFromTheJob) {
+  JobConfig job = Job("choirrec", "/choice/a");
+  ChoirRecConfig* c = job.mutable_model()->mutable_choirrec();
+  c->add_activity_features("low");
+  c->add_activity_features("purchases");
+  models::CpuLayerFactory<float> factory;
+  absl::StatusOr<internal::JobSetup> setup = internal::SetupJob(fs_, job, &factory);
+  ASSERT_TRUE(setup.ok()) << setup.status();
+  EXPECT_EQ(setup->shape.activity_features, 2);
+  EXPECT_EQ(setup->sources.activity_columns, (std::vector<int>{0, 3}));
+  // A batch's activity inputs are those two of the index's four features, user by user.
+  absl::StatusOr<std::unique_ptr<EmbeddingStore>> store = NewLocalEmbeddingStore(setup->table);
+  ASSERT_TRUE(store.ok()) << store.status();
+  BatchReaderOptions ro;
+  ro.batch_size = 64;
+  absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, setup->train_files, setup->layout, ro);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  Batch batch;
+  ASSERT_TRUE(*(*reader)->Next(&batch));
+  internal::SparseBridge bridge(setup->shape, store->get(), setup->sources);
+  models::ModelInputs in;
+  ASSERT_TRUE(bridge.Gather(batch, &in).ok());
+  ASSERT_EQ(in.activity.cols(), 2);
+  int low = 0;
+  for (int b = 0; b < batch.size; ++b) {
+    float all[data::ActivityIndex::kNumActivityFeatures];
+    setup->activity->ActivityFeatures(batch.user_ids[b], all);
+    EXPECT_EQ(in.activity.at(b, 0), all[0]) << "purchases of sample " << b;
+    EXPECT_EQ(in.activity.at(b, 1), all[3]) << "low flag of sample " << b;
+    low += all[3] == 1.0f;
+  }
+  EXPECT_GT(low, 0);
+  EXPECT_LT(low, batch.size);
+
+  // It trains, with the group channel teaching through the plain hinge.
+  c->set_kd_direction("group_to_individual");
+  c->set_kd_margin_form("hinge");
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(std::isfinite(r->last_loss));
+
+  for (const char* bad : {"purchase", "clicks,clicks"}) {
+    JobConfig b = Job("choirrec", "/choice/bad");
+    for (absl::string_view name : absl::StrSplit(bad, ',')) {
+      b.mutable_model()->mutable_choirrec()->add_activity_features(std::string(name));
+    }
+    r = TrainAndEvaluate(fs_, b);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("model.choirrec.activity_features"), std::string::npos) << r.status();
+  }
+  JobConfig b = Job("choirrec", "/choice/bad");
+  b.mutable_model()->mutable_choirrec()->set_kd_direction("mutual");
+  r = TrainAndEvaluate(fs_, b);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("kd_direction"), std::string::npos) << r.status();
 }
 
 TEST_F(ChoirRecTrainerTest, MissingOrBrokenGroupTablesAreNamed) {

@@ -305,8 +305,9 @@ std::string CompareReports(const EvalReport& base, const EvalReport& run,
                                  "better).\n\n");
   absl::StrAppend(&out,
                   "| slice | samples base | samples run | AUC base | AUC run | AUC lift | "
-                  "GAUC base | GAUC run | GAUC lift | logloss base | logloss run | logloss diff |\n"
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+                  "GAUC base | GAUC run | GAUC lift | GAUC users base | GAUC users run | "
+                  "logloss base | logloss run | logloss diff | calibration base | calibration run |\n"
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   const std::vector<Slice> b = Slices(base);
   const std::vector<Slice> r = Slices(run);
   for (size_t i = 0; i < b.size(); ++i) {
@@ -316,9 +317,10 @@ std::string CompareReports(const EvalReport& base, const EvalReport& run,
     absl::StrAppend(
         &out, "| ", b[i].name, " | ", x.samples, " | ", y.samples, " | ", Fixed(x.auc, 4), " | ",
         Fixed(y.auc, 4), " | ", Percent(RelativeLift(x.auc, y.auc)), " | ", Fixed(x.gauc, 4), " | ",
-        Fixed(y.gauc, 4), " | ", Percent(RelativeLift(x.gauc, y.gauc)), " | ", Fixed(x.logloss, 4),
-        " | ", Fixed(y.logloss, 4), " | ",
-        std::isnan(loss_diff) ? std::string("n/a") : absl::StrFormat("%+.4f", loss_diff), " |\n");
+        Fixed(y.gauc, 4), " | ", Percent(RelativeLift(x.gauc, y.gauc)), " | ", x.gauc_users, " | ",
+        y.gauc_users, " | ", Fixed(x.logloss, 4), " | ", Fixed(y.logloss, 4), " | ",
+        std::isnan(loss_diff) ? std::string("n/a") : absl::StrFormat("%+.4f", loss_diff), " | ",
+        Fixed(x.calibration, 3), " | ", Fixed(y.calibration, 3), " |\n");
   }
   return out;
 }

@@ -1,5 +1,7 @@
 #include "worker/internal/model_setup.h"
 
+#include <iterator>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -189,7 +191,26 @@ absl::Status AddGroupChannel(const ModelConfig& model, const FeatureLayout& layo
     return absl::InvalidArgumentError(absl::StrCat("model.choirrec.group_channel_fields: no categorical field starts with ",
                                                    absl::StrJoin(prefixes, " or ")));
   }
-  shape->activity_features = data::ActivityIndex::kNumActivityFeatures;
+  // The activity gates' inputs: the features named (each once), in the index's order; all by default.
+  constexpr int kAll = data::ActivityIndex::kNumActivityFeatures;
+  const auto& names = data::ActivityIndex::kActivityFeatureNames;
+  std::vector<bool> chosen(kAll, model.choirrec().activity_features().empty());
+  for (const std::string& name : model.choirrec().activity_features()) {
+    const auto* it = std::find(std::begin(names), std::end(names), name);
+    if (it == std::end(names)) {
+      return absl::InvalidArgumentError(absl::StrCat("model.choirrec.activity_features: '", name, "' (",
+                                                     absl::StrJoin(names, ", "), ")"));
+    }
+    if (chosen[it - std::begin(names)]) {
+      return absl::InvalidArgumentError(absl::StrCat("model.choirrec.activity_features: '", name, "' named twice"));
+    }
+    chosen[it - std::begin(names)] = true;
+  }
+  sources->activity_columns.clear();
+  for (int k = 0; k < kAll; ++k) {
+    if (chosen[k]) sources->activity_columns.push_back(k);
+  }
+  shape->activity_features = static_cast<int>(sources->activity_columns.size());
   return absl::OkStatus();
 }
 

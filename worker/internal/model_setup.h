@@ -58,6 +58,9 @@ struct GroupSources {
   // item slot for seq_items, the category slot for seq_categories.
   std::vector<uint32_t> group_sequence_slots;
   std::vector<bool> group_sequence_is_item;
+  // The activity features the gates read: indexes into ActivityIndex::ActivityFeatures's
+  // output, increasing (ModelShape::activity_features of them).
+  std::vector<int> activity_columns;
 };
 
 // Turns batches into model inputs through the embedding store, and model input gradients
@@ -103,7 +106,12 @@ class SparseBridge {
       in->purchases.resize(B);
       for (int b = 0; b < B; ++b) {
         const int64_t user = batch.user_ids[b];
-        if (shape_.activity_features > 0) groups_.activity->ActivityFeatures(user, in->activity.row(b));
+        if (shape_.activity_features > 0) {
+          float all[data::ActivityIndex::kNumActivityFeatures];
+          groups_.activity->ActivityFeatures(user, all);
+          float* row = in->activity.row(b);
+          for (int k = 0; k < shape_.activity_features; ++k) row[k] = all[groups_.activity_columns[k]];
+        }
         in->purchases[b] = std::max<int64_t>(0, groups_.activity->Purchases(user));
       }
     }
