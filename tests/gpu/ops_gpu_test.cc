@@ -156,18 +156,22 @@ TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
   full.kd_margin = 0.05;
   full.kd_confidence = 0.1;
   full.kd_min_purchases = 2;
-  FusionLossOptions reverse = full;  // the group channel teaches, through the plain hinge
+  FusionLossOptions hinge = full;  // the plain hinge
+  hinge.kd_margin_form = MarginForm::kHinge;
+  FusionLossOptions reverse = hinge;  // the group channel teaches, through the plain hinge
   reverse.kd_direction = KdDirection::kGroupToIndividual;
-  reverse.kd_margin_form = MarginForm::kHinge;
   const double tol = kTolerance<T>;
   constexpr double kMaxWeight = 2.2;
   for (int n : {0, 1, 37, 5000}) {
     for (bool gated : {false, true}) {
       for (bool weighted : {false, true}) {
-        for (const FusionLossOptions* options : {&plain, &full, &reverse}) {
+        for (const FusionLossOptions* options : {&plain, &full, &hinge, &reverse}) {
           SCOPED_TRACE(::testing::Message()
                        << "n " << n << (gated ? " gated" : "") << (weighted ? " weighted" : "")
-                       << (options == &full ? " full" : options == &reverse ? " reverse hinge" : ""));
+                       << (options == &full      ? " full"
+                           : options == &hinge   ? " hinge"
+                           : options == &reverse ? " reverse hinge"
+                                                 : ""));
           Tensor<T> z_ind = RandomTensor<T>(n, 1, &rng, -4, 4);
           Tensor<T> z_grp = RandomTensor<T>(n, 1, &rng, -4, 4);
           // The KD gate is a step in the teacher's sigmoid, and the hinge's slope one in
@@ -239,8 +243,9 @@ TYPED_TEST(GpuOpsTest, FusionHeadMatchesTheHost) {
           const double inv_n = n == 0 ? 0 : 1.0 / n;
           const double kd_grad = options->kd_lambda * w_max * (1 + full.kd_margin) / 2 * inv_n;
           const bool ind_teaches = options->kd_direction == KdDirection::kIndividualToGroup;
-          const double ind_term = ind_teaches ? 0 : options->aux_weight * kMaxWeight * inv_n + kd_grad;
-          const double grp_term = options->aux_weight * kMaxWeight * inv_n + (ind_teaches ? kd_grad : 0);
+          const double student_term = options->aux_weight * kMaxWeight * inv_n + kd_grad;
+          const double ind_term = ind_teaches ? 0 : student_term;
+          const double grp_term = ind_teaches ? student_term : 0;
           EXPECT_LE(RelativeError(dg.dz_ind, hg.dz_ind, TermNorm(n, [&](int) { return ind_term; })),
                     tol)
               << "dz_ind";

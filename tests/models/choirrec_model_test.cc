@@ -182,7 +182,7 @@ TEST(ChoirRecGradientTest, GroupSideWithDistillationMatchesFiniteDifferences) {
 
 // kd_direction group_to_individual: the individual channel is the student, so its parameters,
 // its sequence and the gates see the true gradient of the loss with KD (the KD gate opens where
-// purchases < kd_min_purchases: samples 0 and 4 here); the plain hinge as the margin.
+// purchases < kd_min_purchases: samples 0, 3 and 4 here); also with the plain hinge.
 TEST(ChoirRecGradientTest, IndividualSideWithReverseDistillationMatchesFiniteDifferences) {
   for (const char* form : {"squared_hinge", "hinge"}) {
     ModelConfig config = SmallConfig();
