@@ -183,6 +183,52 @@ absl::Status ValidateDataConfig(const DataConfig& data) {
   return absl::OkStatus();
 }
 
+void SetDefaultsExplicitly(google::protobuf::Message* msg) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Descriptor* d = msg->GetDescriptor();
+  const google::protobuf::Reflection* r = msg->GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->is_repeated() || f->containing_oneof() != nullptr) continue;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      SetDefaultsExplicitly(r->MutableMessage(msg, f));
+      continue;
+    }
+    if (r->HasField(*msg, f)) continue;
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32:
+        r->SetInt32(msg, f, f->default_value_int32());
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(msg, f, f->default_value_int64());
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        r->SetUInt32(msg, f, f->default_value_uint32());
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        r->SetUInt64(msg, f, f->default_value_uint64());
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+        r->SetDouble(msg, f, f->default_value_double());
+        break;
+      case FieldDescriptor::CPPTYPE_FLOAT:
+        r->SetFloat(msg, f, f->default_value_float());
+        break;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        r->SetBool(msg, f, f->default_value_bool());
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM:
+        r->SetEnum(msg, f, f->default_value_enum());
+        break;
+      case FieldDescriptor::CPPTYPE_STRING:
+        r->SetString(msg, f, f->default_value_string());
+        break;
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;  // handled above
+    }
+  }
+}
+
 std::string ToTextProto(const google::protobuf::Message& msg) {
   std::string text;
   google::protobuf::TextFormat::PrintToString(msg, &text);

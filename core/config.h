@@ -33,6 +33,13 @@ absl::StatusOr<JobConfig> LoadJobConfig(FileSystem* fs, const std::string& path,
 // The message in protobuf text format (for `choir config print` and manifests).
 std::string ToTextProto(const google::protobuf::Message& msg);
 
+// Sets every unset singular field of `msg` to its declared default, recursing into singular
+// message fields (created when absent), so that the text format shows every setting
+// (`choir config print --defaults`). Repeated fields stay as they are: an empty list means
+// the default its comment in the .proto gives, which is not declared there. The values read
+// through the accessors are unchanged.
+void SetDefaultsExplicitly(google::protobuf::Message* msg);
+
 }  // namespace choir
 
 #endif  // CHOIR_CORE_CONFIG_H_

@@ -70,6 +70,11 @@ contains "config print task" "task: TASK_CTR"
 contains "config print budget" "max_bad_rows: 5"
 expect 1 "bad override" -- "$CHOIR" config print --set 'data.nope=1'
 contains "bad override" "no field 'nope'"
+# --defaults shows every setting, unset ones at their defaults.
+expect 0 "config print --defaults" -- "$CHOIR" config print --defaults --set 'trainer.epochs=3'
+contains "config print --defaults" 'kd_direction: "individual_to_group"'
+contains "config print --defaults" "epochs: 3"
+contains "config print --defaults" "peer_timeout_ms: 10000"
 # --set given twice: both apply, in order (gflags alone keeps the last).
 expect 0 "several --set" -- "$CHOIR" config print --set 'trainer.epochs=3' --set='trainer.batch_size=7' --set 'trainer.batch_size=9'
 contains "several --set" "epochs: 3"

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "google/protobuf/descriptor.pb.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 
 namespace choir {
@@ -178,6 +179,31 @@ TEST(ConfigTest, TextProtoRoundTrips) {
   JobConfig parsed;
   ASSERT_TRUE(ParseTextProto(text, "printed", &parsed).ok());
   EXPECT_EQ(parsed.SerializeAsString(), config.SerializeAsString());
+}
+
+// Every singular field becomes explicit at its default (what `config print --defaults` shows),
+// set fields and lists keep their values, and every accessor reads what it read before.
+TEST(ConfigTest, DefaultsBecomeExplicitWithoutChangingAnyValue) {
+  JobConfig config;
+  ASSERT_TRUE(ApplyOverride("trainer.batch_size=77", &config).ok());
+  ASSERT_TRUE(ApplyOverride("model.hidden=8,4", &config).ok());
+  JobConfig explicit_config = config;
+  SetDefaultsExplicitly(&explicit_config);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equivalent(config, explicit_config));
+  EXPECT_EQ(explicit_config.trainer().batch_size(), 77);
+  EXPECT_TRUE(explicit_config.trainer().has_epochs());
+  EXPECT_EQ(explicit_config.trainer().epochs(), config.trainer().epochs());
+  EXPECT_TRUE(explicit_config.model().choirrec().has_kd_direction());
+  EXPECT_EQ(explicit_config.model().choirrec().kd_direction(), "individual_to_group");
+  EXPECT_TRUE(explicit_config.data().buckets().has_window_days());
+  EXPECT_EQ(explicit_config.model().hidden_size(), 2);
+  EXPECT_EQ(explicit_config.model().choirrec().group_hidden_size(), 0);  // lists stay empty
+  const std::string text = ToTextProto(explicit_config);
+  EXPECT_TRUE(Contains(text, "kd_margin_form: \"squared_hinge\"")) << text;
+  EXPECT_TRUE(Contains(text, "task: TASK_CVR")) << text;
+  JobConfig parsed;
+  ASSERT_TRUE(ParseTextProto(text, "printed", &parsed).ok());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equivalent(config, parsed));
 }
 
 }  // namespace

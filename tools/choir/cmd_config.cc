@@ -11,6 +11,7 @@
 DEFINE_string(config, "", "Job file (protobuf text format, core/proto/job.proto). Empty: defaults.");
 DEFINE_string(set, "", "Overrides of job-file fields: 'a.b=c' or several separated by ';' (or several --set).");
 DEFINE_int64(max_bad_rows, -1, "Bad rows tolerated (skip-and-count) before failing: data.max_bad_rows (default: job file, 0).");
+DEFINE_bool(defaults, false, "config print: also show every unset setting at its default.");
 DEFINE_double(max_bad_fraction, -1, "Or as a fraction of rows read: data.max_bad_fraction (default: job file, 0 = off).");
 
 namespace choir::cli {
@@ -58,6 +59,12 @@ absl::Status PrepareOutputFile(FileSystem* fs, const char* flag, const std::stri
 absl::Status RunConfigPrint(const Args& args) {
   RETURN_IF_ERROR(CheckUsage(args, {}));
   ASSIGN_OR_RETURN(JobConfig config, LoadJobConfig(PosixFileSystem(), ConfigPath(), ConfigOverrides()));
+  if (FLAGS_defaults) {
+    SetDefaultsExplicitly(&config);
+    std::fputs("# Every setting, unset ones at their defaults. An empty list (hidden, sequences, ...) takes\n"
+               "# the default its comment in core/proto/job.proto gives.\n",
+               stdout);
+  }
   std::fputs(ToTextProto(config).c_str(), stdout);
   return absl::OkStatus();
 }

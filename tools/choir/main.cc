@@ -72,7 +72,7 @@ constexpr Command kCommands[] = {
     {"report", nullptr, choir::cli::RunReport,
      "--base a/eval.json --run b/eval.json [--plots DIR] [--preds a/preds.tsv,b/preds.tsv]"},
     {"config", "print", choir::cli::RunConfigPrint,
-     "[--config job.pbtxt] [--set 'a.b=c;...'] [--max_bad_rows N] [--max_bad_fraction F]"},
+     "[--config job.pbtxt] [--set 'a.b=c;...'] [--max_bad_rows N] [--max_bad_fraction F] [--defaults]"},
 };
 #undef DATA_JOB_FLAGS
 #undef JOB_FLAGS
