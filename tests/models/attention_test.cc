@@ -181,7 +181,8 @@ TEST_P(AttentionGradientTest, GradientsMatchFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(
     Variants, AttentionGradientTest,
     ::testing::Combine(::testing::Values(ActivationKind::kSigmoid, ActivationKind::kPrelu,
-                                         ActivationKind::kDice, ActivationKind::kRelu),
+                                         ActivationKind::kDice, ActivationKind::kRelu,
+                                         ActivationKind::kTanh),
                        ::testing::Bool()),
     [](const auto& info) {
       return std::string(ActivationKindName(std::get<0>(info.param))) +

@@ -97,9 +97,9 @@ struct Check {
 };
 
 // Compares the analytic gradients of TrainBackward's loss with central differences.
-void CheckGradients(const ModelConfig& config, const Check& check, const std::string& what) {
+void CheckGradients(const ModelConfig& config, const Check& check, const std::string& what,
+                    const ModelShape& shape = SmallShape()) {
   CpuLayerFactory<double> factory;
-  const ModelShape shape = SmallShape();
   std::unique_ptr<ChoirRecModel<double>> model = MakeModel(config, shape, &factory);
   ASSERT_NE(model, nullptr);
   BasicModelInputs<double> in = SmallInputs(shape, 11);
@@ -151,6 +151,21 @@ TEST(ChoirRecGradientTest, WholeModelWithoutStopGradientsMatchesFiniteDifference
   config.mutable_choirrec()->set_use_kd(false);
   config.mutable_choirrec()->set_aux_loss_weight(0.3);
   CheckGradients(config, Check{}, "no-stopgrad");
+}
+
+// The same with the gates switched off (a_fuse = a_kd = 0.5, no gate parameters), and with a
+// single group level (no hierarchical fusion steps, only the fusion MLP over h_1).
+TEST(ChoirRecGradientTest, WithoutGatesOrWithOneGroupLevelMatchesFiniteDifferences) {
+  ModelConfig config = SmallConfig();
+  config.mutable_choirrec()->set_use_injection(false);
+  config.mutable_choirrec()->set_use_kd(false);
+  config.mutable_choirrec()->set_aux_loss_weight(0.3);
+  ModelConfig no_gates = config;
+  no_gates.mutable_choirrec()->set_use_gates(false);
+  CheckGradients(no_gates, Check{}, "no gates");
+  ModelShape one_level = SmallShape();
+  one_level.group_levels = 1;
+  CheckGradients(config, Check{}, "one level", one_level);
 }
 
 // With the injection, the individual channel's parameters, the gates and the inputs only the
