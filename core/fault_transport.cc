@@ -165,8 +165,11 @@ class FaultInjectingEndpoint : public Endpoint {
         continue;
       }
       auto first = delayed_.begin();
-      if (std::chrono::steady_clock::now() < first->first) {
-        cv_.wait_until(lock, first->first);
+      // A copy: Close() may clear delayed_ while this waits (wait_until reads its deadline
+      // again after waking).
+      const std::chrono::steady_clock::time_point due = first->first;
+      if (std::chrono::steady_clock::now() < due) {
+        cv_.wait_until(lock, due);
         continue;
       }
       Delayed item = std::move(first->second);
