@@ -133,7 +133,9 @@ absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem* fs, const std::stri
   };
 
   // Presence in the train split makes a user known; without a log, its conversions, clicks
-  // and days in the window count (all its conversions and clicks when the rows have no time).
+  // and days in the window count. A converted dataset records no split time (0): there every
+  // conversion and click counts, and no day does (the window would be 1969).
+  const bool timed = manifest.split_time() != 0;
   const std::vector<std::string> train_files = SplitPaths(dir, train);
   RETURN_IF_ERROR(ForEachFileBlock(fs, train_files, errors, [&](const std::string& where, const RowBlock& b) -> absl::Status {
     ASSIGN_OR_RETURN(int user_col, RequireRole(b, where, USER_ID, "user id"));
@@ -143,11 +145,12 @@ absl::StatusOr<ActivityIndex> BuildActivityIndex(FileSystem* fs, const std::stri
     for (size_t r = 0; r < b.num_rows(); ++r) {
       UserActivity& a = index.users_[b.Int(user_col, r)];
       if (behaviors.ok()) continue;
-      if (ts_col >= 0 && !window.Contains(b.Int(ts_col, r))) continue;  // known, but before the window
+      const bool dated = timed && ts_col >= 0;
+      if (dated && !window.Contains(b.Int(ts_col, r))) continue;  // known, but before the window
       // Labels are 0/1 in any dataset Choir wrote; count a positive whatever its value.
       if (conv_col >= 0 && b.Int(conv_col, r) != 0) ++a.purchases;
       if (click_col >= 0 && b.Int(click_col, r) != 0) ++a.clicks;
-      if (ts_col >= 0) note_day(&a, b.Int(ts_col, r));
+      if (dated) note_day(&a, b.Int(ts_col, r));
     }
     return absl::OkStatus();
   }));

@@ -44,7 +44,7 @@ class ActivityIndex {
   int64_t Purchases(int64_t user) const;
   // Clicks in the window (behaviours of type 1 when the dataset has a behaviour log, else
   // clicked rows of the train split in the window, like its conversions; every one when the
-  // rows have no timestamp); 0 for a user unknown to the training period.
+  // dataset has no split time, as converted ones); 0 for a user unknown to the training period.
   int64_t Clicks(int64_t user) const;
   // Distinct days (UTC, floor(timestamp / 86400)) in the window with any behaviour (or, without
   // a log, any train row); 0 for a user unknown to the training period.

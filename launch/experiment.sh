@@ -6,7 +6,8 @@
 #                        [--config FILE (configs/quickstart.pbtxt)] [--set 'a.b=c;...']
 # Reads DIR/data, DIR/groups/groups.tsv and DIR/groups/priors; writes
 # DIR/experiment/<variant>/seed<S>/ and DIR/experiment/summary.md. A run whose eval.json exists
-# is not trained again (delete it to retrain).
+# is not trained again (delete it to retrain). Variants beyond the default list (--variants):
+# choirrec-kd-reverse, choirrec-kd-hinge, choirrec-act-2 (DESIGN.md 1.3's open choices).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +46,10 @@ variant_args() {
     choirrec-no-injection) echo "--model choirrec --set model.choirrec.use_injection=false" ;;
     choirrec-no-gates) echo "--model choirrec --set model.choirrec.use_gates=false" ;;
     choirrec-no-kd) echo "--model choirrec --set model.choirrec.use_kd=false" ;;
+    # The choices DESIGN.md 1.3 leaves open, each against the defaults.
+    choirrec-kd-reverse) echo "--model choirrec --set model.choirrec.kd_direction=group_to_individual" ;;
+    choirrec-kd-hinge) echo "--model choirrec --set model.choirrec.kd_margin_form=hinge" ;;
+    choirrec-act-2) echo "--model choirrec --set model.choirrec.activity_features=purchases,low" ;;
     # Control: the dual-tower architecture with every group input removed (the group channel
     # sees only the candidate item and context), to tell the groups' share of the gain.
     choirrec-no-groups) echo "--model choirrec --set model.choirrec.use_group_ids=false;model.choirrec.use_attribute_completion=false;model.choirrec.use_group_sequence=false" ;;

@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <deque>
@@ -181,6 +182,16 @@ nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count, int num_wo
   nlohmann::json id = {{"model_type", job.model().type()},
                        {"dense_params", param_count},
                        {"task", Task_Name(job.task())}};
+  // The activity gates' inputs, when not all four (the parameter count alone cannot tell two
+  // subsets of one size apart); in the index's order, as the gates read them.
+  const auto& chosen = job.model().choirrec().activity_features();
+  if (job.model().type() == "choirrec" && !chosen.empty()) {
+    nlohmann::json names = nlohmann::json::array();
+    for (const char* name : data::ActivityIndex::kActivityFeatureNames) {
+      if (std::find(chosen.begin(), chosen.end(), name) != chosen.end()) names.push_back(name);
+    }
+    id["activity_features"] = std::move(names);
+  }
   if (num_workers > 0) {
     id["batch_size"] = job.trainer().batch_size();
     id["workers"] = num_workers;

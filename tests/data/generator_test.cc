@@ -398,9 +398,10 @@ Schema ActivityTrainSchema(bool with_time) {
 // Writes /act with a train split and, when `with_log`, a behaviours split; `behaviours` are
 // written in two blocks (split in the middle) to cross a block boundary.
 void WriteActivityDataset(MemFileSystem* fs, const std::vector<TrainRow>& train, bool train_time,
-                          bool with_log, const std::vector<ActivityEvent>& behaviours) {
+                          bool with_log, const std::vector<ActivityEvent>& behaviours,
+                          int64_t split_time = kSplitDay * kDay) {
   DatasetManifest manifest;
-  manifest.set_split_time(kSplitDay * kDay);
+  manifest.set_split_time(split_time);
   SplitWriter t(fs, "/act", "train", ActivityTrainSchema(train_time));
   RowBlock tb(ActivityTrainSchema(train_time));
   for (const TrainRow& i : train) {
@@ -539,6 +540,23 @@ TEST(ActivityIndexTest, WithoutALogCountsTrainConversionsClicksAndDays) {
             (std::vector<float>{static_cast<float>(std::log1p(1.0)),
                                 static_cast<float>(std::log1p(2.0)),
                                 static_cast<float>(std::log1p(2.0)), 1.0f}));
+}
+
+// A converted dataset records no split time (0): every train conversion and click counts, and
+// no day does, whatever the rows' timestamps.
+TEST(ActivityIndexTest, WithoutASplitTimeEveryTrainConversionCountsAndNoDay) {
+  const std::vector<TrainRow> train = {{1, At(91), 1, 1}, {1, At(85), 1, 1}, {1, At(3000), 1, 1},
+                                       {2, At(99), 1, 0}};
+  MemFileSystem fs;
+  WriteActivityDataset(&fs, train, /*train_time=*/true, /*with_log=*/false, {}, /*split_time=*/0);
+  absl::StatusOr<ActivityIndex> index = BuildHandIndex(&fs);
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(index->Purchases(1), 3);
+  EXPECT_EQ(index->Clicks(1), 3);
+  EXPECT_EQ(index->ActiveDays(1), 0);
+  EXPECT_EQ(index->Of(1), Bucket::kMid);
+  EXPECT_EQ(index->Purchases(2), 0);
+  EXPECT_EQ(index->Clicks(2), 1);
 }
 
 TEST(ActivityIndexTest, WithoutALogOrTrainTimestampsActiveDaysAreZero) {

@@ -94,6 +94,7 @@ const std::vector<double> kWeights = {1.0, 0.5, 2.0, 1.0, 1.5};
 struct Check {
   bool individual_params = true, group_params = true, gate_params = true;
   bool slots = true, sequences = true, group_inputs = true;
+  bool kd_opens = false;  // the KD gate must open for some sample (so that KD is what is checked)
 };
 
 // Compares the analytic gradients of TrainBackward's loss with central differences.
@@ -110,6 +111,10 @@ void CheckGradients(const ModelConfig& config, const Check& check, const std::st
   BasicModelGrads<double> grads;
   const LossStats stats = model->TrainBackward(kLabels, kWeights, &grads, nullptr);
   EXPECT_TRUE(std::isfinite(stats.loss));
+  if (check.kd_opens) {
+    EXPECT_GT(stats.kd_active, 0) << what;
+    EXPECT_GT(stats.kd, 0) << what;
+  }
   auto loss = [&]() {
     Tensor<double> out;
     model->Forward(in, &out);
@@ -192,6 +197,7 @@ TEST(ChoirRecGradientTest, GroupSideWithDistillationMatchesFiniteDifferences) {
   r->set_kd_min_purchases(1);
   Check check;
   check.individual_params = check.slots = check.sequences = false;
+  check.kd_opens = true;
   CheckGradients(config, check, "kd");
 }
 
@@ -211,6 +217,7 @@ TEST(ChoirRecGradientTest, IndividualSideWithReverseDistillationMatchesFiniteDif
     r->set_kd_min_purchases(4);
     Check check;
     check.group_params = check.group_inputs = check.slots = false;
+    check.kd_opens = true;
     CheckGradients(config, check, std::string("reverse kd ") + form);
   }
 }

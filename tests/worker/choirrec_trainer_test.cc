@@ -198,6 +198,35 @@ TEST_F(ChoirRecTrainerTest, ActivityFeaturesAndDistillationSettingsComeFromTheJo
   EXPECT_NE(r.status().message().find("kd_direction"), std::string::npos) << r.status();
 }
 
+// A checkpoint remembers which activity features its gates read: a resume with another subset of
+// the same size (the same parameter count) is refused; the same subset in another order is not.
+TEST_F(ChoirRecTrainerTest, AResumeWithOtherActivityFeaturesIsRefused) {
+  JobConfig job = Job("choirrec", "/act_resume/a");
+  job.mutable_trainer()->set_max_steps(4);
+  job.mutable_trainer()->set_checkpoint_every_steps(2);
+  for (const char* name : {"purchases", "low"}) job.mutable_model()->mutable_choirrec()->add_activity_features(name);
+  ASSERT_TRUE(TrainAndEvaluate(fs_, job).ok());
+  const std::string step2 = "/act_resume/a/checkpoint/step-000000000002";
+  ASSERT_TRUE(fs_->Exists(step2 + "/MANIFEST.json"));
+
+  JobConfig other = Job("choirrec", "/act_resume/b");
+  other.mutable_trainer()->set_max_steps(4);
+  other.mutable_trainer()->set_resume(step2);
+  for (const char* name : {"clicks", "active_days"}) other.mutable_model()->mutable_choirrec()->add_activity_features(name);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, other);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_NE(r.status().message().find("its activity_features is [\"purchases\",\"low\"]"), std::string::npos)
+      << r.status();
+
+  JobConfig same = Job("choirrec", "/act_resume/c");
+  same.mutable_trainer()->set_max_steps(4);
+  same.mutable_trainer()->set_resume(step2);
+  for (const char* name : {"low", "purchases"}) same.mutable_model()->mutable_choirrec()->add_activity_features(name);
+  r = TrainAndEvaluate(fs_, same);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 4);
+}
+
 TEST_F(ChoirRecTrainerTest, MissingOrBrokenGroupTablesAreNamed) {
   JobConfig job = Job("choirrec", "/bad/a");
   job.mutable_model()->mutable_groups()->clear_table();

@@ -46,9 +46,10 @@ done
 if wait "$MPI_PID"; then
   cat "$WORK/killed.log"; echo "FAIL: the job with a killed server succeeded"; exit 1
 fi
-# mpirun names the killed rank; a survivor that sees the server gone first names it too ("server 0
-# (ps0)") before its MPI_Abort, which can win the race to the log on a loaded machine.
-grep -qE "rank 1|ps0" "$WORK/killed.log" || { cat "$WORK/killed.log"; echo "FAIL: the killed server (rank 1, ps0) not named"; exit 1; }
+# mpirun names the killed rank; a survivor that sees the server gone first names it in its error
+# ("server 0 (ps0)") before its MPI_Abort, which can win the race to the log on a loaded machine.
+grep -qE "rank 1|error: .*ps0" "$WORK/killed.log" ||
+  { cat "$WORK/killed.log"; echo "FAIL: the killed server (rank 1, ps0) not named"; exit 1; }
 if [[ -f "$WORK/killed/preds.tsv" ]]; then echo "FAIL: the killed job wrote predictions"; exit 1; fi
 
 timeout 300 "${MPIRUN[@]}" -np 4 "$CHOIR" train --config "$WORK/killed.pbtxt" --resume latest \

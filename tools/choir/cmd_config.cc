@@ -37,7 +37,7 @@ absl::Status CheckUsage(const Args& args, std::initializer_list<RequiredFlag> re
   }
   if (args.size() > max_positional) {
     return absl::InvalidArgumentError(absl::StrCat("usage: unexpected argument '", args[max_positional],
-                                                   "' (flags are written --name value)"));
+                                                   "' (flags are written --name value; a yes/no flag --name or --name=false)"));
   }
   return absl::OkStatus();
 }

@@ -193,6 +193,17 @@ absl::Status RunGroupsPriors(const Args& args) {
 
 absl::Status RunEmbed(const Args& args) {
   RETURN_IF_ERROR(CheckUsage(args, {{"in", FLAGS_in}, {"out", FLAGS_out}}));
+  // --model DIR is DESIGN.md's name for the encoder folder; --model-dir the same.
+  std::string model_dir = FLAGS_model_dir;
+  if (!FLAGS_model.empty()) {
+    if (!model_dir.empty() && model_dir != FLAGS_model) {
+      return absl::InvalidArgumentError("usage: --model and --model-dir both name the encoder folder; give one");
+    }
+    model_dir = FLAGS_model;
+  }
+  if (!FLAGS_endpoint.empty() && !model_dir.empty()) {
+    return absl::InvalidArgumentError("usage: --endpoint or an encoder folder (--model), not both");
+  }
   FileSystem* fs = PosixFileSystem();
   RETURN_IF_ERROR(PrepareOutputFile(fs, "out", FLAGS_out));
   // profiles.tsv: user_id TAB text, one user a line; rows of the output follow its order.
@@ -216,17 +227,6 @@ absl::Status RunEmbed(const Args& args) {
   std::unique_ptr<HttpClient> http;
   std::unique_ptr<TextEmbedder> embedder;
   std::string source;
-  // --model DIR is DESIGN.md's name for the encoder folder; --model-dir the same.
-  std::string model_dir = FLAGS_model_dir;
-  if (!FLAGS_model.empty()) {
-    if (!model_dir.empty() && model_dir != FLAGS_model) {
-      return absl::InvalidArgumentError("usage: --model and --model-dir both name the encoder folder; give one");
-    }
-    model_dir = FLAGS_model;
-  }
-  if (!FLAGS_endpoint.empty() && !model_dir.empty()) {
-    return absl::InvalidArgumentError("usage: --endpoint or an encoder folder (--model), not both");
-  }
   if (!FLAGS_endpoint.empty()) {
     RemoteEmbedderOptions remote;
     remote.endpoint = FLAGS_endpoint;

@@ -1,5 +1,6 @@
 #include "worker/internal/model_setup.h"
 
+#include <algorithm>
 #include <iterator>
 
 #include "absl/strings/match.h"
