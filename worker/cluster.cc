@@ -125,7 +125,8 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
                                       std::unique_ptr<transport::Endpoint> client_ep,
                                       const std::string& scheduler_address, Collective* collective,
                                       Collective* device_collective,
-                                      const std::function<void(int64_t)>& before_step = nullptr) {
+                                      const std::function<void(int64_t)>& before_step = nullptr,
+                                      const std::function<void()>& before_setup = nullptr) {
   const ClusterConfig& c = job.cluster();
   ASSIGN_OR_RETURN(std::unique_ptr<SchedulerClient> client,
                    SchedulerClient::Create(std::move(client_ep), ClientOptionsFor(c, scheduler_address)));
@@ -142,6 +143,9 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
   runtime.device_collective = device_collective;
   runtime.collective_timeout = Ms(c.rpc_deadline_ms());
   runtime.hold_limit = Ms(c.checkpoint_deadline_ms());
+  runtime.barrier = [&](const std::string& name) {
+    return client->Barrier(name, absl::Now() + Ms(c.checkpoint_deadline_ms()));
+  };
   runtime.make_store = [&](const TableOptions& table) -> absl::StatusOr<std::unique_ptr<EmbeddingStore>> {
     RemoteEmbeddingStoreOptions o;
     for (const PeerInfo& s : membership.servers) o.servers.push_back({s.id, s.address});
@@ -171,6 +175,7 @@ absl::StatusOr<TrainResult> RunWorker(FileSystem* fs, const JobConfig& job, int 
     if (before_step) before_step(steps++);
     return client->JobStatus();
   };
+  if (before_setup) before_setup();
   absl::StatusOr<TrainResult> result = TrainAndEvaluate(fs, job, &runtime);
   if (result.ok()) {
     RETURN_IF_ERROR(client->Finish(result->steps, result->last_loss, absl::Now() + Ms(c.rpc_deadline_ms())));
@@ -386,8 +391,11 @@ absl::StatusOr<TrainResult> RunLocalCluster(FileSystem* fs, const JobConfig& job
         if (hooks.before_step) hooks.before_step(w, step);
         if (w == 0 && step == hooks.kill_at_step) kill(hooks.kill_server);
       };
+      std::function<void()> before_setup = [&hooks, w] {
+        if (hooks.before_setup) hooks.before_setup(w);
+      };
       worker_result[w] = RunWorker(fs, worker_job, w, workers, std::move(worker_store[w]), std::move(worker_client[w]),
-                                   scheduler_address, collectives[w].get(), nccl.get(), before);
+                                   scheduler_address, collectives[w].get(), nccl.get(), before, before_setup);
       worker_end[w] = absl::Now();
       // A worker that is done leaves the group: the others' collectives then fail at once
       // instead of waiting for it.

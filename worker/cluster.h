@@ -39,6 +39,8 @@ struct LocalClusterHooks {
       wrap_endpoint;
   // Called on worker `index`'s thread before each of its steps.
   std::function<void(int index, int64_t step)> before_step;
+  // Called on worker `index`'s thread once it has registered, before it reads the data.
+  std::function<void(int index)> before_setup;
   // Simulates the crash of server `kill_server` when worker 0 is about to run step
   // `kill_at_step`: the server stops answering and stops its heartbeats. -1: never.
   int kill_server = -1;

@@ -561,6 +561,10 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   // with the global batch (up to the order of float additions; Dice's batch statistics are the
   // exception: they are per slice).
   const int num_workers = runtime != nullptr ? runtime->num_workers : 1;
+  if (num_workers > 1 && runtime->barrier) {
+    // Every worker has read the data before any collective starts its timeout.
+    RETURN_IF_ERROR(runtime->barrier("setup"));
+  }
   const int worker_index = runtime != nullptr ? runtime->worker_index : 0;
   const int global_batch = tc.batch_size() * num_workers;
 

@@ -55,6 +55,11 @@ struct WorkerRuntime {
   // The longest worker 0 holds the others so (cluster.checkpoint_deadline_ms): past it, hung
   // work (a stuck file system) lets them time out instead of waiting forever.
   absl::Duration hold_limit = absl::Minutes(30);
+  // Waits until every worker has reached barrier `name` (the scheduler's barrier, up to
+  // hold_limit; ABORTED at once when the job fails meanwhile). The workers pass "setup" after
+  // reading the data and before their first collective: setups may differ by more than a
+  // collective's timeout (a large dataset, a slow disk). Null: no wait.
+  std::function<absl::Status(const std::string& name)> barrier;
   // Optional: the same group on the dense towers' device (NCCL among GPU workers, whose data
   // calls take device memory). When set, the dense exchange uses it and gradients stay on the
   // GPU; `collective` still carries the host-side exchanges (checkpoint statistics). Not owned.

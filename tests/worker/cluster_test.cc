@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "checkpoint/checkpoint.h"
 #include "core/fs.h"
@@ -264,6 +265,22 @@ TEST_F(ClusterTest, CheckpointWorkOutlastingTheDeadlineHoldsTheOtherWorker) {
 // tell the scheduler. The job's reason, what mpirun shows, must be worker 0's error, the cause,
 // even when the other worker's echo reaches the scheduler first: here every message of worker 0
 // to the scheduler is held back 150 ms (its heartbeats still arrive well within the timeout).
+// Workers whose setups (reading the data) end further apart than a collective's timeout: the
+// setup barrier holds the first one, so the job trains instead of timing out at its first
+// collective (the broadcast of worker 0's parameters).
+TEST_F(ClusterTest, AWorkerWhoseSetupOutlastsTheCollectiveTimeoutIsWaitedFor) {
+  JobConfig job = ClusterJob("/slow_setup", 1, 2, "inproc");
+  job.mutable_trainer()->set_max_steps(3);
+  job.mutable_cluster()->set_rpc_deadline_ms(500);
+  LocalClusterHooks hooks;
+  hooks.before_setup = [](int index) {
+    if (index == 1) absl::SleepFor(absl::Milliseconds(1500));
+  };
+  absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, job, hooks);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->steps, 3);
+}
+
 TEST_F(ClusterTest, AFailedCheckpointFailsTheJobWithWorker0sErrorNotItsEcho) {
   JobConfig job = ClusterJob("/ck_fail", 2, 2, "inproc");
   job.mutable_trainer()->set_max_steps(8);
