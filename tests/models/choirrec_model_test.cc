@@ -187,14 +187,21 @@ TEST(ChoirRecGradientTest, IndividualSideWithInjectionMatchesFiniteDifferences) 
 
 // With KD (and a large lambda so that it matters), the group channel's parameters, the gates
 // and the group inputs see the true gradient: the teacher does not depend on them.
-TEST(ChoirRecGradientTest, GroupSideWithDistillationMatchesFiniteDifferences) {
+// KD that matters (lambda 0.7, margin 0.01, any confidence), without the injection's
+// stop-gradient, the gate open by purchases at `min_purchases`.
+ModelConfig DistillationConfig(int min_purchases) {
   ModelConfig config = SmallConfig();
   ChoirRecConfig* r = config.mutable_choirrec();
   r->set_use_injection(false);
   r->set_kd_lambda(0.7);
   r->set_kd_margin(0.01);
   r->set_kd_confidence(0.0);
-  r->set_kd_min_purchases(1);
+  r->set_kd_min_purchases(min_purchases);
+  return config;
+}
+
+TEST(ChoirRecGradientTest, GroupSideWithDistillationMatchesFiniteDifferences) {
+  const ModelConfig config = DistillationConfig(1);
   Check check;
   check.individual_params = check.slots = check.sequences = false;
   check.kd_opens = true;
@@ -206,15 +213,9 @@ TEST(ChoirRecGradientTest, GroupSideWithDistillationMatchesFiniteDifferences) {
 // purchases < kd_min_purchases: samples 0, 3 and 4 here); also with the plain hinge.
 TEST(ChoirRecGradientTest, IndividualSideWithReverseDistillationMatchesFiniteDifferences) {
   for (const char* form : {"squared_hinge", "hinge"}) {
-    ModelConfig config = SmallConfig();
-    ChoirRecConfig* r = config.mutable_choirrec();
-    r->set_use_injection(false);
-    r->set_kd_direction("group_to_individual");
-    r->set_kd_margin_form(form);
-    r->set_kd_lambda(0.7);
-    r->set_kd_margin(0.01);
-    r->set_kd_confidence(0.0);
-    r->set_kd_min_purchases(4);
+    ModelConfig config = DistillationConfig(4);
+    config.mutable_choirrec()->set_kd_direction("group_to_individual");
+    config.mutable_choirrec()->set_kd_margin_form(form);
     Check check;
     check.group_params = check.group_inputs = check.slots = false;
     check.kd_opens = true;
