@@ -6,6 +6,7 @@ find_package(gflags CONFIG REQUIRED)
 find_package(zstd CONFIG REQUIRED)
 find_package(Protobuf REQUIRED)         # Debian's protobuf has no CMake config
 find_package(nlohmann_json CONFIG REQUIRED)
+find_package(Eigen3 3.3 CONFIG REQUIRED)  # header-only; vectorised element-wise math on CPU
 find_package(GTest CONFIG REQUIRED)
 
 if(TARGET zstd::libzstd_shared)

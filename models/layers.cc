@@ -133,19 +133,47 @@ Mlp<T>::Mlp(LayerFactory<T>* factory, int in, const MlpOptions& options, uint64_
 
 template <typename T>
 void Mlp<T>::Forward(const Tensor<T>& x, Tensor<T>* y) {
+  ForwardFrom(0, x, y);
+}
+
+template <typename T>
+void Mlp<T>::Backward(const Tensor<T>& dy, Tensor<T>* dx) {
+  BackwardTo(0, dy, dx);
+}
+
+template <typename T>
+void Mlp<T>::ForwardAfterFirst(const Tensor<T>& x, Tensor<T>* y) {
+  ForwardFrom(1, x, y);
+}
+
+template <typename T>
+void Mlp<T>::BackwardAfterFirst(const Tensor<T>& dy, Tensor<T>* dx) {
+  BackwardTo(1, dy, dx);
+}
+
+template <typename T>
+void Mlp<T>::ForwardFrom(size_t first, const Tensor<T>& x, Tensor<T>* y) {
   const size_t n = layers_.size();
-  for (size_t i = 0; i < n; ++i) {
-    const Tensor<T>& in = i == 0 ? x : acts_[i - 1];
+  if (first == n) {  // nothing after the first Linear
+    *y = x;
+    return;
+  }
+  for (size_t i = first; i < n; ++i) {
+    const Tensor<T>& in = i == first ? x : acts_[i - 1];
     layers_[i]->Forward(in, i + 1 == n ? y : &acts_[i]);
   }
 }
 
 template <typename T>
-void Mlp<T>::Backward(const Tensor<T>& dy, Tensor<T>* dx) {
+void Mlp<T>::BackwardTo(size_t first, const Tensor<T>& dy, Tensor<T>* dx) {
   const size_t n = layers_.size();
-  for (size_t i = n; i-- > 0;) {
+  if (first == n) {
+    if (dx != nullptr) *dx = dy;
+    return;
+  }
+  for (size_t i = n; i-- > first;) {
     const Tensor<T>& g = i + 1 == n ? dy : grads_[i + 1];
-    layers_[i]->Backward(g, i == 0 ? dx : &grads_[i]);
+    layers_[i]->Backward(g, i == first ? dx : &grads_[i]);
   }
 }
 

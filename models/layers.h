@@ -222,7 +222,19 @@ class Mlp : public Layer<T> {
   int in() const { return in_; }
   int out() const { return out_; }
 
+  // For a caller that computes the first Linear itself (the CPU attention does, in a factored
+  // form): the first Linear's Params {w, b}; Forward of the layers after it, from that Linear's
+  // output x; and Backward through them, writing dx, the gradient of that output. Backward
+  // needs the last forward to have been ForwardAfterFirst.
+  std::vector<Param<T>*> FirstLinearParams() { return layers_[0]->Params(); }
+  void ForwardAfterFirst(const Tensor<T>& x, Tensor<T>* y);
+  void BackwardAfterFirst(const Tensor<T>& dy, Tensor<T>* dx);
+
  private:
+  // Layers first.. (Forward) or ..first (Backward, dx: the gradient of layer first's input).
+  void ForwardFrom(size_t first, const Tensor<T>& x, Tensor<T>* y);
+  void BackwardTo(size_t first, const Tensor<T>& dy, Tensor<T>* dx);
+
   int in_;
   int out_;
   std::vector<std::unique_ptr<Layer<T>>> layers_;
@@ -260,12 +272,13 @@ T BinaryCrossEntropy(const Tensor<T>& logits, absl::Span<const T> labels,
                      absl::Span<const T> weights, Tensor<T>* dlogits,
                      std::vector<T>* per_sample = nullptr);
 
-// Numerically stable logistic function.
+// Numerically stable logistic function: 1 / (1 + e) for x >= 0 and e / (1 + e) otherwise, with
+// e = exp(-|x|). Written without a branch: the sign of an activation is a coin toss, and a
+// mispredicted branch per element cost more than the exp.
 template <typename T>
 inline T Sigmoid(T x) {
-  if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
+  const T e = std::exp(-std::abs(x));
+  return (x >= 0 ? T(1) : e) / (T(1) + e);
 }
 
 }  // namespace choir::models

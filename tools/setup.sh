@@ -35,7 +35,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libprotobuf-dev protobuf-compiler
-  libzstd-dev nlohmann-json3-dev
+  libzstd-dev nlohmann-json3-dev libeigen3-dev
   libopenblas-dev libzmq3-dev cppzmq-dev libopenmpi-dev openmpi-bin libcurl4-openssl-dev
   libutf8proc-dev
   python3-sklearn python3-matplotlib

@@ -2,9 +2,11 @@
 // (double precision, tolerance in grad_check.h), determinism of initialisation.
 #include "models/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -159,6 +161,47 @@ TEST(ActivationTest, ForwardValues) {
   EXPECT_DOUBLE_EQ(y.at(0, 1), 0.5);
   factory.MakeActivation(ActivationKind::kTanh, 3, {})->Forward(x, &y);
   EXPECT_DOUBLE_EQ(y.at(0, 2), std::tanh(3.0));
+}
+
+// The sigmoid layer runs in SIMD blocks with Eigen's exp; it must agree with the scalar
+// Sigmoid (std::exp) to a few ulps over a wide range, across block boundaries, in both
+// precisions; where the result is below the smallest normal number (float: x < -87.3), to
+// within that number.
+template <typename T>
+void ExpectSigmoidLayerMatchesScalar() {
+  CpuLayerFactory<T> factory;
+  const int n = 5003;  // several blocks and a partial one
+  Tensor<T> x(1, n);
+  for (int i = 0; i < n; ++i) x.at(0, i) = static_cast<T>(-100.0 + 200.0 * i / (n - 1));
+  x.at(0, 17) = T(0);
+  x.at(0, 18) = -T(0);
+  x.at(0, 2048) = T(1e-30);
+  x.at(0, 4095) = T(-1e-30);
+  Tensor<T> y;
+  factory.MakeActivation(ActivationKind::kSigmoid, n, {})->Forward(x, &y);
+  // |got - want| <= 4 ulp |want| + the smallest normal number; the worst ratio to that bound.
+  const double ulps = 4 * std::numeric_limits<T>::epsilon();
+  const double tiny = std::numeric_limits<T>::min();
+  int worst = 0;
+  double worst_ratio = 0;
+  for (int i = 0; i < n; ++i) {
+    const double want = Sigmoid(x.at(0, i));
+    const double got = y.at(0, i);
+    ASSERT_TRUE(std::isfinite(got)) << "x = " << x.at(0, i);
+    ASSERT_GE(got, 0);
+    ASSERT_LE(got, 1);
+    const double ratio = std::abs(got - want) / (ulps * std::abs(want) + tiny);
+    if (ratio > worst_ratio) worst_ratio = ratio, worst = i;
+  }
+  EXPECT_LE(worst_ratio, 1) << "at x = " << x.at(0, worst) << ": " << y.at(0, worst) << " vs "
+                            << Sigmoid(x.at(0, worst));
+  EXPECT_EQ(y.at(0, 17), T(0.5));
+  EXPECT_EQ(y.at(0, 18), T(0.5));
+}
+
+TEST(ActivationTest, SigmoidLayerMatchesTheScalarFormula) {
+  ExpectSigmoidLayerMatchesScalar<float>();
+  ExpectSigmoidLayerMatchesScalar<double>();
 }
 
 TEST(ActivationTest, ParseAndName) {
