@@ -2,6 +2,9 @@
 # Runs Choir's benchmarks; prints one JSON object per line (bench, metric, value, unit, ...).
 #   tools/bench/run.sh [NAME...]     names: data, train, encoder, groups, ps, checkpoint, predictor (default: all)
 #   BENCH_USERS="100000 1000000" tools/bench/run.sh data
+#   BENCH_TRAIN_DATA=runs/quickstart/data BENCH_GROUPS=runs/quickstart/groups tools/bench/run.sh train
+#     (train: dnn and din on generated data, or on BENCH_TRAIN_DATA; choirrec too with BENCH_GROUPS,
+#     the groups built from that data)
 # encoder: the built-in MiniLM against the PyTorch reference (tools/text/bench_encoder_torch.py,
 #   needs python3-torch and transformers) on the same 1000 profile texts, batch 64, 1 and 2
 #   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N);
@@ -37,12 +40,25 @@ for name in "${NAMES[@]}"; do
       done
       ;;
     train)
-      rm -rf "$WORK/train-data"
-      "$ROOT/build/bin/choir" data gen --out "$WORK/train-data" --users "${BENCH_TRAIN_USERS:-100000}" --quiet >&2
-      for model in dnn din; do
+      DATA="${BENCH_TRAIN_DATA:-}"
+      MODELS=(dnn din)
+      if [[ -n "${BENCH_GROUPS:-}" ]]; then
+        [[ -n "$DATA" ]] || { echo "bench: BENCH_GROUPS needs BENCH_TRAIN_DATA, the dataset the groups were built from" >&2; exit 2; }
+        [[ -f "$BENCH_GROUPS/groups.tsv" && -d "$BENCH_GROUPS/priors" ]] ||
+          { echo "bench: BENCH_GROUPS=$BENCH_GROUPS has no groups.tsv and priors/ (choir groups build's output)" >&2; exit 2; }
+        MODELS+=(choirrec)
+      fi
+      if [[ -z "$DATA" ]]; then
+        DATA="$WORK/train-data"
+        "$ROOT/build/bin/choir" data gen --out "$DATA" --users "${BENCH_TRAIN_USERS:-100000}" --quiet >&2
+      fi
+      for model in "${MODELS[@]}"; do
+        EXTRA=()
+        [[ "$model" == choirrec ]] &&
+          EXTRA=(--set "model.groups.table=$BENCH_GROUPS/groups.tsv;model.groups.priors=$BENCH_GROUPS/priors")
         for threads in 1 2; do
-          "$BIN/choir_bench_train" --data "$WORK/train-data" --model "$model" --threads "$threads" \
-            --steps "${BENCH_TRAIN_STEPS:-300}"
+          "$BIN/choir_bench_train" --data "$DATA" --model "$model" --threads "$threads" \
+            --steps "${BENCH_TRAIN_STEPS:-300}" "${EXTRA[@]}"
         done
       done
       ;;
