@@ -73,7 +73,8 @@ class CpuTargetAttention : public TargetAttention<T> {
     }
     if (v > 0) {
       query_part_.ResizeUninitialized(b_size, h);
-      Gemm(false, false, b_size, h, d, T(1), query.data(), w_query_.data(), T(0), query_part_.data());
+      Gemm(false, false, b_size, h, d, T(1), query.data(), w_query_.data(), T(0),
+           query_part_.data());
       hidden_.ResizeUninitialized(v, h);
       Gemm(false, false, v, h, 2 * d, T(1), pairs_.data(), w_pairs_.data(), T(0), hidden_.data());
       const T* bias = b_->value.data();
@@ -164,7 +165,8 @@ class CpuTargetAttention : public TargetAttention<T> {
       }
     }
     query_grad_.ResizeUninitialized(d, h);
-    Gemm(true, false, d, h, b_size, T(1), query_.data(), query_sums_.data(), T(0), query_grad_.data());
+    Gemm(true, false, d, h, b_size, T(1), query_.data(), query_sums_.data(), T(0),
+         query_grad_.data());
     pairs_grad_.ResizeUninitialized(2 * d, h);
     Gemm(true, false, 2 * d, h, v, T(1), pairs_.data(), dhidden_.data(), T(0), pairs_grad_.data());
     for (int r = 0; r < d; ++r) {

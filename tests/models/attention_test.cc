@@ -123,14 +123,35 @@ TEST(TargetAttentionTest, InitIsDeterministicForASeed) {
 
 // The CPU attention computes the MLP's first Linear in a factored form; it must equal the
 // plain MLP over the packed rows [q, k, q - k, q * k] with the same parameters: the weights,
-// the parameter gradients and, by the chain rule through the concatenation, the input
-// gradients. Float (the training precision) at 1e-5 relative, and double at 1e-12.
+// the parameter gradients and, by the chain rule through the concatenation (and the softmax),
+// the input gradients. Float (the training precision) at 1e-5, and double at 1e-12.
 template <typename T>
-void ExpectFactoredAttentionMatchesTheMlp(ActivationKind activation, double tolerance) {
+void ExpectCloseInNorm(const Tensor<T>& got, const Tensor<T>& want, double tolerance,
+                       const std::string& what) {
+  ASSERT_TRUE(got.SameShape(want)) << what;
+  double diff = 0, norm = 0;
+  for (int64_t i = 0; i < want.size(); ++i) {
+    diff += std::pow(static_cast<double>(got.data()[i]) - want.data()[i], 2);
+    norm += std::pow(static_cast<double>(want.data()[i]), 2);
+  }
+  EXPECT_LE(std::sqrt(diff), tolerance * std::sqrt(norm)) << what;
+}
+
+template <typename T>
+Tensor<T> Cast(const Tensor<double>& x) {
+  Tensor<T> y(x.rows(), x.cols());
+  std::copy(x.data(), x.data() + x.size(), y.data());
+  return y;
+}
+
+template <typename T>
+void ExpectFactoredAttentionMatchesTheMlp(ActivationKind activation, std::vector<int> hidden,
+                                          bool softmax, double tolerance) {
   CpuLayerFactory<T> factory;
   AttentionOptions options;
-  options.hidden = {36, 8};
+  options.hidden = hidden;
   options.activation = activation;
+  options.softmax = softmax;
   const int d = 16, max_len = 6;
   const std::vector<int> lengths = {6, 0, 3, 1, 5, 6, 2};
   const int b_size = static_cast<int>(lengths.size());
@@ -143,20 +164,16 @@ void ExpectFactoredAttentionMatchesTheMlp(ActivationKind activation, double tole
   ASSERT_EQ(values.size(), static_cast<size_t>(ParamCount(mlp.Params())));
   CopyValuesTo(att->Params(), values.data());
   CopyValuesFrom(mlp.Params(), values.data());
-  const Tensor<double> query64 = RandomTensor(b_size, d, 1);
-  const Tensor<double> keys64 = RandomTensor(b_size * max_len, d, 2);
-  const Tensor<double> dout64 = RandomTensor(b_size, d, 3);
-  Tensor<T> query(b_size, d), keys(b_size * max_len, d), dout(b_size, d);
-  std::copy(query64.data(), query64.data() + query64.size(), query.data());
-  std::copy(keys64.data(), keys64.data() + keys64.size(), keys.data());
-  std::copy(dout64.data(), dout64.data() + dout64.size(), dout.data());
+  const Tensor<T> query = Cast<T>(RandomTensor(b_size, d, 1));
+  const Tensor<T> keys = Cast<T>(RandomTensor(b_size * max_len, d, 2));
+  const Tensor<T> dout = Cast<T>(RandomTensor(b_size, d, 3));
 
   Tensor<T> out, dquery, dkeys;
   att->Forward(query, keys, lengths, &out);
   att->ZeroGrad();
   att->Backward(dout, &dquery, &dkeys);
 
-  // The reference: pack, run the MLP, and chain by hand.
+  // The reference: pack, run the MLP, normalise, and chain by hand.
   std::vector<std::pair<int, int>> valid;  // (sample, position)
   for (int b = 0; b < b_size; ++b) {
     for (int j = 0; j < lengths[b]; ++j) valid.emplace_back(b, j);
@@ -175,46 +192,80 @@ void ExpectFactoredAttentionMatchesTheMlp(ActivationKind activation, double tole
   }
   mlp.Forward(packed, &scores);
   mlp.ZeroGrad();
-  Tensor<T> dscores(v, 1), dpacked;
-  for (int i = 0; i < v; ++i) {
+  std::vector<double> weight(v), dweight(v);
+  for (int i = 0, first = 0; i < v; ++i) {
     const auto [b, j] = valid[i];
-    EXPECT_NEAR(att->weights().at(b, j), scores.at(i, 0), tolerance * (1 + std::abs(scores.at(i, 0))));
-    T dot = 0;
+    if (j == 0) first = i;
+    double dot = 0;
     for (int c = 0; c < d; ++c) dot += dout.at(b, c) * keys.at(b * max_len + j, c);
-    dscores.at(i, 0) = dot;
+    dweight[i] = dot;
+    weight[i] = scores.at(i, 0);
+    if (softmax && j + 1 == lengths[b]) {  // the sample's last position: normalise its run
+      double top = weight[first], sum = 0;
+      for (int r = first; r <= i; ++r) top = std::max(top, weight[r]);
+      for (int r = first; r <= i; ++r) sum += weight[r] = std::exp(weight[r] - top);
+      for (int r = first; r <= i; ++r) weight[r] /= sum;
+    }
+  }
+  Tensor<T> dscores(v, 1), dpacked;
+  for (int i = 0, first = 0; i < v; ++i) {
+    const auto [b, j] = valid[i];
+    if (j == 0) first = i;
+    EXPECT_NEAR(att->weights().at(b, j), weight[i], tolerance * std::max(1.0, std::abs(weight[i])));
+    double inner = 0;
+    for (int r = first; r < first + lengths[b]; ++r) inner += weight[r] * dweight[r];
+    dscores.at(i, 0) = static_cast<T>(softmax ? weight[i] * (dweight[i] - inner) : dweight[i]);
   }
   mlp.Backward(dscores, &dpacked);
   Tensor<T> want_dquery(b_size, d), want_dkeys(b_size * max_len, d);
   for (int i = 0; i < v; ++i) {
     const auto [b, j] = valid[i];
     const int row = b * max_len + j;
-    const T w = scores.at(i, 0);
+    const T* g = dpacked.row(i);
     for (int c = 0; c < d; ++c) {
-      const T* g = dpacked.row(i);
       want_dquery.at(b, c) += g[c] + g[2 * d + c] + g[3 * d + c] * keys.at(row, c);
-      want_dkeys.at(row, c) += w * dout.at(b, c) + g[d + c] - g[2 * d + c] + g[3 * d + c] * query.at(b, c);
+      want_dkeys.at(row, c) += static_cast<T>(weight[i]) * dout.at(b, c) + g[d + c] -
+                               g[2 * d + c] + g[3 * d + c] * query.at(b, c);
     }
   }
-  auto expect_close = [tolerance](const Tensor<T>& got, const Tensor<T>& want, const std::string& what) {
-    ASSERT_TRUE(got.SameShape(want)) << what;
-    double diff = 0, norm = 0;
-    for (int64_t i = 0; i < want.size(); ++i) {
-      diff += std::pow(static_cast<double>(got.data()[i]) - want.data()[i], 2);
-      norm += std::pow(static_cast<double>(want.data()[i]), 2);
-    }
-    EXPECT_LE(std::sqrt(diff), tolerance * std::sqrt(norm)) << what;
-  };
-  expect_close(dquery, want_dquery, "dquery");
-  expect_close(dkeys, want_dkeys, "dkeys");
+  ExpectCloseInNorm(dquery, want_dquery, tolerance, "dquery");
+  ExpectCloseInNorm(dkeys, want_dkeys, tolerance, "dkeys");
   const std::vector<Param<T>*> got = att->Params(), want = mlp.Params();
-  for (size_t i = 0; i < got.size(); ++i) expect_close(got[i]->grad, want[i]->grad, "d" + want[i]->name);
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (softmax && i + 1 == got.size()) {
+      // The score's bias: the softmax is shift-invariant, so its exact gradient is 0 and both
+      // sides are rounding residue of sum(dscores); bound them by that sum's terms.
+      double terms = 0;
+      for (int r = 0; r < v; ++r) terms += std::abs(static_cast<double>(dscores.at(r, 0)));
+      EXPECT_LE(std::abs(static_cast<double>(got[i]->grad.at(0, 0))), tolerance * terms);
+      EXPECT_LE(std::abs(static_cast<double>(want[i]->grad.at(0, 0))), tolerance * terms);
+      continue;
+    }
+    ExpectCloseInNorm(got[i]->grad, want[i]->grad, tolerance, "d" + want[i]->name);
+  }
+
+  // Asking only for dkeys gives the same dkeys and parameter gradients.
+  std::vector<Tensor<T>> grads;
+  for (Param<T>* p : got) grads.push_back(p->grad);
+  att->ZeroGrad();
+  Tensor<T> dkeys_only;
+  att->Backward(dout, nullptr, &dkeys_only);
+  ExpectCloseInNorm(dkeys_only, dkeys, 0, "dkeys alone");
+  for (size_t i = 0; i < got.size(); ++i) {
+    ExpectCloseInNorm(got[i]->grad, grads[i], 0, "d" + want[i]->name + " with dkeys alone");
+  }
 }
 
 TEST(TargetAttentionTest, FactoredFirstLayerMatchesTheMlpOnPackedRows) {
   for (ActivationKind activation : {ActivationKind::kSigmoid, ActivationKind::kDice}) {
-    SCOPED_TRACE(ActivationKindName(activation));
-    ExpectFactoredAttentionMatchesTheMlp<float>(activation, 1e-5);
-    ExpectFactoredAttentionMatchesTheMlp<double>(activation, 1e-12);
+    for (const std::vector<int>& hidden : {std::vector<int>{36, 8}, std::vector<int>{}}) {
+      for (bool softmax : {false, true}) {
+        SCOPED_TRACE(std::string(ActivationKindName(activation)) + " hidden " +
+                     std::to_string(hidden.size()) + (softmax ? " softmax" : " raw"));
+        ExpectFactoredAttentionMatchesTheMlp<float>(activation, hidden, softmax, 1e-5);
+        ExpectFactoredAttentionMatchesTheMlp<double>(activation, hidden, softmax, 1e-12);
+      }
+    }
   }
 }
 

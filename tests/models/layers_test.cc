@@ -177,8 +177,11 @@ void ExpectSigmoidLayerMatchesScalar() {
   x.at(0, 18) = -T(0);
   x.at(0, 2048) = T(1e-30);
   x.at(0, 4095) = T(-1e-30);
+  x.at(0, 100) = std::numeric_limits<T>::infinity();
+  x.at(0, 101) = -std::numeric_limits<T>::infinity();
   Tensor<T> y;
-  factory.MakeActivation(ActivationKind::kSigmoid, n, {})->Forward(x, &y);
+  auto layer = factory.MakeActivation(ActivationKind::kSigmoid, n, {});
+  layer->Forward(x, &y);
   // |got - want| <= 4 ulp |want| + the smallest normal number; the worst ratio to that bound.
   const double ulps = 4 * std::numeric_limits<T>::epsilon();
   const double tiny = std::numeric_limits<T>::min();
@@ -197,6 +200,18 @@ void ExpectSigmoidLayerMatchesScalar() {
                             << Sigmoid(x.at(0, worst));
   EXPECT_EQ(y.at(0, 17), T(0.5));
   EXPECT_EQ(y.at(0, 18), T(0.5));
+  EXPECT_EQ(y.at(0, 100), T(1));
+  EXPECT_LE(y.at(0, 101), std::numeric_limits<T>::min());
+
+  // In place gives the same values; NaN stays NaN.
+  Tensor<T> z = x;
+  z.at(0, 3000) = std::numeric_limits<T>::quiet_NaN();
+  layer->Forward(z, &z);
+  EXPECT_TRUE(std::isnan(z.at(0, 3000)));
+  for (int i = 0; i < n; ++i) {
+    if (i == 3000) continue;
+    ASSERT_EQ(z.at(0, i), y.at(0, i)) << "x = " << x.at(0, i);
+  }
 }
 
 TEST(ActivationTest, SigmoidLayerMatchesTheScalarFormula) {
