@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <thread>
 #include <utility>
 
@@ -13,6 +14,7 @@
 #include "glog/logging.h"
 #include "models/text/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "unsupported/Eigen/SpecialFunctions"
 
 namespace choir {
 
@@ -37,6 +39,14 @@ struct SentenceEncoder::Scratch {
 };
 
 namespace {
+
+// BERT's exact GELU, x (1 + erf(x / sqrt(2))) / 2, in place, with Eigen's vectorised erf (a
+// rational approximation within 4.2e-7 of std::erf; the GELU within 1e-6 absolute), where the
+// scalar loop's erf calls were the largest cost after the matrix products.
+void Gelu(float* x, int64_t n) {
+  Eigen::Map<Eigen::ArrayXf> v(x, n);
+  v = 0.5f * v * (1.0f + (v * static_cast<float>(M_SQRT1_2)).erf());
+}
 
 // out[rows, n] = in[rows, k] * w[n, k]^T + b (out may not alias in).
 void Linear(const float* in, int rows, int k, const std::vector<float>& w,
@@ -259,15 +269,9 @@ void SentenceEncoder::EncodeBatch(const std::vector<std::vector<int32_t>>& ids, 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, hd, scale, q, 3 * h, k,
                     3 * h, 0.0f, sc, len);
         for (int r = 0; r < len; ++r) {
-          float* row = sc + static_cast<size_t>(r) * len;
-          const float mx = *std::max_element(row, row + len);
-          float sum = 0;
-          for (int c = 0; c < len; ++c) {
-            row[c] = std::exp(row[c] - mx);
-            sum += row[c];
-          }
-          const float inv = 1.0f / sum;
-          for (int c = 0; c < len; ++c) row[c] *= inv;
+          Eigen::Map<Eigen::ArrayXf> row(sc + static_cast<size_t>(r) * len, len);
+          row = (row - row.maxCoeff()).exp();
+          row *= 1.0f / row.sum();
         }
         float* ctx = s->ctx.data() + static_cast<size_t>(offsets[i]) * h + hh * hd;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, hd, len, 1.0f, sc, len, v,
@@ -278,7 +282,7 @@ void SentenceEncoder::EncodeBatch(const std::vector<std::vector<int32_t>>& ids, 
     AddLayerNorm(s->x.data(), s->tmp.data(), tokens, h, layer.ln1_gamma, layer.ln1_beta,
                  config_.layer_norm_eps);
     Linear(s->x.data(), tokens, h, layer.inter_w, layer.inter_b, inter, s->inter.data());
-    for (float& v : s->inter) v = 0.5f * v * (1.0f + std::erf(v * static_cast<float>(M_SQRT1_2)));
+    Gelu(s->inter.data(), static_cast<int64_t>(s->inter.size()));
     Linear(s->inter.data(), tokens, inter, layer.out_w, layer.out_b, h, s->tmp.data());
     AddLayerNorm(s->x.data(), s->tmp.data(), tokens, h, layer.ln2_gamma, layer.ln2_beta,
                  config_.layer_norm_eps);
