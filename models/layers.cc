@@ -132,26 +132,6 @@ Mlp<T>::Mlp(LayerFactory<T>* factory, int in, const MlpOptions& options, uint64_
 }
 
 template <typename T>
-void Mlp<T>::Forward(const Tensor<T>& x, Tensor<T>* y) {
-  ForwardFrom(0, x, y);
-}
-
-template <typename T>
-void Mlp<T>::Backward(const Tensor<T>& dy, Tensor<T>* dx) {
-  BackwardTo(0, dy, dx);
-}
-
-template <typename T>
-void Mlp<T>::ForwardAfterFirst(const Tensor<T>& x, Tensor<T>* y) {
-  ForwardFrom(1, x, y);
-}
-
-template <typename T>
-void Mlp<T>::BackwardAfterFirst(const Tensor<T>& dy, Tensor<T>* dx) {
-  BackwardTo(1, dy, dx);
-}
-
-template <typename T>
 void Mlp<T>::ForwardFrom(size_t first, const Tensor<T>& x, Tensor<T>* y) {
   const size_t n = layers_.size();
   if (first == n) {  // nothing after the first Linear

@@ -213,8 +213,8 @@ class Mlp : public Layer<T> {
  public:
   Mlp(LayerFactory<T>* factory, int in, const MlpOptions& options, uint64_t seed);
 
-  void Forward(const Tensor<T>& x, Tensor<T>* y) override;
-  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override;
+  void Forward(const Tensor<T>& x, Tensor<T>* y) override { ForwardFrom(0, x, y); }
+  void Backward(const Tensor<T>& dy, Tensor<T>* dx) override { BackwardTo(0, dy, dx); }
   std::vector<Param<T>*> Params() override;
   std::vector<Tensor<T>*> Buffers() override;
   void SetTraining(bool training) override;
@@ -227,8 +227,8 @@ class Mlp : public Layer<T> {
   // output x; and Backward through them, writing dx, the gradient of that output. Backward
   // needs the last forward to have been ForwardAfterFirst.
   std::vector<Param<T>*> FirstLinearParams() { return layers_[0]->Params(); }
-  void ForwardAfterFirst(const Tensor<T>& x, Tensor<T>* y);
-  void BackwardAfterFirst(const Tensor<T>& dy, Tensor<T>* dx);
+  void ForwardAfterFirst(const Tensor<T>& x, Tensor<T>* y) { ForwardFrom(1, x, y); }
+  void BackwardAfterFirst(const Tensor<T>& dy, Tensor<T>* dx) { BackwardTo(1, dy, dx); }
 
  private:
   // Layers first.. (Forward) or ..first (Backward, dx: the gradient of layer first's input).
