@@ -379,6 +379,7 @@ void RpcServer::WorkerLoop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       answer = in_flight_.erase(work.seq) > 0;  // Shutdown may have answered already
+      if (answer) ++answering_;
     }
     if (!answer) {
       LOG(INFO) << "rpc server " << endpoint_->id() << ": result of request "
@@ -392,6 +393,11 @@ void RpcServer::WorkerLoop() {
     } else {
       Respond(work.request.peer, work.request.request_id, work.request.method, result.status(), {});
     }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --answering_;
+    }
+    answered_cv_.notify_all();
   }
 }
 
@@ -403,13 +409,19 @@ void RpcServer::Shutdown() {
     if (stopping_) return;
     stopping_ = true;
     queued.swap(queue_);
-    in_flight.swap(in_flight_);
   }
   work_cv_.notify_all();
   const absl::Status unavailable =
       absl::UnavailableError(absl::StrCat("server ", endpoint_->id(), " shut down"));
   for (const Work& work : queued) {
     Respond(work.request.peer, work.request.request_id, work.request.method, unavailable, {});
+  }
+  {
+    // Running handlers answer for themselves if they return within the grace.
+    std::unique_lock<std::mutex> lock(mu_);
+    answered_cv_.wait_for(lock, absl::ToChronoMilliseconds(kShutdownGrace),
+                          [this] { return in_flight_.empty() && answering_ == 0; });
+    in_flight.swap(in_flight_);
   }
   for (const auto& [seq, call] : in_flight) {
     Respond(call.peer, call.request_id, call.method, unavailable, {});

@@ -383,10 +383,13 @@ class RpcServer {
   absl::Status Register(const std::string& method, RpcHandler handler);
   // Starts the threads. FAILED_PRECONDITION when called twice or after Shutdown.
   absl::Status Start();
-  // Answers every received, unanswered request (queued or in a handler) with UNAVAILABLE,
-  // closes the endpoint and waits for running handlers to return (their results are
-  // dropped). Idempotent.
+  // Stops taking requests and answers the queued ones with UNAVAILABLE. Handlers already
+  // running get up to kShutdownGrace to return and send their own answers (a scheduler's
+  // last heartbeat answer, "the job is stopping", must reach the server it tells); those
+  // still running then are answered UNAVAILABLE and their results dropped. Closes the
+  // endpoint and joins the threads. Idempotent.
   void Shutdown();
+  static constexpr absl::Duration kShutdownGrace = absl::Seconds(1);
 
   Endpoint* endpoint() { return endpoint_.get(); }
 
@@ -407,6 +410,8 @@ class RpcServer {
 
   std::mutex mu_;
   std::condition_variable work_cv_;
+  std::condition_variable answered_cv_;  // a handler's answer was sent
+  int answering_ = 0;       // guarded by mu_; results claimed from in_flight_ being sent
   bool started_ = false;    // guarded by mu_
   bool stopping_ = false;   // guarded by mu_
   uint64_t next_seq_ = 0;   // guarded by mu_

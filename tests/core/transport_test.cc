@@ -479,6 +479,25 @@ TEST_P(TransportTest, ServerShutdownGivesPendingCallersUnavailable) {
   EXPECT_EQ(client_->stats().pending, 0u);
 }
 
+// A handler that returns while Shutdown waits (within RpcServer::kShutdownGrace) sends its own
+// answer: a scheduler's last heartbeat answer ("the job is stopping") must not turn into
+// UNAVAILABLE because the scheduler shut down right after deciding it.
+TEST_P(TransportTest, ServerShutdownLetsARunningHandlerAnswerWithinTheGrace) {
+  StartServerAndClient();
+  absl::StatusOr<Response> response = absl::UnknownError("not called");
+  std::thread caller(
+      [&] { response = client_->Call("server", "block", {}, In(absl::Seconds(30))); });
+  ASSERT_TRUE(entered_.WaitFor(1));
+  std::thread stopper([&] { server_->Shutdown(); });
+  absl::SleepFor(absl::Milliseconds(100));  // Shutdown is now waiting for the handler
+  release_.Add();
+  caller.join();
+  stopper.join();
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->frames.size(), 1u);
+  EXPECT_EQ(response->frames[0].bytes(), "late");
+}
+
 TEST_P(TransportTest, ClientShutdownGivesPendingCallersUnavailable) {
   StartServerAndClient();
   absl::Status result;
