@@ -1,6 +1,7 @@
 #include "ps/slot_config.h"
 
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,8 @@ std::string OptimizerKindName(OptimizerKind kind) {
       return "adam";
     case OptimizerKind::kSgd:
       return "sgd";
+    case OptimizerKind::kFtrl:
+      return "ftrl";
   }
   return "unknown";
 }
@@ -24,8 +27,9 @@ absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name) {
   if (lower == "adagrad") return OptimizerKind::kAdagrad;
   if (lower == "adam") return OptimizerKind::kAdam;
   if (lower == "sgd") return OptimizerKind::kSgd;
+  if (lower == "ftrl") return OptimizerKind::kFtrl;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown sparse optimizer '", name, "' (adagrad, adam, sgd)"));
+      absl::StrCat("unknown sparse optimizer '", name, "' (adagrad, adam, sgd, ftrl)"));
 }
 
 int StateFloatsPerDim(OptimizerKind kind) {
@@ -36,6 +40,8 @@ int StateFloatsPerDim(OptimizerKind kind) {
       return 2;
     case OptimizerKind::kSgd:
       return 0;
+    case OptimizerKind::kFtrl:
+      return 2;
   }
   return 0;
 }
@@ -47,7 +53,7 @@ absl::Status ValidateSlotConfig(const SlotConfig& c) {
   };
   if (c.dim < 1 || c.dim > 4096) return bad("dim", c.dim, "1..4096");
   if (c.optimizer != OptimizerKind::kAdagrad && c.optimizer != OptimizerKind::kAdam &&
-      c.optimizer != OptimizerKind::kSgd) {
+      c.optimizer != OptimizerKind::kSgd && c.optimizer != OptimizerKind::kFtrl) {
     return absl::InvalidArgumentError("slot config: unknown optimizer");
   }
   if (!std::isfinite(c.learning_rate) || c.learning_rate < 0) {
@@ -74,6 +80,20 @@ absl::Status ValidateSlotConfig(const SlotConfig& c) {
     if (!(c.adam_beta2 >= 0 && c.adam_beta2 < 1)) return bad("adam_beta2", c.adam_beta2, "[0, 1)");
     if (!std::isfinite(c.adam_epsilon) || !(c.adam_epsilon > 0)) {
       return bad("adam_epsilon", c.adam_epsilon, "finite and > 0");
+    }
+  }
+  if (c.optimizer == OptimizerKind::kFtrl) {
+    if (!(c.learning_rate > 0)) return bad("learning_rate", c.learning_rate, "> 0 for ftrl");
+    const std::pair<const char*, float> fields[] = {{"ftrl_initial_accumulator", c.ftrl_initial_accumulator},
+                                                    {"ftrl_beta", c.ftrl_beta},
+                                                    {"ftrl_l1", c.ftrl_l1},
+                                                    {"ftrl_l2", c.ftrl_l2}};
+    for (const auto& [field, value] : fields) {
+      if (!std::isfinite(value) || value < 0) return bad(field, value, "finite and >= 0");
+    }
+    if (!(c.ftrl_beta + std::sqrt(c.ftrl_initial_accumulator) + c.learning_rate * c.ftrl_l2 > 0)) {
+      return absl::InvalidArgumentError(
+          "slot config: ftrl_beta + sqrt(ftrl_initial_accumulator) + learning_rate * ftrl_l2 must be > 0");
     }
   }
   if (c.admit_min_count < 0 || c.admit_min_count > 65535) {

@@ -16,14 +16,15 @@ enum class OptimizerKind {
   kAdagrad,  // per-element accumulator; the paper's optimiser (default)
   kAdam,     // per-element first/second moments and a per-row step count
   kSgd,      // plain gradient step, no state
+  kFtrl,     // FTRL-Proximal (McMahan et al., 2013): per-element z and n, L1 and L2
 };
 
-// "adagrad", "adam", "sgd".
+// "adagrad", "adam", "sgd", "ftrl".
 std::string OptimizerKindName(OptimizerKind kind);
 // Parses the names above (case-insensitive); INVALID_ARGUMENT otherwise.
 absl::StatusOr<OptimizerKind> ParseOptimizerKind(absl::string_view name);
 
-// Optimizer state floats stored per embedding element: Adagrad 1, Adam 2, SGD 0.
+// Optimizer state floats stored per embedding element: Adagrad 1, Adam 2, SGD 0, FTRL 2.
 int StateFloatsPerDim(OptimizerKind kind);
 
 struct SlotConfig {
@@ -31,8 +32,9 @@ struct SlotConfig {
   int dim = 16;
   // Sparse optimizer applied on Push. Default Adagrad (the paper's).
   OptimizerKind optimizer = OptimizerKind::kAdagrad;
-  // Step size of every optimizer. Default 0.01 (the paper's initial rate); the job file's
-  // sparse_learning_rate usually overrides it. Must be finite and >= 0.
+  // Step size of every optimizer (FTRL's alpha). Default 0.01 (the paper's initial rate); the
+  // job file's sparse_learning_rate usually overrides it. Must be finite and >= 0 (> 0 for
+  // FTRL, which divides by it).
   float learning_rate = 0.01f;
   // New rows are uniform in [-init_scale, init_scale), a deterministic function of
   // (key, table seed, element index). 0 gives all-zero rows. Default 0.05: small enough that
@@ -49,6 +51,17 @@ struct SlotConfig {
   float adam_beta1 = 0.9f;
   float adam_beta2 = 0.999f;
   float adam_epsilon = 1e-8f;
+  // FTRL-Proximal (ps/README.md): the accumulator n starts at ftrl_initial_accumulator (>= 0;
+  // TensorFlow's default 0.1) and z where the closed form gives back the row's initial values.
+  // The per-element rate is learning_rate / (ftrl_beta + sqrt(n)); ftrl_l1 > 0 holds an element
+  // at exactly 0 while |z| <= ftrl_l1 (sparse rows); ftrl_l2 is the paper's L2 strength. Each
+  // >= 0, and ftrl_beta + sqrt(ftrl_initial_accumulator) + learning_rate * ftrl_l2 must be > 0.
+  // With ftrl_l1 = 0 the updates equal, in exact arithmetic, Adagrad's with adagrad_epsilon =
+  // ftrl_beta + learning_rate * ftrl_l2 (so the defaults train like Adagrad; L1 is the point).
+  float ftrl_initial_accumulator = 0.1f;
+  float ftrl_beta = 0.0f;
+  float ftrl_l1 = 0.0f;
+  float ftrl_l2 = 0.0f;
 
   // Feature admission and eviction (ps/README.md, "Admission and eviction").
   //

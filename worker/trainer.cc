@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
@@ -181,7 +182,8 @@ absl::Status ArrayFromJson(const nlohmann::json& meta, const char* key, A* out) 
 nlohmann::json RunIdentity(const JobConfig& job, int64_t param_count, int num_workers) {
   nlohmann::json id = {{"model_type", job.model().type()},
                        {"dense_params", param_count},
-                       {"task", Task_Name(job.task())}};
+                       {"task", Task_Name(job.task())},
+                       {"sparse_optimizer", absl::AsciiStrToLower(job.trainer().sparse_optimizer())}};
   // The activity gates' inputs, when not all four (the parameter count alone cannot tell two
   // subsets of one size apart); in the index's order, as the gates read them.
   const auto& chosen = job.model().choirrec().activity_features();
@@ -320,12 +322,14 @@ absl::Status LoadCheckpoint(FileSystem* fs, const std::string& dir, const JobCon
   if (!meta.contains("run") || !meta["run"].is_object()) {
     return absl::DataLossError(absl::StrCat(dir, ": checkpoint meta has no run identity"));
   }
+  nlohmann::json trained = meta["run"];
+  // Checkpoints from before the choice of sparse optimizer were all Adagrad's.
+  if (!trained.contains("sparse_optimizer")) trained["sparse_optimizer"] = "adagrad";
   for (const auto& [field, value] : want.items()) {
-    if (!meta["run"].contains(field) || meta["run"][field] != value) {
+    if (!trained.contains(field) || trained[field] != value) {
       return absl::FailedPreconditionError(absl::StrCat(
           dir, " is a checkpoint of another run: its ", field, " is ",
-          meta["run"].contains(field) ? meta["run"][field].dump() : "missing", ", this job's is ",
-          value.dump()));
+          trained.contains(field) ? trained[field].dump() : "missing", ", this job's is ", value.dump()));
     }
   }
   // Continuing a run reads the same data stream (checkpoints before the data identity had none).

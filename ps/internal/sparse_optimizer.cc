@@ -9,6 +9,12 @@ namespace ps_internal {
 namespace {
 constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
 constexpr uint64_t kSeedSalt = 0x5851f42d4c957f2dULL;
+
+// FTRL's (ftrl_beta + sqrt(n)) / learning_rate + ftrl_l2, given sqrt(n).
+float FtrlDenominator(const SlotConfig& config, float sqrt_n) {
+  return (config.ftrl_beta + sqrt_n) / config.learning_rate + config.ftrl_l2;
+}
+
 }  // namespace
 
 uint64_t InitSeedMix(uint64_t seed) { return Mix64(seed ^ kSeedSalt); }
@@ -37,6 +43,17 @@ void InitRow(const SlotConfig& config, uint64_t key, uint64_t seed_mix, float* r
       break;
     case OptimizerKind::kSgd:
       break;
+    case OptimizerKind::kFtrl: {
+      // z such that the closed form of ApplyUpdate gives back w: -(z - sign(z) l1) / q = w.
+      const float n0 = config.ftrl_initial_accumulator;
+      const float q0 = FtrlDenominator(config, std::sqrt(n0));
+      for (int j = 0; j < d; ++j) {
+        const float w = row[j];
+        row[d + j] = w == 0.0f ? 0.0f : -(w * q0 + std::copysign(config.ftrl_l1, w));
+        row[2 * d + j] = n0;
+      }
+      break;
+    }
   }
 }
 
@@ -74,6 +91,25 @@ void ApplyUpdate(const SlotConfig& config, const float* grad, uint32_t step, flo
         const float m_hat = m[j] / bc1;
         const float v_hat = v[j] / bc2;
         w[j] -= lr * m_hat / (std::sqrt(v_hat) + eps);
+      }
+      break;
+    }
+    case OptimizerKind::kFtrl: {
+      float* z = row + d;
+      float* n = row + 2 * d;
+      const float l1 = config.ftrl_l1;
+      for (int j = 0; j < d; ++j) {
+        const float g = grad[j];
+        const float g2 = g * g;
+        const float sqrt_n = std::sqrt(n[j]);
+        const float n_new = n[j] + g2;
+        const float sqrt_new = std::sqrt(n_new);
+        // sigma = (sqrt(n_new) - sqrt(n)) / lr, written without the cancellation (and 0, not
+        // 0 / 0, for a zero gradient on n = 0).
+        const float sigma = g2 == 0.0f ? 0.0f : g2 / (lr * (sqrt_new + sqrt_n));
+        z[j] += g - sigma * w[j];
+        n[j] = n_new;
+        w[j] = std::fabs(z[j]) <= l1 ? 0.0f : -(z[j] - std::copysign(l1, z[j])) / FtrlDenominator(config, sqrt_new);
       }
       break;
     }

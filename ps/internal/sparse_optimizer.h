@@ -3,6 +3,7 @@
 // A row of a slot with width d is `Stride(config)` floats laid out as
 //   [ w (d) | state (StateFloatsPerDim(optimizer) * d) ]
 // Adagrad state: accumulator a (d). Adam state: first moment m (d), then second moment v (d).
+// FTRL state: z (d), then the accumulator n (d).
 // Exact float formulas: ps/README.md.
 #ifndef CHOIR_PS_INTERNAL_SPARSE_OPTIMIZER_H_
 #define CHOIR_PS_INTERNAL_SPARSE_OPTIMIZER_H_

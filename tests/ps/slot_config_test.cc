@@ -1,5 +1,8 @@
 #include "ps/slot_config.h"
 
+#include <cmath>
+#include <limits>
+
 #include "gtest/gtest.h"
 #include "ps/sparse_table.h"
 
@@ -7,13 +10,17 @@ namespace choir {
 namespace {
 
 TEST(SlotConfigTest, OptimizerNamesRoundTrip) {
-  for (OptimizerKind kind : {OptimizerKind::kAdagrad, OptimizerKind::kAdam, OptimizerKind::kSgd}) {
+  for (OptimizerKind kind :
+       {OptimizerKind::kAdagrad, OptimizerKind::kAdam, OptimizerKind::kSgd, OptimizerKind::kFtrl}) {
     absl::StatusOr<OptimizerKind> parsed = ParseOptimizerKind(OptimizerKindName(kind));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, kind);
   }
   EXPECT_EQ(*ParseOptimizerKind("AdaGrad"), OptimizerKind::kAdagrad);
-  EXPECT_EQ(ParseOptimizerKind("ftrl").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*ParseOptimizerKind("FTRL"), OptimizerKind::kFtrl);
+  absl::Status unknown = ParseOptimizerKind("lamb").status();
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.message().find("adagrad, adam, sgd, ftrl"), absl::string_view::npos) << unknown;
 }
 
 TEST(SlotConfigTest, DefaultsAreValidAndDocumented) {
@@ -26,6 +33,13 @@ TEST(SlotConfigTest, DefaultsAreValidAndDocumented) {
   EXPECT_EQ(StateFloatsPerDim(OptimizerKind::kAdagrad), 1);
   EXPECT_EQ(StateFloatsPerDim(OptimizerKind::kAdam), 2);
   EXPECT_EQ(StateFloatsPerDim(OptimizerKind::kSgd), 0);
+  EXPECT_EQ(StateFloatsPerDim(OptimizerKind::kFtrl), 2);
+  c.optimizer = OptimizerKind::kFtrl;
+  EXPECT_TRUE(ValidateSlotConfig(c).ok());
+  EXPECT_FLOAT_EQ(c.ftrl_initial_accumulator, 0.1f);
+  EXPECT_EQ(c.ftrl_beta, 0.0f);
+  EXPECT_EQ(c.ftrl_l1, 0.0f);
+  EXPECT_EQ(c.ftrl_l2, 0.0f);
 }
 
 TEST(SlotConfigTest, OutOfRangeFieldsAreRejected) {
@@ -50,6 +64,36 @@ TEST(SlotConfigTest, OutOfRangeFieldsAreRejected) {
     c->optimizer = OptimizerKind::kAdam;
     c->adam_epsilon = 0;
   }));
+  // FTRL divides by the learning rate and by its denominator at the initial accumulator.
+  EXPECT_TRUE(rejected([](SlotConfig* c) {
+    c->optimizer = OptimizerKind::kFtrl;
+    c->learning_rate = 0;
+  }));
+  EXPECT_TRUE(rejected([](SlotConfig* c) {
+    c->optimizer = OptimizerKind::kFtrl;
+    c->ftrl_initial_accumulator = 0;
+  }));
+  EXPECT_TRUE(rejected([](SlotConfig* c) {
+    c->optimizer = OptimizerKind::kFtrl;
+    c->ftrl_l1 = -0.1f;
+  }));
+  EXPECT_TRUE(rejected([](SlotConfig* c) {
+    c->optimizer = OptimizerKind::kFtrl;
+    c->ftrl_l2 = std::numeric_limits<float>::infinity();
+  }));
+  EXPECT_TRUE(rejected([](SlotConfig* c) {
+    c->optimizer = OptimizerKind::kFtrl;
+    c->ftrl_beta = std::nanf("");
+  }));
+  // A zero accumulator is fine once beta or l2 keeps the denominator positive.
+  SlotConfig c;
+  c.optimizer = OptimizerKind::kFtrl;
+  c.ftrl_initial_accumulator = 0;
+  c.ftrl_beta = 1;
+  EXPECT_TRUE(ValidateSlotConfig(c).ok());
+  c.ftrl_beta = 0;
+  c.ftrl_l2 = 0.5f;
+  EXPECT_TRUE(ValidateSlotConfig(c).ok());
 }
 
 TEST(TableOptionsTest, InvalidOptionsAreRejected) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -205,6 +206,192 @@ TEST(SparseOptimizerTest, AdamStepCountIsPerRow) {
   EXPECT_NEAR(PullAll(table.get(), {b})[0] - before, -0.01f, 1e-6);
 }
 
+// FTRL-Proximal (ps/README.md), the documented float formulas replayed operation by operation.
+TEST(SparseOptimizerTest, FtrlMatchesHandComputation) {
+  SlotConfig config;
+  config.dim = 2;
+  config.optimizer = OptimizerKind::kFtrl;
+  config.learning_rate = 0.05f;
+  config.ftrl_initial_accumulator = 0.1f;
+  config.ftrl_beta = 0.5f;
+  config.ftrl_l1 = 0.3f;
+  config.ftrl_l2 = 0.2f;
+  const Pushed p = PushThreeTimes(config);
+  // The row starts at the slot's initial values (what any other optimizer's row starts at).
+  SlotConfig sgd = config;
+  sgd.optimizer = OptimizerKind::kSgd;
+  auto plain = MakeTable(OneSlot(9, sgd));
+  EXPECT_EQ(p.initial, PullAll(plain.get(), {FeatureKey(9, 12345)}));
+  const float lr = 0.05f, l1 = 0.3f;
+  auto denominator = [&](float sqrt_n) { return (0.5f + sqrt_n) / lr + 0.2f; };
+  for (int j = 0; j < 2; ++j) {
+    float w = p.initial[j], n = 0.1f;
+    float z = -(w * denominator(std::sqrt(n)) + std::copysign(l1, w));
+    for (const auto& grad : kGrads) {
+      const float g = grad[j], sqrt_n = std::sqrt(n), n_new = n + g * g, sqrt_new = std::sqrt(n_new);
+      z += g - (g * g / (lr * (sqrt_new + sqrt_n))) * w;
+      n = n_new;
+      w = std::fabs(z) <= l1 ? 0.0f : -(z - std::copysign(l1, z)) / denominator(sqrt_new);
+    }
+    EXPECT_EQ(p.final[j], w) << j;
+  }
+}
+
+// FTRL-Proximal's definition (McMahan et al., 2013, with per-element rates): after pushes
+// g_1..g_t an element is the minimiser of
+//   F_t(w) = z_0 w + sum_s [g_s w + sigma_s / 2 (w - w_{s-1})^2] + q_0 / 2 w^2 + l1 |w|
+// with q_0 = (beta + sqrt(n_0)) / lr + l2, sigma_s = (sqrt(n_s) - sqrt(n_{s-1})) / lr,
+// n_s = n_0 + sum g^2, and z_0 placing F_0's minimum at the initial value. The reference keeps
+// its own iterates w_s in double and minimises F_t by golden-section search (F_t is convex), so
+// it shares nothing with the table's incremental z/n recursion but the definition.
+TEST(SparseOptimizerTest, FtrlIsTheMinimiserOfItsObjective) {
+  SlotConfig config;
+  config.dim = 6;
+  config.optimizer = OptimizerKind::kFtrl;
+  config.learning_rate = 0.1f;
+  config.ftrl_initial_accumulator = 0.1f;
+  config.ftrl_beta = 0.3f;
+  config.ftrl_l1 = 0.4f;
+  config.ftrl_l2 = 0.2f;
+  config.init_scale = 0.5f;
+  auto table = MakeTable(OneSlot(3, config));
+  const uint64_t key = FeatureKey(3, 77);
+  const std::vector<float> initial = PullAll(table.get(), {key});
+  const double lr = config.learning_rate, l1 = config.ftrl_l1;
+  const double q0 = (config.ftrl_beta + std::sqrt(double{config.ftrl_initial_accumulator})) / lr + config.ftrl_l2;
+
+  struct History {
+    double z0 = 0;                // the linear term placing F_0's minimum at w_0
+    double sum_g = 0;
+    std::vector<double> sigma;    // sigma_s
+    std::vector<double> anchor;   // w_{s-1}
+    double n = 0;
+    double w = 0;                 // the latest minimiser
+  };
+  std::vector<History> ref(config.dim);
+  for (int j = 0; j < config.dim; ++j) {
+    ref[j].w = initial[j];
+    ref[j].n = config.ftrl_initial_accumulator;
+    ref[j].z0 = initial[j] == 0 ? 0 : -(initial[j] * q0 + std::copysign(l1, initial[j]));
+  }
+  auto objective = [&](const History& h, double w) {
+    double f = (h.z0 + h.sum_g) * w + 0.5 * q0 * w * w + l1 * std::fabs(w);
+    for (size_t s = 0; s < h.sigma.size(); ++s) f += 0.5 * h.sigma[s] * (w - h.anchor[s]) * (w - h.anchor[s]);
+    return f;
+  };
+  auto minimise = [&](const History& h) {
+    double a = -50, b = 50;
+    const double r = (std::sqrt(5.0) - 1) / 2;
+    double c = b - r * (b - a), d = a + r * (b - a), fc = objective(h, c), fd = objective(h, d);
+    for (int it = 0; it < 160; ++it) {
+      if (fc < fd) {
+        b = d, d = c, fd = fc, c = b - r * (b - a), fc = objective(h, c);
+      } else {
+        a = c, c = d, fc = fd, d = a + r * (b - a), fd = objective(h, d);
+      }
+    }
+    return (a + b) / 2;
+  };
+
+  std::mt19937 rng(20261129);
+  std::normal_distribution<float> normal(0.0f, 0.6f);
+  int zeros = 0, nonzeros = 0;
+  double worst = 0;
+  for (int t = 1; t <= 40; ++t) {
+    std::vector<float> g(config.dim);
+    for (float& x : g) x = normal(rng);
+    ASSERT_TRUE(table->Push({key}, g).ok());
+    const std::vector<float> got = PullAll(table.get(), {key});
+    for (int j = 0; j < config.dim; ++j) {
+      History& h = ref[j];
+      const double n_new = h.n + double{g[j]} * g[j];
+      h.sigma.push_back((std::sqrt(n_new) - std::sqrt(h.n)) / lr);
+      h.anchor.push_back(h.w);
+      h.n = n_new;
+      h.sum_g += g[j];
+      h.w = minimise(h);
+      worst = std::max(worst, std::fabs(got[j] - h.w));
+      ASSERT_NEAR(got[j], h.w, 2e-5 * (1 + std::fabs(h.w))) << "push " << t << " element " << j;
+      if (got[j] == 0.0f) {
+        ++zeros;
+        EXPECT_LT(std::fabs(h.w), 1e-9) << "push " << t << " element " << j;
+      } else {
+        ++nonzeros;
+      }
+    }
+  }
+  std::printf("FTRL vs the minimiser of its objective: worst difference %.3g; %d exact zeros, %d nonzeros\n",
+              worst, zeros, nonzeros);
+  EXPECT_GT(zeros, 0) << "l1 never held an element at 0: the test does not reach the L1 path";
+  EXPECT_GT(nonzeros, 0);
+}
+
+// Without L1, FTRL-Proximal's update is w -= g / q_new (q = (beta + sqrt(n)) / lr + l2), which
+// is Adagrad's with epsilon beta + lr * l2: two recursions over different state that agree in
+// exact arithmetic, so in float they agree to rounding over many pushes.
+TEST(SparseOptimizerTest, FtrlWithoutL1EqualsAdagrad) {
+  SlotConfig ftrl;
+  ftrl.dim = 8;
+  ftrl.optimizer = OptimizerKind::kFtrl;
+  ftrl.learning_rate = 0.05f;
+  ftrl.ftrl_initial_accumulator = 0.1f;
+  ftrl.ftrl_beta = 0.3f;
+  ftrl.ftrl_l2 = 0.2f;
+  SlotConfig adagrad = ftrl;
+  adagrad.optimizer = OptimizerKind::kAdagrad;
+  adagrad.adagrad_initial_accumulator = 0.1f;
+  adagrad.adagrad_epsilon = 0.3f + 0.05f * 0.2f;
+  auto a = MakeTable(OneSlot(2, ftrl));
+  auto b = MakeTable(OneSlot(2, adagrad));
+  const std::vector<uint64_t> keys = {FeatureKey(2, 1), FeatureKey(2, 2), FeatureKey(2, 3)};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  double worst = 0;
+  for (int t = 0; t < 300; ++t) {
+    std::vector<float> g(keys.size() * ftrl.dim);
+    for (float& x : g) x = normal(rng) * (t % 3 == 0 ? 0.01f : 1.0f);
+    ASSERT_TRUE(a->Push(keys, g).ok());
+    ASSERT_TRUE(b->Push(keys, g).ok());
+  }
+  const std::vector<float> wa = PullAll(a.get(), keys), wb = PullAll(b.get(), keys);
+  double scale = 0;
+  for (size_t i = 0; i < wa.size(); ++i) {
+    worst = std::max(worst, std::fabs(double{wa[i]} - wb[i]));
+    scale = std::max(scale, std::fabs(double{wb[i]}));
+  }
+  std::printf("FTRL (l1 = 0) vs Adagrad after 300 pushes: worst difference %.3g, largest weight %.3g\n", worst,
+              scale);
+  EXPECT_LT(worst, 1e-5 * scale);
+  EXPECT_GT(scale, 0.1);  // the rows moved
+}
+
+// L1 keeps an element at exactly 0 while the gradients summed since it was 0 stay within l1,
+// and lets it go once they leave.
+TEST(SparseOptimizerTest, FtrlL1HoldsElementsAtExactlyZero) {
+  SlotConfig config;
+  config.dim = 2;
+  config.optimizer = OptimizerKind::kFtrl;
+  config.learning_rate = 0.1f;
+  config.ftrl_l1 = 1.0f;
+  config.init_scale = 0;
+  auto table = MakeTable(OneSlot(5, config));
+  const uint64_t key = FeatureKey(5, 9);
+  for (int t = 0; t < 20; ++t) {
+    const float g[2] = {t % 2 == 0 ? 0.9f : -0.9f, 0.04f};  // sums stay in [0, 0.9] and [0, 0.8]
+    ASSERT_TRUE(table->Push({key}, g).ok());
+    const std::vector<float> w = PullAll(table.get(), {key});
+    EXPECT_EQ(w[0], 0.0f) << t;
+    EXPECT_EQ(w[1], 0.0f) << t;
+  }
+  for (int t = 0; t < 6; ++t) {
+    const float g[2] = {0.0f, 0.04f};  // element 1's sum passes 1.0 by the sixth push
+    ASSERT_TRUE(table->Push({key}, g).ok());
+  }
+  const std::vector<float> w = PullAll(table.get(), {key});
+  EXPECT_EQ(w[0], 0.0f);
+  EXPECT_LT(w[1], 0.0f);  // against the gradient
+}
+
 TEST(SparseTableTest, PushToUnseenKeyCreatesThenUpdates) {
   SlotConfig config;
   config.dim = 2;
@@ -360,7 +547,7 @@ TEST(SparseTableMemoryTest, BytesPerRowCloseToValuesPlusState) {
     OptimizerKind optimizer;
   };
   for (const Case& c : {Case{16, OptimizerKind::kAdagrad}, Case{8, OptimizerKind::kSgd},
-                        Case{32, OptimizerKind::kAdam}}) {
+                        Case{32, OptimizerKind::kAdam}, Case{16, OptimizerKind::kFtrl}}) {
     SlotConfig config;
     config.dim = c.dim;
     config.optimizer = c.optimizer;

@@ -1,14 +1,23 @@
 // Checkpoints of the local trainer (docs/checkpoints.md): exact resume, damaged and unfinished
 // checkpoints, retention, and the refusal in a cluster.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/files.h"
 #include "core/fs.h"
+#include "data/dataset.h"
 #include "gtest/gtest.h"
 #include "tests/worker/worker_test_util.h"
+#include "tools/eval/report.h"
+#include "worker/bundle.h"
+#include "worker/predictor.h"
 #include "worker/trainer.h"
 
 namespace choir::worker {
@@ -253,6 +262,92 @@ TEST_F(CheckpointTrainerTest, AModelWithoutGroupsCheckpointsWhateverTheGroupsSec
   absl::StatusOr<CheckpointEval> e =
       EvaluateCheckpoint(fs_, "/dnn_groups/checkpoint/step-000000000020", "", "/dnn_groups_eval/eval.json");
   EXPECT_TRUE(e.ok()) << e.status();
+}
+
+// The job's sparse_optimizer "ftrl" (with L1) end to end: it trains another model than Adagrad,
+// resumes exactly from a checkpoint, a checkpoint evaluates to the run's predictions and its
+// bundle (values only, no FTRL state) scores them too; L1 holds some elements at exactly 0.
+TEST_F(CheckpointTrainerTest, AnFtrlRunResumesEvaluatesAndExportsExactly) {
+  auto ftrl_job = [](const std::string& out) {
+    JobConfig job = Job(out);
+    job.mutable_trainer()->set_sparse_optimizer("ftrl");
+    job.mutable_trainer()->mutable_sparse_ftrl()->set_l1(2e-3);
+    job.mutable_trainer()->set_checkpoint_every_steps(7);
+    return job;
+  };
+  ASSERT_TRUE(TrainAndEvaluate(fs_, ftrl_job("/ftrl")).ok());
+  EXPECT_NE(Read(fs_, "/ftrl/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+  const std::string end = "/ftrl/checkpoint/step-000000000020";
+
+  // The rows hold values, z and n (3 x 8 floats); some values are exactly 0.
+  int64_t rows = 0, elements = 0, zeros = 0;
+  ASSERT_TRUE(checkpoint::ReadSparseRows(Read(fs_, JoinPath(end, "sparse-0-of-1.bin")), "ftrl rows",
+                                         [&](uint64_t, absl::Span<const float> row, uint32_t) {
+                                           EXPECT_EQ(row.size(), 24u);
+                                           ++rows;
+                                           for (int j = 0; j < 8; ++j) {
+                                             ++elements;
+                                             zeros += row[j] == 0.0f ? 1 : 0;
+                                           }
+                                           return absl::OkStatus();
+                                         })
+                  .ok());
+  std::printf("ftrl l1 2e-3: %lld rows, %lld of %lld elements exactly 0\n", static_cast<long long>(rows),
+              static_cast<long long>(zeros), static_cast<long long>(elements));
+  EXPECT_GT(zeros, elements / 100);
+  EXPECT_LT(zeros, elements);
+
+  JobConfig resumed = ftrl_job("/ftrl_resumed");
+  resumed.mutable_trainer()->set_resume("/ftrl/checkpoint/step-000000000007");
+  ASSERT_TRUE(TrainAndEvaluate(fs_, resumed).ok());
+  EXPECT_EQ(Read(fs_, "/ftrl_resumed/preds.tsv"), Read(fs_, "/ftrl/preds.tsv"));
+  EXPECT_EQ(Read(fs_, "/ftrl_resumed/checkpoint/step-000000000020/sparse-0-of-1.bin"),
+            Read(fs_, JoinPath(end, "sparse-0-of-1.bin")));
+
+  absl::StatusOr<CheckpointEval> e = EvaluateCheckpoint(fs_, end, "", "/ftrl_eval/eval.json");
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_EQ(Read(fs_, "/ftrl_eval/preds.tsv"), Read(fs_, "/ftrl/preds.tsv"));
+
+  absl::StatusOr<ExportSummary> bundle = ExportBundle(fs_, end, "/ftrl_bundle", ExportOptions());
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_EQ(bundle->sparse_rows, rows);
+  absl::StatusOr<std::unique_ptr<Predictor>> predictor = Predictor::Load(fs_, "/ftrl_bundle");
+  ASSERT_TRUE(predictor.ok()) << predictor.status();
+  absl::StatusOr<data::DatasetManifest> manifest = data::ReadManifest(fs_, "/ds");
+  ASSERT_TRUE(manifest.ok());
+  absl::StatusOr<data::SplitInfo> test = data::FindSplit(*manifest, "test");
+  ASSERT_TRUE(test.ok());
+  absl::StatusOr<std::vector<eval::Prediction>> got = (*predictor)->PredictFiles(fs_, data::SplitPaths("/ds", *test));
+  absl::StatusOr<std::vector<eval::Prediction>> want = eval::ReadPredictionsTsv(fs_, "/ftrl/preds.tsv");
+  ASSERT_TRUE(got.ok() && want.ok()) << got.status() << " " << want.status();
+  ASSERT_EQ(got->size(), want->size());
+  double worst = 0;
+  for (size_t i = 0; i < got->size(); ++i) worst = std::max(worst, std::fabs((*got)[i].score - (*want)[i].score));
+  EXPECT_LE(worst, 1e-6);
+}
+
+// A checkpoint continues only under the sparse optimizer that wrote its rows; one from before
+// the choice (no sparse_optimizer in its run identity) was Adagrad's.
+TEST_F(CheckpointTrainerTest, ACheckpointIsRefusedUnderAnotherSparseOptimizer) {
+  JobConfig job = Job("/switch");
+  job.mutable_trainer()->set_sparse_optimizer("ftrl");
+  job.mutable_trainer()->set_resume(kStep7);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "its sparse_optimizer is \"adagrad\", this job's is \"ftrl\""))
+      << r.status();
+
+  const std::string old = "/old/checkpoint/step-000000000007";
+  CopyCheckpoint(kStep7, old);
+  testing::EditManifestMeta(fs_, old, [](nlohmann::json& meta) { meta["run"].erase("sparse_optimizer"); });
+  job.mutable_trainer()->set_resume(old);
+  r = TrainAndEvaluate(fs_, job);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "its sparse_optimizer is \"adagrad\"")) << r.status();
+  JobConfig adagrad = Job("/old");
+  adagrad.mutable_trainer()->set_resume(old);
+  ASSERT_TRUE(TrainAndEvaluate(fs_, adagrad).ok());
+  EXPECT_EQ(Read(fs_, "/old/preds.tsv"), Read(fs_, "/full/preds.tsv"));
 }
 
 TEST_F(CheckpointTrainerTest, OnlyTheNewestCheckpointsAreKept) {

@@ -264,6 +264,20 @@ TEST_F(TrainerTest, BadConfigsAreInvalidArgumentNamingTheField) {
       {"hidden 0", "model.hidden", [](JobConfig* j) { j->mutable_model()->add_hidden(0); }},
       {"dense accumulator -1", "trainer.dense_initial_accumulator",
        [](JobConfig* j) { j->mutable_trainer()->set_dense_initial_accumulator(-1); }},
+      {"sparse_optimizer lamb", "trainer.sparse_optimizer",
+       [](JobConfig* j) { j->mutable_trainer()->set_sparse_optimizer("lamb"); }},
+      {"sparse_ftrl.l1 -1", "trainer.sparse_ftrl.l1",
+       [](JobConfig* j) {
+         j->mutable_trainer()->set_sparse_optimizer("ftrl");
+         j->mutable_trainer()->mutable_sparse_ftrl()->set_l1(-1);
+       }},
+      {"sparse_ftrl under adagrad", "trainer.sparse_ftrl is set but trainer.sparse_optimizer is \"adagrad\"",
+       [](JobConfig* j) { j->mutable_trainer()->mutable_sparse_ftrl()->set_l1(0.1); }},
+      {"ftrl with a zero denominator", "ftrl_beta + sqrt(ftrl_initial_accumulator)",
+       [](JobConfig* j) {
+         j->mutable_trainer()->set_sparse_optimizer("ftrl");
+         j->mutable_trainer()->set_sparse_initial_accumulator(0);
+       }},
       {"model.type foo", "model.type", [](JobConfig* j) { j->mutable_model()->set_type("foo"); }},
       {"activation bar", "model.activation", [](JobConfig* j) { j->mutable_model()->set_activation("bar"); }},
       {"unknown excluded field", "model.exclude_fields",

@@ -1,7 +1,9 @@
 #include "worker/internal/model_setup.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -263,15 +265,38 @@ absl::Status BuildModel(const JobConfig& job, const data::Schema& schema,
   table = TableOptions();
   table.seed = tc.seed();
   const int total_slots = shape.num_slots + shape.group_levels + shape.group_attribute_slots;
-  for (int s = 0; s < total_slots; ++s) {
-    SlotConfig slot;
-    slot.dim = shape.embedding_dim;
-    slot.optimizer = OptimizerKind::kAdagrad;
-    slot.learning_rate = tc.sparse_learning_rate();
-    slot.adagrad_initial_accumulator = tc.sparse_initial_accumulator();
-    table.slots[s] = slot;
-  }
+  ASSIGN_OR_RETURN(SlotConfig slot, EmbeddingSlotConfig(tc));
+  slot.dim = shape.embedding_dim;
+  for (int s = 0; s < total_slots; ++s) table.slots[s] = slot;
   return absl::OkStatus();
+}
+
+absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc) {
+  SlotConfig slot;
+  absl::StatusOr<OptimizerKind> kind = ParseOptimizerKind(tc.sparse_optimizer());
+  if (!kind.ok()) return absl::InvalidArgumentError(absl::StrCat("trainer.sparse_optimizer: ", kind.status().message()));
+  slot.optimizer = *kind;
+  slot.learning_rate = static_cast<float>(tc.sparse_learning_rate());
+  slot.adagrad_initial_accumulator = static_cast<float>(tc.sparse_initial_accumulator());
+  slot.ftrl_initial_accumulator = static_cast<float>(tc.sparse_initial_accumulator());
+  if (tc.has_sparse_ftrl() && slot.optimizer != OptimizerKind::kFtrl) {
+    return absl::InvalidArgumentError(absl::StrCat("trainer.sparse_ftrl is set but trainer.sparse_optimizer is \"",
+                                                   tc.sparse_optimizer(), "\": it would be ignored"));
+  }
+  const SparseFtrlConfig& ftrl = tc.sparse_ftrl();
+  const std::pair<const char*, double> fields[] = {{"beta", ftrl.beta()}, {"l1", ftrl.l1()}, {"l2", ftrl.l2()}};
+  for (const auto& [field, value] : fields) {
+    if (!std::isfinite(value) || value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("trainer.sparse_ftrl.", field, " must be finite and >= 0"));
+    }
+  }
+  slot.ftrl_beta = static_cast<float>(ftrl.beta());
+  slot.ftrl_l1 = static_cast<float>(ftrl.l1());
+  slot.ftrl_l2 = static_cast<float>(ftrl.l2());
+  if (absl::Status valid = ValidateSlotConfig(slot); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the trainer's sparse_* fields: ", valid.message()));
+  }
+  return slot;
 }
 
 namespace {
@@ -329,6 +354,7 @@ absl::Status ValidateConfig(const JobConfig& job) {
   if (!(tc.dense_initial_accumulator() >= 0) || !std::isfinite(tc.dense_initial_accumulator())) {
     return bad("trainer.dense_initial_accumulator", "finite and >= 0");
   }
+  RETURN_IF_ERROR(EmbeddingSlotConfig(tc).status());
   if (m.embedding_dim() < 1) return bad("model.embedding_dim", ">= 1");
   if (m.max_seq_len() < 1) return bad("model.max_seq_len", ">= 1");
   for (int h : m.hidden()) {
