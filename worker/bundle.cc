@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <vector>
 
 
 #include "absl/strings/match.h"
@@ -15,6 +16,7 @@
 #include "models/layers.h"
 #include "nlohmann/json.hpp"
 #include "ps/feature_key.h"
+#include "ps/sparse_table.h"
 #include "worker/embedding_store.h"
 #include "worker/internal/model_setup.h"
 
@@ -104,8 +106,12 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
   // Checks every count and size against the model before anything is written.
   RETURN_IF_ERROR(internal::SetModelWeights(weights, JoinPath(checkpoint_dir, "dense.bin"), setup.model.get()));
 
-  // Sparse: the values of every stored row (optimizer state and push counts stay behind).
+  // Sparse: the values of every stored row (optimizer state and push counts stay behind), except
+  // rows still equal to their initial values, which the Predictor recreates for a key it does not
+  // hold (rows an evaluation created for unseen ids, or FTRL rows L1 keeps at 0 from a 0 start).
   checkpoint::BundleRowsWriter rows(options.fp16);
+  int64_t at_initial = 0;
+  std::vector<float> initial;
   for (const std::string& name : SparseRowsFiles(reader)) {
     RETURN_IF_ERROR(ForEachCheckpointRow(reader, name, [&](uint64_t key, absl::Span<const float> row, uint32_t) {
       auto slot = setup.table.slots.find(SlotOf(key));
@@ -113,7 +119,14 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
         return absl::FailedPreconditionError(absl::StrCat("key ", key, " of slot ", SlotOf(key),
                                                           " does not fit the job's sparse table"));
       }
-      return rows.Add(key, row.subspan(0, slot->second.dim));
+      const absl::Span<const float> values = row.subspan(0, slot->second.dim);
+      initial.resize(values.size());
+      RETURN_IF_ERROR(InitialValues(setup.table, key, absl::MakeSpan(initial)));
+      if (std::equal(values.begin(), values.end(), initial.begin())) {
+        ++at_initial;
+        return absl::OkStatus();
+      }
+      return rows.Add(key, values);
     }));
   }
 
@@ -202,6 +215,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
       {"data_dir", job.data().dir()},
       {"sparse_dtype", options.fp16 ? "f16" : "f32"},
       {"sparse_rows", rows.rows()},
+      {"sparse_rows_at_initial_values", at_initial},
       {"embedding_dim", job.model().embedding_dim()},
       {"known_users", known.size()},
       {"groups", has_groups},
@@ -211,6 +225,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
 
   summary.step = reader.step();
   summary.sparse_rows = static_cast<int64_t>(rows.rows());
+  summary.rows_at_initial_values = at_initial;
   summary.known_users = static_cast<int64_t>(known.size());
   summary.sparse_bytes = sparse.size();
   ASSIGN_OR_RETURN(checkpoint::Reader written, checkpoint::Reader::Open(fs, out, kBundleFormat));
@@ -223,7 +238,8 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
     summary.checkpoint_bytes += size;
   }
   LOG(INFO) << "bundle of " << checkpoint_dir << " (step " << summary.step << ") written to " << out << ": "
-            << summary.sparse_rows << " rows, " << summary.bundle_bytes / 1e6 << " MB (checkpoint "
+            << summary.sparse_rows << " rows (" << at_initial << " left out at their initial values), "
+            << summary.bundle_bytes / 1e6 << " MB (checkpoint "
             << summary.checkpoint_bytes / 1e6 << " MB)";
   return summary;
 }

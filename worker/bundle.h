@@ -39,6 +39,9 @@ struct ExportOptions {
 struct ExportSummary {
   int64_t step = 0;
   int64_t sparse_rows = 0;
+  // Checkpoint rows left out because they equal their initial values (InitialValues in
+  // ps/sparse_table.h), which is what the Predictor reads for a key the bundle does not hold.
+  int64_t rows_at_initial_values = 0;
   int64_t known_users = 0;        // of the activity index
   uint64_t bundle_bytes = 0;      // every data file
   uint64_t sparse_bytes = 0;      // sparse.bin

@@ -10,7 +10,8 @@ namespace {
 constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
 constexpr uint64_t kSeedSalt = 0x5851f42d4c957f2dULL;
 
-// FTRL's (ftrl_beta + sqrt(n)) / learning_rate + ftrl_l2, given sqrt(n).
+// FTRL's (ftrl_beta + sqrt(n)) / learning_rate + ftrl_l2, given sqrt(n) (ApplyUpdate has the
+// same expression on locals).
 float FtrlDenominator(const SlotConfig& config, float sqrt_n) {
   return (config.ftrl_beta + sqrt_n) / config.learning_rate + config.ftrl_l2;
 }
@@ -97,7 +98,9 @@ void ApplyUpdate(const SlotConfig& config, const float* grad, uint32_t step, flo
     case OptimizerKind::kFtrl: {
       float* z = row + d;
       float* n = row + 2 * d;
-      const float l1 = config.ftrl_l1;
+      // Locals, not config's fields: the row's stores could alias those, which would keep
+      // the loop scalar.
+      const float l1 = config.ftrl_l1, beta = config.ftrl_beta, l2 = config.ftrl_l2;
       for (int j = 0; j < d; ++j) {
         const float g = grad[j];
         const float g2 = g * g;
@@ -105,11 +108,15 @@ void ApplyUpdate(const SlotConfig& config, const float* grad, uint32_t step, flo
         const float n_new = n[j] + g2;
         const float sqrt_new = std::sqrt(n_new);
         // sigma = (sqrt(n_new) - sqrt(n)) / lr, written without the cancellation (and 0, not
-        // 0 / 0, for a zero gradient on n = 0).
-        const float sigma = g2 == 0.0f ? 0.0f : g2 / (lr * (sqrt_new + sqrt_n));
-        z[j] += g - sigma * w[j];
+        // 0 / 0, for a zero gradient on n = 0). Both sides of each select are computed, so
+        // that the loop vectorises: the quotient not taken may be NaN.
+        const float quotient = g2 / (lr * (sqrt_new + sqrt_n));
+        const float sigma = g2 == 0.0f ? 0.0f : quotient;
+        const float zj = z[j] + (g - sigma * w[j]);
+        const float closed_form = -(zj - std::copysign(l1, zj)) / ((beta + sqrt_new) / lr + l2);
+        z[j] = zj;
         n[j] = n_new;
-        w[j] = std::fabs(z[j]) <= l1 ? 0.0f : -(z[j] - std::copysign(l1, z[j])) / FtrlDenominator(config, sqrt_new);
+        w[j] = std::fabs(zj) <= l1 ? 0.0f : closed_form;
       }
       break;
     }

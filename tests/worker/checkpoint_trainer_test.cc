@@ -264,14 +264,16 @@ TEST_F(CheckpointTrainerTest, AModelWithoutGroupsCheckpointsWhateverTheGroupsSec
   EXPECT_TRUE(e.ok()) << e.status();
 }
 
-// The job's sparse_optimizer "ftrl" (with L1) end to end: it trains another model than Adagrad,
-// resumes exactly from a checkpoint, a checkpoint evaluates to the run's predictions and its
-// bundle (values only, no FTRL state) scores them too; L1 holds some elements at exactly 0.
+// The job's sparse_optimizer "ftrl" with L1 and rows starting at 0, end to end: it trains
+// another model than Adagrad, resumes exactly from a checkpoint, a checkpoint evaluates to the
+// run's predictions and its bundle (values only, no FTRL state, and without the rows L1 kept at
+// their initial 0) scores them too.
 TEST_F(CheckpointTrainerTest, AnFtrlRunResumesEvaluatesAndExportsExactly) {
   auto ftrl_job = [](const std::string& out) {
     JobConfig job = Job(out);
     job.mutable_trainer()->set_sparse_optimizer("ftrl");
     job.mutable_trainer()->mutable_sparse_ftrl()->set_l1(2e-3);
+    job.mutable_trainer()->set_sparse_init_scale(0);
     job.mutable_trainer()->set_checkpoint_every_steps(7);
     return job;
   };
@@ -279,22 +281,25 @@ TEST_F(CheckpointTrainerTest, AnFtrlRunResumesEvaluatesAndExportsExactly) {
   EXPECT_NE(Read(fs_, "/ftrl/preds.tsv"), Read(fs_, "/full/preds.tsv"));
   const std::string end = "/ftrl/checkpoint/step-000000000020";
 
-  // The rows hold values, z and n (3 x 8 floats); some values are exactly 0.
-  int64_t rows = 0, elements = 0, zeros = 0;
+  // The rows hold values, z and n (3 x 8 floats); L1 keeps some elements and some whole rows
+  // at exactly 0.
+  int64_t rows = 0, zero_rows = 0, elements = 0, zeros = 0;
   ASSERT_TRUE(checkpoint::ReadSparseRows(Read(fs_, JoinPath(end, "sparse-0-of-1.bin")), "ftrl rows",
                                          [&](uint64_t, absl::Span<const float> row, uint32_t) {
                                            EXPECT_EQ(row.size(), 24u);
                                            ++rows;
-                                           for (int j = 0; j < 8; ++j) {
-                                             ++elements;
-                                             zeros += row[j] == 0.0f ? 1 : 0;
-                                           }
+                                           int row_zeros = 0;
+                                           for (int j = 0; j < 8; ++j) row_zeros += row[j] == 0.0f ? 1 : 0;
+                                           elements += 8;
+                                           zeros += row_zeros;
+                                           zero_rows += row_zeros == 8 ? 1 : 0;
                                            return absl::OkStatus();
                                          })
                   .ok());
-  std::printf("ftrl l1 2e-3: %lld rows, %lld of %lld elements exactly 0\n", static_cast<long long>(rows),
-              static_cast<long long>(zeros), static_cast<long long>(elements));
-  EXPECT_GT(zeros, elements / 100);
+  std::printf("ftrl l1 2e-3 from 0: %lld rows (%lld all 0), %lld of %lld elements exactly 0\n",
+              static_cast<long long>(rows), static_cast<long long>(zero_rows), static_cast<long long>(zeros),
+              static_cast<long long>(elements));
+  EXPECT_GT(zero_rows, 0);
   EXPECT_LT(zeros, elements);
 
   JobConfig resumed = ftrl_job("/ftrl_resumed");
@@ -310,7 +315,8 @@ TEST_F(CheckpointTrainerTest, AnFtrlRunResumesEvaluatesAndExportsExactly) {
 
   absl::StatusOr<ExportSummary> bundle = ExportBundle(fs_, end, "/ftrl_bundle", ExportOptions());
   ASSERT_TRUE(bundle.ok()) << bundle.status();
-  EXPECT_EQ(bundle->sparse_rows, rows);
+  EXPECT_EQ(bundle->rows_at_initial_values, zero_rows);
+  EXPECT_EQ(bundle->sparse_rows, rows - zero_rows);
   absl::StatusOr<std::unique_ptr<Predictor>> predictor = Predictor::Load(fs_, "/ftrl_bundle");
   ASSERT_TRUE(predictor.ok()) << predictor.status();
   absl::StatusOr<data::DatasetManifest> manifest = data::ReadManifest(fs_, "/ds");

@@ -271,6 +271,8 @@ TEST_F(TrainerTest, BadConfigsAreInvalidArgumentNamingTheField) {
          j->mutable_trainer()->set_sparse_optimizer("ftrl");
          j->mutable_trainer()->mutable_sparse_ftrl()->set_l1(-1);
        }},
+      {"sparse_init_scale -0.1", "trainer.sparse_init_scale",
+       [](JobConfig* j) { j->mutable_trainer()->set_sparse_init_scale(-0.1); }},
       {"sparse_ftrl under adagrad", "trainer.sparse_ftrl is set but trainer.sparse_optimizer is \"adagrad\"",
        [](JobConfig* j) { j->mutable_trainer()->mutable_sparse_ftrl()->set_l1(0.1); }},
       {"ftrl with a zero denominator", "ftrl_beta + sqrt(ftrl_initial_accumulator)",

@@ -6,6 +6,7 @@
 //
 //   choir_bench_ps [--dim 16] [--keys 16384] [--workers 1] [--requests 200] [--rows 1000000]
 //                  [--ops pull,push] [--max_keys_per_request 2048] [--repeat 1]
+//                  [--optimizer adagrad|ftrl|adam|sgd]
 //
 // The server's table is warmed with --rows keys first (so pulls read existing rows, not lazy
 // initialisation); each request then pulls (or pushes) --keys keys drawn from them. Prints one
@@ -15,7 +16,7 @@
 //
 // --mode memory: the real heap bytes per row of a SparseTable (16 shards) holding --rows rows,
 // for dim 8, 16, 64 with Adagrad and SGD (and dim 16 Adagrad with TTL eviction on, which adds
-// a recency list per row): glibc's mallinfo2() uordblks + hblkhd (arena chunks and mmapped
+// a recency list per row, and dim 16 FTRL): glibc's mallinfo2() uordblks + hblkhd (arena chunks and mmapped
 // blocks) after creating the rows minus before, divided by the rows, against the theoretical
 // size of a row (its dim values, the optimizer state and the 8-byte key), and the table's own
 // MemoryBytes() estimate.
@@ -53,6 +54,7 @@ DEFINE_int32(max_keys_per_request, choir::RemoteEmbeddingStoreOptions().max_keys
              "the worker store's split of a large pull");
 DEFINE_int32(repeat, 1, "timed runs per operation; the median is reported, every run listed");
 DEFINE_string(ops, "pull,push", "throughput mode: the operations to time, in order");
+DEFINE_string(optimizer, "adagrad", "throughput mode: the table's sparse optimizer (adagrad, ftrl, adam, sgd)");
 
 namespace {
 
@@ -78,7 +80,7 @@ void RunMemory() {
   const Case cases[] = {{8, OptimizerKind::kAdagrad, false},  {8, OptimizerKind::kSgd, false},
                         {16, OptimizerKind::kAdagrad, false}, {16, OptimizerKind::kSgd, false},
                         {64, OptimizerKind::kAdagrad, false}, {64, OptimizerKind::kSgd, false},
-                        {16, OptimizerKind::kAdagrad, true}};
+                        {16, OptimizerKind::kAdagrad, true}, {16, OptimizerKind::kFtrl, false}};
   constexpr int64_t kChunk = 65536;
   for (const Case& c : cases) {
     choir::TableOptions options;
@@ -139,7 +141,9 @@ int main(int argc, char** argv) {
   choir::TableOptions table;
   choir::SlotConfig slot;
   slot.dim = FLAGS_dim;
-  slot.optimizer = choir::OptimizerKind::kAdagrad;
+  absl::StatusOr<choir::OptimizerKind> optimizer = choir::ParseOptimizerKind(FLAGS_optimizer);
+  if (!optimizer.ok()) Die(optimizer.status());
+  slot.optimizer = *optimizer;
   table.slots[0] = slot;
 
   EndpointOptions server_endpoint;
@@ -240,6 +244,7 @@ int main(int argc, char** argv) {
     j["servers"] = 1;
     j["workers"] = FLAGS_workers;
     j["dim"] = FLAGS_dim;
+    j["optimizer"] = choir::OptimizerKindName(slot.optimizer);
     j["keys_per_request"] = FLAGS_keys;
     j["max_keys_per_request"] = FLAGS_max_keys_per_request;
     j["rows"] = FLAGS_rows;

@@ -10,7 +10,7 @@
 #   threads (BENCH_TEXTS to change); groups: RQ-KMeans 3 x 256 on 10^6 x 384 (BENCH_RQ_N);
 # ps: parameter-server pull/push keys/s over ZeroMQ loopback, 1 server, 1-2 workers, dims 8/16/64,
 #   4k/16k/64k keys per request from a 10^6-row table (and dim 16 from a 65,536-row one), the
-#   median of 3 runs each; checkpoint: write (synced) and restore MB/s of 10^6 rows, dims 16/64;
+#   median of 3 runs each, all Adagrad, then the push of FTRL, Adam and SGD (dim 16, 16k keys); checkpoint: write (synced) and restore MB/s of 10^6 rows, dims 16/64;
 # predictor: Predict latency p50/p99 and samples/s at batch 1, 256 and 4096 from a bundle of din
 #   trained on 20,000 users (BENCH_BUNDLE=DIR BENCH_BUNDLE_DATA=DATASET: that bundle instead, e.g.
 #   the quickstart's choirrec).
@@ -94,6 +94,11 @@ for name in "${NAMES[@]}"; do
       for keys in 4096 65536; do
         "$BIN/choir_bench_ps" --workers 1 --dim 16 --keys "$keys" --requests $(( 1638400 / keys )) \
           --rows 65536 --repeat 3 2>/dev/null
+      done
+      # The push of each sparse optimizer (the lines above are Adagrad's), dim 16, 16k keys.
+      for optimizer in ftrl adam sgd; do
+        "$BIN/choir_bench_ps" --workers 1 --dim 16 --keys 16384 --requests 100 --rows 1000000 --repeat 3 \
+          --ops push --optimizer "$optimizer" 2>/dev/null
       done
       ;;
     checkpoint)

@@ -117,10 +117,11 @@ absl::Status RunExport(const Args& args) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(worker::ExportSummary s, worker::ExportBundle(fs, dir, FLAGS_out, options));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s (step %ld) -> %s in %.1f s: %ld sparse rows (%s, %.1f MB), %ld users' activity, %.1f MB in all "
-              "(checkpoint %.1f MB)%s\n",
+  std::printf("%s (step %ld) -> %s in %.1f s: %ld sparse rows (%s, %.1f MB; %ld more at their initial values "
+              "left out), %ld users' activity, %.1f MB in all (checkpoint %.1f MB)%s\n",
               dir.c_str(), static_cast<long>(s.step), FLAGS_out.c_str(), seconds, static_cast<long>(s.sparse_rows),
-              FLAGS_fp16 ? "fp16" : "fp32", s.sparse_bytes / 1e6, static_cast<long>(s.known_users),
+              FLAGS_fp16 ? "fp16" : "fp32", s.sparse_bytes / 1e6, static_cast<long>(s.rows_at_initial_values),
+              static_cast<long>(s.known_users),
               s.bundle_bytes / 1e6, s.checkpoint_bytes / 1e6,
               s.codebooks ? "; codebooks included" : "");
   return absl::OkStatus();

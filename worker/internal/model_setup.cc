@@ -277,6 +277,10 @@ absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc) {
   if (!kind.ok()) return absl::InvalidArgumentError(absl::StrCat("trainer.sparse_optimizer: ", kind.status().message()));
   slot.optimizer = *kind;
   slot.learning_rate = static_cast<float>(tc.sparse_learning_rate());
+  if (!std::isfinite(tc.sparse_init_scale()) || tc.sparse_init_scale() < 0) {
+    return absl::InvalidArgumentError("trainer.sparse_init_scale must be finite and >= 0");
+  }
+  slot.init_scale = static_cast<float>(tc.sparse_init_scale());
   slot.adagrad_initial_accumulator = static_cast<float>(tc.sparse_initial_accumulator());
   slot.ftrl_initial_accumulator = static_cast<float>(tc.sparse_initial_accumulator());
   if (tc.has_sparse_ftrl() && slot.optimizer != OptimizerKind::kFtrl) {

@@ -268,7 +268,8 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const 
                                                           const AssignedUsers* assigned = nullptr);
 
 // The settings every embedding slot of the job gets from its trainer fields (sparse_optimizer,
-// sparse_learning_rate, sparse_initial_accumulator, sparse_ftrl), all but the width:
+// sparse_learning_rate, sparse_initial_accumulator, sparse_init_scale, sparse_ftrl), all but the
+// width:
 // INVALID_ARGUMENT naming the field for a bad value.
 absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc);
 
