@@ -191,6 +191,18 @@ expect 0 "export" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/
 contains "export" "sparse rows (fp32"
 expect 0 "predict" -- "$CHOIR" predict --bundle "$T/bundle" --in "$T/a" --out "$T/p.tsv"
 cmp -s "$T/p.tsv" "$T/run/preds.tsv" && pass || fail "predict differs from the training run's preds.tsv"
+# FTRL rows from 0 with L1 (nested --set fields): the export leaves out the rows L1 kept at 0,
+# and the bundle still predicts what training wrote.
+expect 0 "train dnn ftrl" -- "$CHOIR" train --data "$T/a" --out "$T/ftrl" --model dnn --set 'model.embedding_dim=8;trainer.batch_size=128;trainer.max_steps=5;trainer.sparse_optimizer=ftrl;trainer.sparse_init_scale=0;trainer.sparse_ftrl.l1=1e-3' --quiet
+expect 0 "export ftrl" -- "$CHOIR" export --checkpoint "$T/ftrl/checkpoint" --out "$T/ftrlbundle"
+left_out="$(grep -oE '[0-9]+ more at their initial values left out' "$T/out" | grep -oE '^[0-9]+')"
+[[ -n "$left_out" && "$left_out" -gt 0 ]] && pass || fail "the ftrl export left out '$left_out' rows"
+expect 0 "predict ftrl" -- "$CHOIR" predict --bundle "$T/ftrlbundle" --in "$T/a" --out "$T/pf.tsv"
+cmp -s "$T/pf.tsv" "$T/ftrl/preds.tsv" && pass || fail "predict from the ftrl bundle differs from its run's preds.tsv"
+expect 1 "resume under another sparse optimizer" -- "$CHOIR" train --data "$T/a" --out "$T/ftrl" --model dnn --set 'model.embedding_dim=8;trainer.batch_size=128;trainer.max_steps=5' --resume latest --quiet
+contains "resume under another sparse optimizer" 'its sparse_optimizer is "ftrl", this job'"'"'s is "adagrad"'
+expect 1 "unknown sparse optimizer" -- "$CHOIR" train --data "$T/a" --out "$T/bad" --model dnn --set 'trainer.sparse_optimizer=lamb' --quiet
+contains "unknown sparse optimizer" "trainer.sparse_optimizer: unknown sparse optimizer 'lamb' (adagrad, adam, sgd, ftrl)"
 expect 1 "export over a bundle" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/bundle"
 contains "export over a bundle" "already holds a bundle (--force replaces it)"
 expect 0 "export --force --fp16" -- "$CHOIR" export --checkpoint "$T/run/checkpoint" --out "$T/bundle" --force --fp16
