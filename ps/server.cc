@@ -165,7 +165,11 @@ absl::StatusOr<std::unique_ptr<ParamServer>> ParamServer::Start(
   auto rpc = std::make_unique<transport::RpcServer>(std::move(endpoint), options.rpc);
   ParamServer* self = server.get();
   absl::Status status = rpc->Register(
-      kPsPullMethod, [self](RpcRequest& request) { return self->HandlePull(request); });
+      kPsPullMethod, [self](RpcRequest& request) { return self->HandlePull(request, /*read_only=*/false); });
+  if (status.ok()) {
+    status = rpc->Register(kPsLookupMethod,
+                           [self](RpcRequest& request) { return self->HandlePull(request, /*read_only=*/true); });
+  }
   if (status.ok()) {
     status = rpc->Register(kPsPushMethod,
                            [self](RpcRequest& request) { return self->HandlePush(request); });
@@ -239,17 +243,19 @@ absl::StatusOr<std::vector<uint64_t>> ParamServer::ReadKeys(const RpcRequest& re
   return keys;
 }
 
-absl::StatusOr<std::vector<Frame>> ParamServer::HandlePull(RpcRequest& request) {
+absl::StatusOr<std::vector<Frame>> ParamServer::HandlePull(RpcRequest& request, bool read_only) {
+  const char* method = read_only ? kPsLookupMethod : kPsPullMethod;
   if (request.frames.size() != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("pull: expected 1 frame (keys), got ", request.frames.size()));
+        absl::StrCat(method, ": expected 1 frame (keys), got ", request.frames.size()));
   }
   size_t total_dim = 0;
   absl::StatusOr<std::vector<uint64_t>> keys = ReadKeys(request, &total_dim);
   if (!keys.ok()) return keys.status();
   // Not zero-filled: Pull writes every float.
   std::shared_ptr<float[]> rows(new float[total_dim]);
-  absl::Status status = table_->Pull(*keys, absl::MakeSpan(rows.get(), total_dim));
+  const absl::Span<float> out(rows.get(), total_dim);
+  absl::Status status = read_only ? table_->Lookup(*keys, out) : table_->Pull(*keys, out);
   if (!status.ok()) return status;
   const float* data = rows.get();
   std::vector<Frame> response;

@@ -6,6 +6,8 @@
 //
 //   pull  request:  frame 0 uint64 keys
 //         response: frame 0 float32 rows, the concatenation of each key's Dim(key) floats
+//   lookup          as pull, through SparseTable::Lookup: reads without creating, touching or
+//                   evicting rows (evaluation's reads)
 //   push  request:  frame 0 uint64 keys, frame 1 float32 gradients laid out as pull's rows,
 //                   synchronous mode only: frame 2 int64 {worker index, step}
 //         response: no frames; the slots' optimizers have been applied
@@ -75,6 +77,7 @@ namespace choir {
 
 // The methods a parameter server serves.
 inline constexpr char kPsPullMethod[] = "pull";
+inline constexpr char kPsLookupMethod[] = "lookup";
 inline constexpr char kPsPushMethod[] = "push";
 inline constexpr char kPsSaveMethod[] = "save";
 inline constexpr char kPsRestoreMethod[] = "restore";
@@ -160,7 +163,8 @@ class ParamServer {
   ParamServer(std::unique_ptr<SparseTable> table, std::string id, std::string address,
               int sync_workers, FileSystem* fs);
 
-  absl::StatusOr<std::vector<transport::Frame>> HandlePull(transport::RpcRequest& request);
+  // pull, or lookup when `read_only`.
+  absl::StatusOr<std::vector<transport::Frame>> HandlePull(transport::RpcRequest& request, bool read_only);
   absl::StatusOr<std::vector<transport::Frame>> HandlePush(transport::RpcRequest& request);
   absl::StatusOr<std::vector<transport::Frame>> HandleSave(transport::RpcRequest& request);
   absl::StatusOr<std::vector<transport::Frame>> HandleRestore(transport::RpcRequest& request);

@@ -198,10 +198,11 @@ class SparseTable::Shard {
   // misses of many keys overlap. A key looked up before it was created (a duplicate, or a key
   // created earlier in the call) is looked up again when visited; after a row is removed
   // (capacity eviction moves another row's index) every later key is.
+  // `touch` false leaves the rows' recency alone (a read that is not training's).
   template <typename Visit>
   void ForEachRow(absl::Span<const uint64_t> keys, const uint32_t* order, uint32_t begin,
                   uint32_t end, const int16_t* slot_of, uint64_t step, bool whole_row,
-                  const Visit& visit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+                  const Visit& visit, bool touch = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     constexpr uint32_t kAhead = 16;
     uint32_t ring[kAhead];
     const uint64_t removals = removals_;
@@ -239,7 +240,7 @@ class SparseTable::Shard {
         continue;
       }
       Arena& arena = arenas_[si];
-      arena.Touch(r, step);
+      if (touch) arena.Touch(r, step);
       visit(i, si, arena.Row(r), &arena.Pushes(r));
     }
   }
@@ -519,6 +520,37 @@ absl::Status SparseTable::Pull(absl::Span<const uint64_t> keys, absl::Span<float
           }
           std::memcpy(dst, row, info.config.dim * sizeof(float));
         });
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SparseTable::Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) const {
+  Batch batch;
+  absl::StatusOr<size_t> total = Plan(keys, &batch);
+  if (!total.ok()) return total.status();
+  if (*total != out.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("lookup of ", keys.size(), " keys needs ",
+                                                   *total, " floats, got ", out.size()));
+  }
+  for (int s = 0; s < options_.num_shards; ++s) {
+    const uint32_t begin = batch.shard_begin[s], end = batch.shard_begin[s + 1];
+    if (begin == end) continue;
+    Shard& shard = *shards_[s];
+    ps_internal::TsanMutexLock lock(&shard.mu);
+    shard.ForEachRow(
+        keys, batch.order.data(), begin, end, batch.slot_of.data(), /*step=*/0, /*whole_row=*/false,
+        [&](uint32_t i, int si, const float* row, uint32_t*) {
+          const SlotConfig& config = slot_infos_[si].config;
+          float* dst = out.data() + batch.offset_of[i];
+          if (row != nullptr) {
+            std::memcpy(dst, row, config.dim * sizeof(float));
+          } else if (config.admit_min_count > 0) {
+            std::fill(dst, dst + config.dim, 0.0f);  // what Pull reads of a key not admitted
+          } else {
+            for (int j = 0; j < config.dim; ++j) dst[j] = ps_internal::InitValue(keys[i], seed_mix_, j, config.init_scale);
+          }
+        },
+        /*touch=*/false);
   }
   return absl::OkStatus();
 }

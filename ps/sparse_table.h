@@ -97,6 +97,12 @@ class SparseTable {
   // the sum of the keys' dims.
   absl::Status Pull(absl::Span<const uint64_t> keys, absl::Span<float> out);
 
+  // Reads like Pull without changing the table: a key without a row reads what Pull would
+  // return for it (InitialValues: its initial values, or zeros in a slot with admit_min_count),
+  // and no row is created, touched or evicted. For evaluation, which must not change the model
+  // or the rows' recency. Errors as Pull's.
+  absl::Status Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) const;
+
   // Applies each key's slot optimizer to its row with gradient `grads` (laid out as Pull's
   // `out`), counts one push for the row and touches it. Unseen keys (e.g. never pulled) are
   // first created as Pull would; in slots with admit_min_count an unadmitted key's counter is

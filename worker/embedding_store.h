@@ -33,6 +33,11 @@ class EmbeddingStore {
   // DEADLINE_EXCEEDED. On error `out` is unspecified.
   virtual absl::Status Pull(absl::Span<const uint64_t> keys, absl::Span<float> out) = 0;
 
+  // Reads like Pull without changing the store (evaluation's reads): a key without a row reads
+  // what Pull would give it (its initial values; zeros in a slot with admission), and no row is
+  // created, touched (recency for TTL and capacity) or evicted. Errors as Pull's.
+  virtual absl::Status Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) = 0;
+
   // Applies the gradients `grads` (laid out as Pull's `out`) to the rows of `keys` with each
   // slot's optimizer. `keys` must be unique: sum the gradients of duplicates first
   // (SumDuplicateGrads in worker/keys.h). INVALID_ARGUMENT for an unconfigured slot, a wrong

@@ -16,6 +16,9 @@ class LocalEmbeddingStore : public EmbeddingStore {
   absl::Status Pull(absl::Span<const uint64_t> keys, absl::Span<float> out) override {
     return table_->Pull(keys, out);
   }
+  absl::Status Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) override {
+    return table_->Lookup(keys, out);
+  }
   absl::Status Push(absl::Span<const uint64_t> keys, absl::Span<const float> grads) override {
     return table_->Push(keys, grads);
   }

@@ -57,6 +57,7 @@ class BundleStore : public EmbeddingStore {
     if (at != out.size()) return absl::InvalidArgumentError("pull: output size does not match the keys");
     return absl::OkStatus();
   }
+  absl::Status Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) override { return Pull(keys, out); }
   absl::Status Push(absl::Span<const uint64_t>, absl::Span<const float>) override {
     return absl::FailedPreconditionError("a serving bundle is read-only");
   }
@@ -178,7 +179,8 @@ absl::StatusOr<std::unique_ptr<Predictor>> Predictor::Load(FileSystem* fs, const
                                              [&](uint64_t key, absl::Span<const float> values) {
                                                return state->store->Add(key, values);
                                              }));
-  state->bridge = std::make_unique<internal::SparseBridge>(setup.shape, state->store.get(), setup.sources);
+  state->bridge = std::make_unique<internal::SparseBridge>(setup.shape, state->store.get(), setup.sources,
+                                                           internal::SparseBridge::Reads::kEvaluation);
   LOG(INFO) << "predictor: " << job.model().type() << " of step " << state->step << " from " << bundle << ", "
             << state->store->rows() << " sparse rows";
   return std::unique_ptr<Predictor>(new Predictor(std::move(state)));

@@ -38,10 +38,18 @@ class RemoteEmbeddingStore : public EmbeddingStore {
   }
 
   absl::Status Pull(absl::Span<const uint64_t> keys, absl::Span<float> out) override {
+    return Read(kPsPullMethod, keys, out);
+  }
+  absl::Status Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) override {
+    return Read(kPsLookupMethod, keys, out);
+  }
+
+  // Pull or Lookup (`method`) over the servers.
+  absl::Status Read(const char* method, absl::Span<const uint64_t> keys, absl::Span<float> out) {
     absl::StatusOr<Plan> plan = MakePlan(keys);
     if (!plan.ok()) return plan.status();
     if (out.size() != plan->total_floats) {
-      return absl::InvalidArgumentError(absl::StrCat("pull: ", keys.size(), " keys need ",
+      return absl::InvalidArgumentError(absl::StrCat(method, ": ", keys.size(), " keys need ",
                                                      plan->total_floats,
                                                      " floats, out has ", out.size()));
     }
@@ -63,7 +71,7 @@ class RemoteEmbeddingStore : public EmbeddingStore {
         frames.push_back(Frame::FromVector(std::vector<uint64_t>(
             server_keys.begin() + static_cast<ptrdiff_t>(begin),
             server_keys.begin() + static_cast<ptrdiff_t>(end))));
-        requests.push_back({options_.servers[s].id, kPsPullMethod, std::move(frames)});
+        requests.push_back({options_.servers[s].id, method, std::move(frames)});
       }
     }
     const absl::Time deadline = absl::Now() + options_.deadline;
@@ -73,7 +81,7 @@ class RemoteEmbeddingStore : public EmbeddingStore {
           const Piece& piece = pieces[i];
           const std::vector<uint64_t>& server_keys = plan->keys[piece.server];
           const std::vector<size_t>& offsets = plan->offsets[piece.server];
-          if (!response.ok()) return Annotate(response.status(), kPsPullMethod, piece.server);
+          if (!response.ok()) return Annotate(response.status(), method, piece.server);
           size_t floats = 0;
           for (size_t j = piece.begin; j < piece.end; ++j) floats += Dim(server_keys[j]);
           if (response->frames.size() != 1 ||
@@ -82,7 +90,7 @@ class RemoteEmbeddingStore : public EmbeddingStore {
             return Annotate(absl::DataLossError(absl::StrCat(
                                 "response must be one float32 frame of ", floats,
                                 " values, got ", response->frames.size(), " frames")),
-                            kPsPullMethod, piece.server);
+                            method, piece.server);
           }
           // Frame bytes need not be aligned: copy row by row into the caller's buffer.
           const char* data = response->frames[0].data();

@@ -457,7 +457,7 @@ absl::StatusOr<CheckpointEval> EvaluateCheckpoint(FileSystem* fs, const std::str
                                  &optimizer, store.get(), &reweighter, &state));
   ASSIGN_OR_RETURN(data::SplitInfo test_split, data::FindSplit(setup.manifest, "test"));
   const std::vector<std::string> test_files = data::SplitPaths(job.data().dir(), test_split);
-  internal::SparseBridge bridge(setup.shape, store.get(), setup.sources);
+  internal::SparseBridge bridge(setup.shape, store.get(), setup.sources, internal::SparseBridge::Reads::kEvaluation);
   ASSIGN_OR_RETURN(std::vector<eval::Prediction> preds,
                    internal::PredictFiles(fs, test_files, setup.layout, job, setup.model.get(), &bridge, *setup.activity));
   result.test_samples = static_cast<int64_t>(preds.size());
@@ -558,7 +558,8 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   }
   EmbeddingStore* store = owned_store.get();
   internal::SparseBridge bridge(shape, store, setup.sources);
-  internal::SparseBridge eval_bridge(shape, store, setup.sources);  // evaluation's own buffers
+  // Evaluation's own buffers, and reads that leave the rows as they are.
+  internal::SparseBridge eval_bridge(shape, store, setup.sources, internal::SparseBridge::Reads::kEvaluation);
   // In a cluster each step reads one global batch of num_workers * batch_size samples, of which
   // worker w trains on the w-th slice; gradients are scaled by each slice's share, summed
   // (dense: allreduce; sparse: on the servers) and applied once: the same update as one worker

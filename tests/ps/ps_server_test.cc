@@ -252,6 +252,35 @@ TEST_P(ClusterTest, PullPushSequenceIsBitIdenticalToTheLocalStore) {
   }
 }
 
+// Lookups through the servers read what the local store's lookups read (stored rows and the
+// initial values of unseen keys, across pieces and servers) and create no row anywhere.
+TEST_P(ClusterTest, LookupsReadLikeTheLocalStoreAndCreateNoRows) {
+  Cluster cluster(GetParam().servers, GetParam().kind, absl::Seconds(30), nullptr,
+                  GetParam().max_keys_per_request);
+  absl::StatusOr<std::unique_ptr<EmbeddingStore>> local = NewLocalEmbeddingStore(TestTableOptions());
+  ASSERT_TRUE(local.ok()) << local.status();
+  const std::vector<uint64_t> trained = StepKeys(0);
+  const size_t n = Floats(cluster.store(), trained);
+  std::vector<float> rows(n);
+  ASSERT_TRUE(cluster.store().Pull(trained, absl::MakeSpan(rows)).ok());
+  ASSERT_TRUE((*local)->Pull(trained, absl::MakeSpan(rows)).ok());
+  ASSERT_TRUE(cluster.store().Push(trained, StepGrads(0, n)).ok());
+  ASSERT_TRUE((*local)->Push(trained, StepGrads(0, n)).ok());
+  const size_t stored = cluster.TotalRows();
+
+  std::vector<uint64_t> keys = StepKeys(1);  // overlaps step 0's keys, and has unseen ones
+  const size_t m = Floats(cluster.store(), keys);
+  std::vector<float> remote_rows(m, -1.0f), local_rows(m, -2.0f);
+  ASSERT_TRUE(cluster.store().Lookup(keys, absl::MakeSpan(remote_rows)).ok());
+  ASSERT_TRUE((*local)->Lookup(keys, absl::MakeSpan(local_rows)).ok());
+  EXPECT_EQ(std::memcmp(remote_rows.data(), local_rows.data(), m * sizeof(float)), 0);
+  EXPECT_EQ(cluster.TotalRows(), stored);
+  // and what a pull of the same keys reads (which creates the unseen rows)
+  ASSERT_TRUE(cluster.store().Pull(keys, absl::MakeSpan(local_rows)).ok());
+  EXPECT_EQ(std::memcmp(remote_rows.data(), local_rows.data(), m * sizeof(float)), 0);
+  EXPECT_GT(cluster.TotalRows(), stored);
+}
+
 TEST_P(ClusterTest, EmptyPullAndPushSendNothingAndSucceed) {
   Cluster cluster(GetParam().servers, GetParam().kind);
   EXPECT_TRUE(cluster.store().Pull({}, {}).ok());
@@ -325,6 +354,12 @@ TEST_F(ServerFramesTest, MalformedPullsAreInvalidArgument) {
   EXPECT_TRUE(absl::StrContains(status.message(), "uint64")) << status;
   status = Call(kPsPullMethod, {Frame::CopyOf("abc")});
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  status = Call(kPsLookupMethod, {});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "lookup: expected 1 frame")) << status;
+  status = Call(kPsLookupMethod, {Frame::FromVector(std::vector<uint64_t>{key_, FeatureKey(9, 1)})});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "slot 9")) << status;
   EXPECT_EQ(cluster_.TotalRows(), 0u);
 }
 

@@ -195,6 +195,81 @@ TEST(TtlTest, PullsKeepARowAlive) {
   EXPECT_EQ(table->size(), 0u);
 }
 
+std::vector<float> Lookup(const SparseTable& table, const std::vector<uint64_t>& keys) {
+  size_t n = 0;
+  for (uint64_t key : keys) n += static_cast<size_t>(table.Dim(key));
+  std::vector<float> out(n, -7.0f);
+  absl::Status status = table.Lookup(keys, absl::MakeSpan(out));
+  EXPECT_TRUE(status.ok()) << status;
+  return out;
+}
+
+// Lookup (evaluation's read) gives what Pull would, and changes nothing: no row created, no
+// admission counted, no recency refreshed.
+TEST(LookupTest, ReadsWhatPullWouldWithoutCreatingOrTouchingRows) {
+  SlotConfig config;
+  config.dim = 3;
+  auto table = MakeTable(config, 4);
+  const uint64_t stored = FeatureKey(kSlot, 1), unseen = FeatureKey(kSlot, 2);
+  Push(*table, {stored}, 0.5f);
+  const std::vector<float> row = Pull(*table, {stored});
+  EXPECT_EQ(Lookup(*table, {unseen, stored}),
+            [&] {
+              std::vector<float> want = InitRow(unseen, config);
+              want.insert(want.end(), row.begin(), row.end());
+              return want;
+            }());
+  EXPECT_EQ(table->size(), 1u);
+  EXPECT_EQ(table->stats().total.admitted, 1u);
+  EXPECT_EQ(Pull(*table, {unseen}), InitRow(unseen, config));  // what a pull then creates
+  // Errors as Pull's, before anything is read.
+  std::vector<float> out(2);
+  EXPECT_EQ(table->Lookup({stored}, absl::MakeSpan(out)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(table->Lookup({FeatureKey(kSlot + 1, 1)}, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A slot with admission: a key not admitted reads zeros, and a lookup does not count.
+  SlotConfig admit = config;
+  admit.admit_min_count = 2;
+  auto counted = MakeTable(admit, 1);
+  const uint64_t key = FeatureKey(kSlot, 5);
+  Push(*counted, {key}, 1.0f);
+  EXPECT_EQ(Lookup(*counted, {key}), std::vector<float>(3, 0.0f));
+  EXPECT_EQ(counted->size(), 0u);
+  EXPECT_EQ(counted->stats().total.unadmitted, 1u);
+  Push(*counted, {key}, 1.0f);  // the second push admits it at its initial values
+  EXPECT_EQ(Lookup(*counted, {key}), InitRow(key, admit));
+}
+
+TEST(LookupTest, LookupsDoNotKeepARowAliveOrChangeTheEvictionOrder) {
+  SlotConfig config;
+  config.dim = 1;
+  config.ttl_steps = 1;
+  auto table = MakeTable(config, 1);
+  const uint64_t key = FeatureKey(kSlot, 9);
+  Pull(*table, {key});
+  Push(*table, {}, 0.0f);
+  Lookup(*table, {key});
+  Push(*table, {}, 0.0f);
+  Lookup(*table, {key});
+  Push(*table, {}, 0.0f);  // two whole steps with lookups only: evicted, as without them
+  EXPECT_EQ(table->stats().total.evicted_ttl, 1u);
+
+  SlotConfig lru;
+  lru.dim = 1;
+  lru.optimizer = OptimizerKind::kSgd;
+  lru.learning_rate = 1.0f;
+  lru.init_scale = 0;
+  lru.capacity = 2;
+  auto full = MakeTable(lru, 1);
+  const uint64_t a = FeatureKey(kSlot, 1), b = FeatureKey(kSlot, 2), c = FeatureKey(kSlot, 3);
+  ASSERT_TRUE(full->Push({a, b}, {1.0f, 2.0f}).ok());  // recency: a b
+  EXPECT_EQ(Lookup(*full, {a, c}), (std::vector<float>{-1.0f, 0.0f}));  // still a b, no row for c
+  EXPECT_EQ(full->stats().total.evicted_capacity, 0u);
+  ASSERT_TRUE(full->Push({c}, {3.0f}).ok());  // evicts a, the oldest despite its lookup
+  EXPECT_EQ(Lookup(*full, {a, b, c}), (std::vector<float>{0.0f, -2.0f, -3.0f}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Capacity
 

@@ -104,6 +104,20 @@ TEST_F(CheckpointTrainerTest, AResumedRunEndsExactlyWhereTheUninterruptedOneEnds
   EXPECT_EQ(a->meta()["samples"], b->meta()["samples"]);
 }
 
+// Evaluation reads the rows without storing or touching them (EmbeddingStore::Lookup): a run
+// that evaluates every 5 steps ends with the checkpoint, sparse rows included, of a run that
+// evaluates only at the end. (Pulls would have stored a row for every id of the test split.)
+TEST_F(CheckpointTrainerTest, EvaluationDuringTrainingLeavesTheModelAsItWas) {
+  JobConfig job = Job("/evals");
+  job.mutable_trainer()->set_eval_every_steps(5);
+  absl::StatusOr<TrainResult> r = TrainAndEvaluate(fs_, job);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string end = "/evals/checkpoint/step-000000000020";
+  EXPECT_EQ(Read(fs_, JoinPath(end, "sparse-0-of-1.bin")), Read(fs_, JoinPath(kStep20, "sparse-0-of-1.bin")));
+  EXPECT_EQ(Read(fs_, JoinPath(end, "dense.bin")), Read(fs_, JoinPath(kStep20, "dense.bin")));
+  EXPECT_EQ(Read(fs_, "/evals/preds.tsv"), Read(fs_, "/full/preds.tsv"));
+}
+
 TEST_F(CheckpointTrainerTest, EvaluatingTheLastCheckpointReproducesTheRunsPredictions) {
   absl::StatusOr<CheckpointEval> e = EvaluateCheckpoint(fs_, kStep20, "", "/evalck/eval.json");
   ASSERT_TRUE(e.ok()) << e.status();

@@ -65,11 +65,15 @@ struct GroupSources {
 
 // Turns batches into model inputs through the embedding store, and model input gradients
 // back into sparse pushes. Keys of one batch, in order: slots, sequences, group ids, group
-// attributes, group sequences; all pulled in one deduplicated request.
+// attributes, group sequences; all pulled in one deduplicated request. Training's bridge pulls
+// (Gather then Scatter); evaluation's (`kEvaluation`) looks the rows up without changing the
+// store (EmbeddingStore::Lookup) and never scatters.
 class SparseBridge {
  public:
-  SparseBridge(const models::ModelShape& shape, EmbeddingStore* store, GroupSources groups)
-      : shape_(shape), store_(store), groups_(std::move(groups)) {}
+  enum class Reads { kTraining, kEvaluation };
+  SparseBridge(const models::ModelShape& shape, EmbeddingStore* store, GroupSources groups,
+               Reads reads = Reads::kTraining)
+      : shape_(shape), store_(store), groups_(std::move(groups)), reads_(reads) {}
 
   absl::Status Gather(const Batch& batch, models::ModelInputs* in) {
     const int d = shape_.embedding_dim, slots = shape_.num_slots, L = shape_.max_seq_len;
@@ -79,7 +83,8 @@ class SparseBridge {
     CollectGroupKeys(batch);
     DedupKeys(all_keys_, &unique_, &index_);
     unique_rows_.resize(unique_.size() * d);
-    RETURN_IF_ERROR(store_->Pull(unique_, absl::MakeSpan(unique_rows_)));
+    RETURN_IF_ERROR(reads_ == Reads::kTraining ? store_->Pull(unique_, absl::MakeSpan(unique_rows_))
+                                               : store_->Lookup(unique_, absl::MakeSpan(unique_rows_)));
     rows_.resize(all_keys_.size() * d);
     RETURN_IF_ERROR(GatherRows(index_, d, unique_rows_, absl::MakeSpan(rows_)));
 
@@ -121,6 +126,7 @@ class SparseBridge {
   // Pushes the gradients of the last Gather's inputs, multiplied by `scale` (this worker's share
   // of the global batch).
   absl::Status Scatter(const Batch& batch, const models::ModelGrads& grads, float scale = 1) {
+    if (reads_ != Reads::kTraining) return absl::InternalError("an evaluation bridge was asked to push gradients");
     const int d = shape_.embedding_dim;
     grads_.resize(rows_.size());
     std::copy(grads.slots.data(), grads.slots.data() + grads.slots.size(), grads_.begin());
@@ -216,6 +222,7 @@ class SparseBridge {
   const models::ModelShape& shape_;
   EmbeddingStore* store_;
   GroupSources groups_;
+  Reads reads_;
   std::vector<std::vector<uint32_t>> group_lengths_;
   std::vector<uint64_t> all_keys_, unique_;
   std::vector<uint32_t> index_;
