@@ -30,6 +30,7 @@
 #include "scheduler/membership.h"
 #include "scheduler/scheduler.h"
 #include "scheduler/scheduler_client.h"
+#include "worker/internal/model_setup.h"
 #include "worker/remote_embedding_store.h"
 
 namespace choir::worker {
@@ -91,7 +92,7 @@ absl::Status RunServer(FileSystem* fs, int index, const JobConfig& job, const Ta
                        const std::string& advertised_address, const std::string& scheduler_address,
                        const std::function<void(ParamServer*, SchedulerClient*)>& on_started = nullptr) {
   ParamServerOptions po;
-  po.table = table;
+  po.table = internal::ServerShare(table, index, std::max(1, job.cluster().servers()));
   po.sync_workers = workers;
   po.fs = fs;  // checkpoints: each server writes its rows here
   // Every worker's push of a step waits in a handler until the step is complete: one thread
@@ -112,7 +113,10 @@ absl::Status RunServer(FileSystem* fs, int index, const JobConfig& job, const Ta
   LOG(INFO) << "parameter server " << index << " (" << server->id() << ") serving at " << self.address;
   const absl::Status stop = client->WaitForStop(absl::InfiniteDuration());
   if (on_started) on_started(nullptr, nullptr);  // about to go away
-  LOG(INFO) << "parameter server " << index << ": " << server->table().size() << " rows; stopping ("
+  const TableStats stats = server->table().stats();
+  LOG(INFO) << "parameter server " << index << ": " << server->table().size() << " rows (created "
+            << stats.total.admitted << ", evicted by TTL " << stats.total.evicted_ttl << " and by capacity "
+            << stats.total.evicted_capacity << ", " << stats.total.unadmitted << " ids counted for admission); stopping ("
             << (stop.ok() ? std::string("job done") : std::string(stop.message())) << ")";
   server->Shutdown();
   client->Shutdown();

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,8 @@
 #include "core/transport.h"
 #include "gtest/gtest.h"
 #include "tests/worker/worker_test_util.h"
+#include "ps/feature_key.h"
+#include "worker/embedding_store.h"
 #include "worker/trainer.h"
 
 namespace choir::worker {
@@ -96,6 +99,56 @@ TEST_F(ClusterTest, OneWorkerTrainsExactlyLikeTheSingleProcessTrainer) {
       EXPECT_EQ(got->last_loss, expected->last_loss);
       EXPECT_EQ(Scores(fs_, out + "/preds.tsv"), want) << "predictions differ from the single-process run";
     }
+  }
+}
+
+// The job's admission and eviction fields (trainer.sparse_admit_min_count, sparse_ttl_steps,
+// sparse_capacity) apply where the rows live: a one-server cluster trains byte for byte like
+// the single-process trainer with the same fields (and not like one without them), and the
+// rows three servers end with obey the job's capacity per slot, each server holding its share.
+TEST_F(ClusterTest, AdmissionAndEvictionFromTheJobApplyOnTheServers) {
+  auto limited = [](JobConfig job) {
+    TrainerConfig* tc = job.mutable_trainer();
+    tc->set_sparse_admit_min_count(2);
+    tc->set_sparse_ttl_steps(3);
+    tc->set_sparse_capacity(96);
+    return job;
+  };
+  JobConfig local = limited(ClusterJob("/limits_local", 0, 1, "inproc"));
+  local.clear_cluster();
+  ASSERT_TRUE(TrainAndEvaluate(fs_, local).ok());
+  JobConfig plain = ClusterJob("/limits_plain", 0, 1, "inproc");
+  plain.clear_cluster();
+  ASSERT_TRUE(TrainAndEvaluate(fs_, plain).ok());
+  const std::vector<double> want = Scores(fs_, "/limits_local/preds.tsv");
+  EXPECT_NE(want, Scores(fs_, "/limits_plain/preds.tsv")) << "the limits changed nothing";
+  ASSERT_TRUE(RunLocalCluster(fs_, limited(ClusterJob("/limits_one", 1, 1, "inproc"))).ok());
+  EXPECT_EQ(Scores(fs_, "/limits_one/preds.tsv"), want);
+
+  ASSERT_TRUE(RunLocalCluster(fs_, limited(ClusterJob("/limits_three", 3, 2, "inproc"))).ok());
+  absl::StatusOr<std::string> latest = checkpoint::FindLatest(fs_, "/limits_three/checkpoint");
+  ASSERT_TRUE(latest.ok()) << latest.status();
+  absl::StatusOr<checkpoint::Reader> reader = checkpoint::Reader::Open(fs_, *latest);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::map<uint32_t, int64_t> rows_per_slot;
+  std::vector<std::map<uint32_t, int64_t>> per_server;
+  for (const std::string& name : SparseRowsFiles(*reader)) {
+    per_server.emplace_back();
+    ASSERT_TRUE(ForEachCheckpointRow(*reader, name, [&](uint64_t key, absl::Span<const float>, uint32_t) {
+                  ++rows_per_slot[SlotOf(key)];
+                  ++per_server.back()[SlotOf(key)];
+                  return absl::OkStatus();
+                }).ok());
+  }
+  ASSERT_EQ(per_server.size(), 3u);
+  int64_t most = 0;
+  for (const auto& [slot, rows] : rows_per_slot) {
+    EXPECT_LE(rows, 96) << "slot " << slot;
+    most = std::max(most, rows);
+  }
+  EXPECT_GE(most, 90) << "no slot reached the capacity: the test does not exercise it";
+  for (int s = 0; s < 3; ++s) {
+    for (const auto& [slot, rows] : per_server[s]) EXPECT_LE(rows, 32) << "server " << s << ", slot " << slot;
   }
 }
 

@@ -271,6 +271,15 @@ absl::Status BuildModel(const JobConfig& job, const data::Schema& schema,
   return absl::OkStatus();
 }
 
+TableOptions ServerShare(const TableOptions& table, int server, int num_servers) {
+  TableOptions share = table;
+  for (auto& [slot, config] : share.slots) {
+    if (config.capacity == 0) continue;
+    config.capacity = config.capacity / num_servers + (server < config.capacity % num_servers ? 1 : 0);
+  }
+  return share;
+}
+
 absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc) {
   SlotConfig slot;
   absl::StatusOr<OptimizerKind> kind = ParseOptimizerKind(tc.sparse_optimizer());
@@ -281,6 +290,14 @@ absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc) {
     return absl::InvalidArgumentError("trainer.sparse_init_scale must be finite and >= 0");
   }
   slot.init_scale = static_cast<float>(tc.sparse_init_scale());
+  if (tc.sparse_admit_min_count() < 0 || tc.sparse_admit_min_count() > 65535) {
+    return absl::InvalidArgumentError("trainer.sparse_admit_min_count must be in [0, 65535]");
+  }
+  if (tc.sparse_ttl_steps() < 0) return absl::InvalidArgumentError("trainer.sparse_ttl_steps must be >= 0");
+  if (tc.sparse_capacity() < 0) return absl::InvalidArgumentError("trainer.sparse_capacity must be >= 0");
+  slot.admit_min_count = tc.sparse_admit_min_count();
+  slot.ttl_steps = tc.sparse_ttl_steps();
+  slot.capacity = tc.sparse_capacity();
   slot.adagrad_initial_accumulator = static_cast<float>(tc.sparse_initial_accumulator());
   slot.ftrl_initial_accumulator = static_cast<float>(tc.sparse_initial_accumulator());
   if (tc.has_sparse_ftrl() && slot.optimizer != OptimizerKind::kFtrl) {
@@ -359,6 +376,12 @@ absl::Status ValidateConfig(const JobConfig& job) {
     return bad("trainer.dense_initial_accumulator", "finite and >= 0");
   }
   RETURN_IF_ERROR(EmbeddingSlotConfig(tc).status());
+  const int64_t min_capacity = int64_t{TableOptions().num_shards} * std::max(1, job.cluster().servers());
+  if (tc.sparse_capacity() != 0 && tc.sparse_capacity() < min_capacity) {
+    return bad("trainer.sparse_capacity",
+               absl::StrCat("0 or >= ", min_capacity, " (16 table shards on each of ", std::max(1, job.cluster().servers()),
+                            " server(s))"));
+  }
   if (m.embedding_dim() < 1) return bad("model.embedding_dim", ">= 1");
   if (m.max_seq_len() < 1) return bad("model.max_seq_len", ">= 1");
   for (int h : m.hidden()) {

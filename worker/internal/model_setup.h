@@ -275,10 +275,15 @@ absl::StatusOr<std::unique_ptr<GroupFeatures>> LoadGroups(FileSystem* fs, const 
                                                           const AssignedUsers* assigned = nullptr);
 
 // The settings every embedding slot of the job gets from its trainer fields (sparse_optimizer,
-// sparse_learning_rate, sparse_initial_accumulator, sparse_init_scale, sparse_ftrl), all but the
-// width:
+// sparse_learning_rate, sparse_initial_accumulator, sparse_init_scale, sparse_ftrl and the
+// admission and eviction fields; capacity is the whole job's), all but the width:
 // INVALID_ARGUMENT naming the field for a bad value.
 absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc);
+
+// What parameter server `server` of `num_servers` holds of the job's table `table`: the same
+// slots with its share of each slot's capacity (capacity / num_servers, the first
+// capacity % num_servers servers one more).
+TableOptions ServerShare(const TableOptions& table, int server, int num_servers);
 
 // The model of a job and everything that feeds it.
 struct ModelSetup {
