@@ -108,7 +108,7 @@ absl::StatusOr<ExportSummary> ExportBundle(FileSystem* fs, const std::string& ch
 
   // Sparse: the values of every stored row (optimizer state and push counts stay behind), except
   // rows still equal to their initial values, which the Predictor recreates for a key it does not
-  // hold (rows an evaluation created for unseen ids, or FTRL rows L1 keeps at 0 from a 0 start).
+  // hold (rows pulled but never updated, or FTRL rows that L1 keeps at 0 from a 0 start).
   checkpoint::BundleRowsWriter rows(options.fp16);
   int64_t at_initial = 0;
   std::vector<float> initial;

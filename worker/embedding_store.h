@@ -19,6 +19,7 @@
 #include "absl/types/span.h"
 #include "checkpoint/checkpoint.h"
 #include "core/fs.h"
+#include "ps/sparse_table.h"
 
 namespace choir {
 
@@ -46,6 +47,13 @@ class EmbeddingStore {
 
   // Width of the rows of key's slot; 0 when the slot is not configured.
   virtual int Dim(uint64_t key) const = 0;
+
+  // The rows held and the admission and eviction counts (ps/sparse_table.h) of a store that
+  // holds its rows in this process; UNIMPLEMENTED for one that does not (the parameter servers
+  // log their own when they stop).
+  virtual absl::StatusOr<TableStats> Stats() const {
+    return absl::UnimplementedError("this embedding store keeps no table in this process");
+  }
 
   // --- Checkpoints (checkpoint/checkpoint.h, docs/checkpoints.md) ----------------------------
   // Writes every row (values, optimizer state, push count) into checkpoint directory `dir` as

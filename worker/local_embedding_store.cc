@@ -23,6 +23,7 @@ class LocalEmbeddingStore : public EmbeddingStore {
     return table_->Push(keys, grads);
   }
   int Dim(uint64_t key) const override { return table_->Dim(key); }
+  absl::StatusOr<TableStats> Stats() const override { return table_->stats(); }
 
   absl::StatusOr<std::map<std::string, checkpoint::FileInfo>> SaveRows(
       FileSystem* fs, const std::string& dir) override {

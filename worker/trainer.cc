@@ -929,6 +929,11 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   LOG(INFO) << absl::StrFormat("trained %d steps, %d samples in %.1f s (%.0f samples/s), loss %.5f",
                                result.steps, result.samples, result.seconds, result.samples / result.seconds,
                                result.last_loss);
+  if (absl::StatusOr<TableStats> stats = store->Stats(); stats.ok()) {
+    LOG(INFO) << "embedding rows: " << stats->total.rows << " (created " << stats->total.admitted << ", evicted by TTL "
+              << stats->total.evicted_ttl << " and by capacity " << stats->total.evicted_capacity << ", "
+              << stats->total.unadmitted << " ids counted for admission)";
+  }
 
   // Evaluation on the test split, with buckets from the training period (worker 0 in a
   // cluster).

@@ -281,7 +281,7 @@ TEST_F(TrainerTest, BadConfigsAreInvalidArgumentNamingTheField) {
        [](JobConfig* j) { j->mutable_trainer()->set_sparse_capacity(5); }},
       {"sparse_ftrl under adagrad", "trainer.sparse_ftrl is set but trainer.sparse_optimizer is \"adagrad\"",
        [](JobConfig* j) { j->mutable_trainer()->mutable_sparse_ftrl()->set_l1(0.1); }},
-      {"ftrl with a zero denominator", "ftrl_beta + sqrt(ftrl_initial_accumulator)",
+      {"ftrl with a zero denominator", "needs trainer.sparse_initial_accumulator > 0, or trainer.sparse_ftrl.beta",
        [](JobConfig* j) {
          j->mutable_trainer()->set_sparse_optimizer("ftrl");
          j->mutable_trainer()->set_sparse_initial_accumulator(0);

@@ -314,6 +314,12 @@ absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc) {
   slot.ftrl_beta = static_cast<float>(ftrl.beta());
   slot.ftrl_l1 = static_cast<float>(ftrl.l1());
   slot.ftrl_l2 = static_cast<float>(ftrl.l2());
+  if (slot.optimizer == OptimizerKind::kFtrl &&
+      !(slot.ftrl_beta + std::sqrt(slot.ftrl_initial_accumulator) + slot.learning_rate * slot.ftrl_l2 > 0)) {
+    return absl::InvalidArgumentError(
+        "trainer.sparse_optimizer \"ftrl\" needs trainer.sparse_initial_accumulator > 0, or trainer.sparse_ftrl.beta "
+        "or .l2 > 0: a row's first update divides by beta + sqrt(accumulator) + sparse_learning_rate * l2");
+  }
   if (absl::Status valid = ValidateSlotConfig(slot); !valid.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("the trainer's sparse_* fields: ", valid.message()));
   }
