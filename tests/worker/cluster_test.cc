@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -149,6 +150,61 @@ TEST_F(ClusterTest, AdmissionAndEvictionFromTheJobApplyOnTheServers) {
   EXPECT_GE(most, 90) << "no slot reached the capacity: the test does not exercise it";
   for (int s = 0; s < 3; ++s) {
     for (const auto& [slot, rows] : per_server[s]) EXPECT_LE(rows, 32) << "server " << s << ", slot " << slot;
+  }
+}
+
+// trainer.sparse_slots limits the slots of the fields it names and no others: capacity 64 on
+// user_id (slot 0: the generator's first categorical field, as batch_reader_test checks) over
+// two servers; item_id (slot 1) keeps every row. Bad entries are named.
+TEST_F(ClusterTest, PerFieldLimitsApplyToTheirSlotsOnly) {
+  JobConfig job = ClusterJob("/per_field", 2, 1, "inproc");
+  SparseSlotConfig* users = job.mutable_trainer()->add_sparse_slots();
+  users->add_fields("user_id");
+  users->set_capacity(64);
+  ASSERT_TRUE(RunLocalCluster(fs_, job).ok());
+  JobConfig plain = ClusterJob("/per_field_plain", 2, 1, "inproc");
+  ASSERT_TRUE(RunLocalCluster(fs_, plain).ok());
+  auto rows_per_slot = [](const std::string& root) {
+    std::map<uint32_t, int64_t> rows;
+    absl::StatusOr<std::string> latest = checkpoint::FindLatest(fs_, root);
+    EXPECT_TRUE(latest.ok()) << latest.status();
+    absl::StatusOr<checkpoint::Reader> reader = checkpoint::Reader::Open(fs_, *latest);
+    EXPECT_TRUE(reader.ok()) << reader.status();
+    for (const std::string& name : SparseRowsFiles(*reader)) {
+      EXPECT_TRUE(ForEachCheckpointRow(*reader, name, [&](uint64_t key, absl::Span<const float>, uint32_t) {
+                    ++rows[SlotOf(key)];
+                    return absl::OkStatus();
+                  }).ok());
+    }
+    return rows;
+  };
+  std::map<uint32_t, int64_t> limited = rows_per_slot("/per_field/checkpoint");
+  std::map<uint32_t, int64_t> unlimited = rows_per_slot("/per_field_plain/checkpoint");
+  EXPECT_GT(unlimited[0], 64);
+  EXPECT_LE(limited[0], 64);
+  EXPECT_GT(unlimited[1], 64);
+  EXPECT_EQ(limited[1], unlimited[1]);
+
+  struct Bad {
+    void (*edit)(SparseSlotConfig*);
+    std::string message;
+  };
+  const Bad cases[] = {
+      {[](SparseSlotConfig* o) { o->add_fields("nope"); }, "trainer.sparse_slots[1]: 'nope' is not an embedding slot"},
+      {[](SparseSlotConfig* o) { o->add_fields("user_id"); }, "'user_id' is named twice"},
+      {[](SparseSlotConfig* o) { o->set_capacity(5); }, "trainer.sparse_slots[1]: fields is empty"},
+      {[](SparseSlotConfig* o) {
+         o->add_fields("item_id");
+         o->set_capacity(20);
+       },
+       "capacity must be 0 or >= 32"},
+  };
+  for (const Bad& c : cases) {
+    JobConfig bad = job;
+    c.edit(bad.mutable_trainer()->add_sparse_slots());
+    absl::StatusOr<TrainResult> r = RunLocalCluster(fs_, bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_TRUE(absl::StrContains(r.status().message(), c.message)) << r.status();
   }
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <map>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -268,6 +270,50 @@ absl::Status BuildModel(const JobConfig& job, const data::Schema& schema,
   ASSIGN_OR_RETURN(SlotConfig slot, EmbeddingSlotConfig(tc));
   slot.dim = shape.embedding_dim;
   for (int s = 0; s < total_slots; ++s) table.slots[s] = slot;
+  return ApplySlotOverrides(job, layout, sources, shape, &table);
+}
+
+absl::Status ApplySlotOverrides(const JobConfig& job, const FeatureLayout& layout, const GroupSources& sources,
+                                const models::ModelShape& shape, TableOptions* table) {
+  std::map<std::string, std::vector<uint32_t>> slots_of;
+  for (const FeatureLayout::Categorical& c : layout.categorical) slots_of[c.field].push_back(c.slot);
+  for (int l = 0; l < shape.group_levels; ++l) slots_of["group_ids"].push_back(sources.first_group_slot + l);
+  for (int a = 0; a < shape.group_attribute_slots; ++a) {
+    slots_of["group_attributes"].push_back(sources.first_attribute_slot + a);
+  }
+  const int64_t min_capacity = int64_t{table->num_shards} * std::max(1, job.cluster().servers());
+  std::set<std::string> named;
+  const auto& overrides = job.trainer().sparse_slots();
+  for (int i = 0; i < overrides.size(); ++i) {
+    const SparseSlotConfig& o = overrides[i];
+    const std::string where = absl::StrCat("trainer.sparse_slots[", i, "]");
+    auto bad = [&](absl::string_view what) { return absl::InvalidArgumentError(absl::StrCat(where, ": ", what)); };
+    if (o.fields().empty()) return bad("fields is empty");
+    if (o.has_admit_min_count() && (o.admit_min_count() < 0 || o.admit_min_count() > 65535)) {
+      return bad("admit_min_count must be in [0, 65535]");
+    }
+    if (o.has_ttl_steps() && o.ttl_steps() < 0) return bad("ttl_steps must be >= 0");
+    if (o.has_capacity() && o.capacity() != 0 && o.capacity() < min_capacity) {
+      return bad(absl::StrCat("capacity must be 0 or >= ", min_capacity, " (16 table shards on each of ",
+                              std::max(1, job.cluster().servers()), " server(s))"));
+    }
+    for (const std::string& field : o.fields()) {
+      auto it = slots_of.find(field);
+      if (it == slots_of.end()) {
+        std::vector<std::string> names;
+        for (const auto& [name, slots] : slots_of) names.push_back(name);
+        return bad(absl::StrCat("'", field, "' is not an embedding slot of this model (", absl::StrJoin(names, ", "),
+                                ")"));
+      }
+      if (!named.insert(field).second) return bad(absl::StrCat("'", field, "' is named twice in trainer.sparse_slots"));
+      for (uint32_t slot : it->second) {
+        SlotConfig& config = table->slots.at(slot);
+        if (o.has_admit_min_count()) config.admit_min_count = o.admit_min_count();
+        if (o.has_ttl_steps()) config.ttl_steps = o.ttl_steps();
+        if (o.has_capacity()) config.capacity = o.capacity();
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -285,6 +285,12 @@ absl::StatusOr<SlotConfig> EmbeddingSlotConfig(const TrainerConfig& tc);
 // capacity % num_servers servers one more).
 TableOptions ServerShare(const TableOptions& table, int server, int num_servers);
 
+// Applies trainer.sparse_slots (per-field admission and eviction) to `table`, whose slots
+// follow `layout` and `sources` for a model of `shape`: INVALID_ARGUMENT naming the entry for an
+// unknown or twice-named field or a value out of range.
+absl::Status ApplySlotOverrides(const JobConfig& job, const FeatureLayout& layout, const GroupSources& sources,
+                                const models::ModelShape& shape, TableOptions* table);
+
 // The model of a job and everything that feeds it.
 struct ModelSetup {
   FeatureLayout layout;
