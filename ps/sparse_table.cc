@@ -38,6 +38,16 @@ constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1;
 // twice the number left by the last sweep (amortised O(1) per counter).
 constexpr size_t kMinCounterSweep = 1024;
 
+// What a pull reads of `key` while its slot (`config`) holds no row for it: zeros in a slot with
+// admission (not admitted yet, nothing stored), its initial values otherwise.
+void WriteInitialValues(const SlotConfig& config, uint64_t key, uint64_t seed_mix, float* out) {
+  if (config.admit_min_count > 0) {
+    std::fill(out, out + config.dim, 0.0f);
+    return;
+  }
+  for (int j = 0; j < config.dim; ++j) out[j] = ps_internal::InitValue(key, seed_mix, j, config.init_scale);
+}
+
 // Rows of one slot in one shard: values + optimizer state (`stride` floats per row), the key
 // and the push count of every row and, when the slot evicts (ttl_steps or capacity), a
 // doubly linked recency list through the rows with each row's last touched step. Row r lives
@@ -491,14 +501,20 @@ absl::StatusOr<size_t> SparseTable::Plan(absl::Span<const uint64_t> keys, Batch*
   return total;
 }
 
+absl::Status SparseTable::PlanCall(const char* op, absl::Span<const uint64_t> keys, size_t floats,
+                                   Batch* batch) const {
+  absl::StatusOr<size_t> total = Plan(keys, batch);
+  if (!total.ok()) return total.status();
+  if (*total != floats) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, " of ", keys.size(), " keys needs ", *total, " floats, got ", floats));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SparseTable::Pull(absl::Span<const uint64_t> keys, absl::Span<float> out) {
   Batch batch;
-  absl::StatusOr<size_t> total = Plan(keys, &batch);
-  if (!total.ok()) return total.status();
-  if (*total != out.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("pull of ", keys.size(), " keys needs ",
-                                                   *total, " floats, got ", out.size()));
-  }
+  if (absl::Status planned = PlanCall("pull", keys, out.size(), &batch); !planned.ok()) return planned;
   for (int s = 0; s < options_.num_shards; ++s) {
     const uint32_t begin = batch.shard_begin[s], end = batch.shard_begin[s + 1];
     if (begin == end) continue;
@@ -526,12 +542,7 @@ absl::Status SparseTable::Pull(absl::Span<const uint64_t> keys, absl::Span<float
 
 absl::Status SparseTable::Lookup(absl::Span<const uint64_t> keys, absl::Span<float> out) const {
   Batch batch;
-  absl::StatusOr<size_t> total = Plan(keys, &batch);
-  if (!total.ok()) return total.status();
-  if (*total != out.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("lookup of ", keys.size(), " keys needs ",
-                                                   *total, " floats, got ", out.size()));
-  }
+  if (absl::Status planned = PlanCall("lookup", keys, out.size(), &batch); !planned.ok()) return planned;
   for (int s = 0; s < options_.num_shards; ++s) {
     const uint32_t begin = batch.shard_begin[s], end = batch.shard_begin[s + 1];
     if (begin == end) continue;
@@ -544,10 +555,8 @@ absl::Status SparseTable::Lookup(absl::Span<const uint64_t> keys, absl::Span<flo
           float* dst = out.data() + batch.offset_of[i];
           if (row != nullptr) {
             std::memcpy(dst, row, config.dim * sizeof(float));
-          } else if (config.admit_min_count > 0) {
-            std::fill(dst, dst + config.dim, 0.0f);  // what Pull reads of a key not admitted
           } else {
-            for (int j = 0; j < config.dim; ++j) dst[j] = ps_internal::InitValue(keys[i], seed_mix_, j, config.init_scale);
+            WriteInitialValues(config, keys[i], seed_mix_, dst);
           }
         },
         /*touch=*/false);
@@ -557,12 +566,7 @@ absl::Status SparseTable::Lookup(absl::Span<const uint64_t> keys, absl::Span<flo
 
 absl::Status SparseTable::Push(absl::Span<const uint64_t> keys, absl::Span<const float> grads) {
   Batch batch;
-  absl::StatusOr<size_t> total = Plan(keys, &batch);
-  if (!total.ok()) return total.status();
-  if (*total != grads.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("push of ", keys.size(), " keys needs ",
-                                                   *total, " floats, got ", grads.size()));
-  }
+  if (absl::Status planned = PlanCall("push", keys, grads.size(), &batch); !planned.ok()) return planned;
   for (size_t j = 0; j < grads.size(); ++j) {
     if (!std::isfinite(grads[j])) {
       return absl::InvalidArgumentError(absl::StrCat("push: non-finite gradient ", grads[j],
@@ -701,13 +705,7 @@ absl::Status InitialValues(const TableOptions& options, uint64_t key, absl::Span
                                                    it == options.slots.end() ? "slot not configured"
                                                                              : "wrong row size"));
   }
-  const SlotConfig& config = it->second;
-  if (config.admit_min_count > 0) {
-    std::fill(out.begin(), out.end(), 0.0f);
-    return absl::OkStatus();
-  }
-  const uint64_t seed_mix = ps_internal::InitSeedMix(options.seed);
-  for (int j = 0; j < config.dim; ++j) out[j] = ps_internal::InitValue(key, seed_mix, j, config.init_scale);
+  WriteInitialValues(it->second, key, ps_internal::InitSeedMix(options.seed), out.data());
   return absl::OkStatus();
 }
 

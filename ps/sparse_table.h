@@ -177,6 +177,8 @@ class SparseTable {
   // Fills `batch` and returns the floats the keys' rows need, or INVALID_ARGUMENT naming the
   // first key of an unconfigured slot.
   absl::StatusOr<size_t> Plan(absl::Span<const uint64_t> keys, Batch* batch) const;
+  // Plan, then INVALID_ARGUMENT naming `op` unless the keys' rows take exactly `floats` floats.
+  absl::Status PlanCall(const char* op, absl::Span<const uint64_t> keys, size_t floats, Batch* batch) const;
 
   const TableOptions options_;
   const uint64_t seed_mix_;                  // initialisation seed, pre-mixed
