@@ -19,6 +19,8 @@
 # test or a benchmark fails or a stage ran out of time.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=tools/gpu_env.sh
+source "$ROOT/tools/gpu_env.sh"
 PREBUILT="" OUT="/tmp/choir-gpu-check" GROUPS_TSV="" PRIORS="" BUDGET=450
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -58,29 +60,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 
 # Binaries.
 if [[ -n "$PREBUILT" ]]; then
-  if [[ -f "$PREBUILT" ]]; then
-    mkdir -p "$WORK/bundle"
-    # Without the xz program, Python's tarfile reads .tar.xz too.
-    tar -C "$WORK/bundle" -xJf "$PREBUILT" 2>"$LOGS/untar.err" ||
-      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$PREBUILT" "$WORK/bundle" ||
-      { cat "$LOGS/untar.err" >&2; echo "gpu_check: cannot unpack $PREBUILT" >&2; exit 1; }
-    PREBUILT="$WORK/bundle"
-  fi
-  BIN="$PREBUILT/bin" TESTS="$PREBUILT/bin"
-  # cuBLAS and NCCL come from the machine: the loader's cache, the CUDA toolkit, or the Python
-  # wheels beside PyTorch.
-  extra=""
-  for lib in libcublas.so.13 libnccl.so.2; do
-    # The first place that has it; the disk is searched only when none does.
-    path="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF; exit}')"
-    [[ -z "$path" && -e /usr/local/cuda/lib64/$lib ]] && path="/usr/local/cuda/lib64/$lib"
-    [[ -z "$path" ]] && path="$(python3 -c 'import glob, site, sys
-for d in site.getsitepackages(): print("\n".join(glob.glob(d + "/nvidia/*/lib/" + sys.argv[1])))' "$lib" 2>/dev/null | head -1)"
-    [[ -z "$path" ]] && path="$(find / -xdev -name "$lib" -path '*nvidia*' -print -quit 2>/dev/null)"
-    if [[ -n "$path" ]]; then extra="$extra:$(dirname "$path")"; else say "warning: $lib not found on this machine"; fi
-  done
-  export LD_LIBRARY_PATH="$PREBUILT/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  say "prebuilt binaries (commit $(cat "$PREBUILT/COMMIT" 2>/dev/null || echo 'unknown')); LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  gpu_use_prebuilt "$PREBUILT" || exit 1
 else
   say "building with CUDA into $ROOT/build-gpu"
   cmake -S "$ROOT" -B "$ROOT/build-gpu" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON >"$LOGS/build.log" 2>&1 &&

@@ -1,0 +1,32 @@
+# Sourced by tools/gpu_check.sh and tools/gpu_inspect.sh: unpacks a --prebuilt bundle
+# (tools/gpu_bundle.sh) and points the loader at its libraries and at the machine's cuBLAS and
+# NCCL. Expects WORK (a scratch folder), LOGS and a say() function; sets BIN and TESTS.
+#
+#   gpu_use_prebuilt DIR|BUNDLE.tar.xz
+gpu_use_prebuilt() {
+  local prebuilt="$1"
+  if [[ -f "$prebuilt" ]]; then
+    mkdir -p "$WORK/bundle"
+    # Without the xz program, Python's tarfile reads .tar.xz too.
+    tar -C "$WORK/bundle" -xJf "$prebuilt" 2>"$LOGS/untar.err" ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$prebuilt" "$WORK/bundle" ||
+      { cat "$LOGS/untar.err" >&2; echo "gpu: cannot unpack $prebuilt" >&2; return 1; }
+    prebuilt="$WORK/bundle"
+  fi
+  [[ -d "$prebuilt/bin" ]] || { echo "gpu: $prebuilt has no bin/ (not a tools/gpu_bundle.sh bundle)" >&2; return 1; }
+  BIN="$prebuilt/bin" TESTS="$prebuilt/bin"
+  # cuBLAS and NCCL come from the machine: the loader's cache, the CUDA toolkit, or the Python
+  # wheels beside PyTorch.
+  local extra="" lib path
+  for lib in libcublas.so.13 libnccl.so.2; do
+    # The first place that has it; the disk is searched only when none does.
+    path="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF; exit}')"
+    [[ -z "$path" && -e /usr/local/cuda/lib64/$lib ]] && path="/usr/local/cuda/lib64/$lib"
+    [[ -z "$path" ]] && path="$(python3 -c 'import glob, site, sys
+for d in site.getsitepackages(): print("\n".join(glob.glob(d + "/nvidia/*/lib/" + sys.argv[1])))' "$lib" 2>/dev/null | head -1)"
+    [[ -z "$path" ]] && path="$(find / -xdev -name "$lib" -path '*nvidia*' -print -quit 2>/dev/null)"
+    if [[ -n "$path" ]]; then extra="$extra:$(dirname "$path")"; else say "warning: $lib not found on this machine"; fi
+  done
+  export LD_LIBRARY_PATH="$prebuilt/lib$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  say "prebuilt binaries (commit $(cat "$prebuilt/COMMIT" 2>/dev/null || echo 'unknown')); LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+}
