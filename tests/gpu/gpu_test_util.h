@@ -52,8 +52,22 @@ constexpr double kTolerance<double> = 1e-12;
     }                                                                                \
   } while (0)
 
-// A fresh seed per run (printed by the caller on failure), so every run draws new inputs.
-inline uint64_t FreshSeed() { return std::random_device{}() * 0x9E3779B97F4A7C15ULL ^ std::random_device{}(); }
+// A fresh seed per run (printed by the caller on failure), so every run draws new inputs; with
+// CHOIR_TEST_SEED=N in the environment, N (to replay a failure's printed seed).
+inline uint64_t FreshSeed() {
+  const char* fixed = std::getenv("CHOIR_TEST_SEED");
+  if (fixed != nullptr && *fixed != '\0') return std::strtoull(fixed, nullptr, 10);
+  return std::random_device{}() * 0x9E3779B97F4A7C15ULL ^ std::random_device{}();
+}
+
+// A host copy of `t` (any device) with every element converted to To.
+template <typename To, typename From>
+models::Tensor<To> HostCast(const models::Tensor<From>& t) {
+  const models::Tensor<From> h = t.To(models::Device::kCpu);
+  models::Tensor<To> out(h.rows(), h.cols());
+  for (int64_t i = 0; i < h.size(); ++i) out.data()[i] = static_cast<To>(h.data()[i]);
+  return out;
+}
 
 // A host tensor of uniform values in [lo, hi).
 template <typename T>
