@@ -6,30 +6,35 @@
 #     groups them by kind (matrix products, attention, activations, column sums, optimizer...);
 #  2. compute-sanitizer over the gpu tests: memcheck (out-of-bounds and misaligned accesses,
 #     errors from CUDA calls), racecheck (shared-memory races) and initcheck (reads of device
-#     memory nothing wrote), for the tests each tool's list names (60 s each at most).
+#     memory nothing wrote), for the tests each tool's list names (60 s each at most);
+#  3. repeat: the gpu tests that compare against the CPU, each run --repeat times (fresh random
+#     inputs every time), counting the runs that fail: a tolerance that holds once can still
+#     fail one run in twenty (the attention test's old rule did, 2026-11-29).
 #
 #   tools/gpu_inspect.sh --prebuilt DIR|BUNDLE.tar.xz [--out DIR] [--budget SECONDS]
-#                        [--stages kernels,sanitizers]
+#                        [--stages kernels,sanitizers,repeat] [--repeat N]
 #
 # --out (default /tmp/choir-gpu-inspect) receives sanitizer.tsv, kernels.tsv (every kernel
-# name with launches and total microseconds per profiled case), table.txt (printed last) and
-# logs.tar.gz. Exit status 1 if a sanitizer reports an error or a stage fails or runs out of time.
+# name with launches and total microseconds per profiled case), repeat.tsv (test, runs, failed
+# runs), table.txt (printed last) and logs.tar.gz. Exit status 1 if a sanitizer reports an error or a stage fails or runs out of time.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=tools/gpu_env.sh
 source "$ROOT/tools/gpu_env.sh"
-PREBUILT="" OUT="/tmp/choir-gpu-inspect" BUDGET=300 STAGES="kernels,sanitizers"
+PREBUILT="" OUT="/tmp/choir-gpu-inspect" BUDGET=420 STAGES="kernels,sanitizers,repeat" REPEAT=25
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --prebuilt) PREBUILT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --budget) BUDGET="$2"; shift 2 ;;
     --stages) STAGES="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
     *) echo "gpu_inspect: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 for stage in ${STAGES//,/ }; do
-  [[ $stage == kernels || $stage == sanitizers ]] || { echo "gpu_inspect: unknown stage '$stage' (kernels, sanitizers)" >&2; exit 2; }
+  [[ $stage == kernels || $stage == sanitizers || $stage == repeat ]] ||
+    { echo "gpu_inspect: unknown stage '$stage' (kernels, sanitizers, repeat)" >&2; exit 2; }
 done
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 [[ -n "$PREBUILT" ]] || { echo "gpu_inspect: --prebuilt is required (tools/gpu_prepare.sh makes one)" >&2; exit 2; }
@@ -142,6 +147,26 @@ else
   say "compute-sanitizer not found: sanitizer stage skipped"; FAILED=1
 fi
 
+# 3. Repeats. gtest runs the whole binary N times; each run draws a fresh seed, and a failing
+# run prints its seed (CHOIR_TEST_SEED=N replays it).
+: >"$OUT/repeat.tsv"
+if want repeat; then
+  for t in gpu_ops_test gpu_layers_test gpu_attention_test gpu_model_test; do
+    lim=$(limit 90) || { say "repeat $t: skipped, budget spent"; printf '%s\t0\tno-time\n' "$t" >>"$OUT/repeat.tsv"; FAILED=1; continue; }
+    CHOIR_GPU_REQUIRED=1 timeout "$lim" "$TESTS/$t" --gtest_repeat="$REPEAT" >"$LOGS/repeat_$t.log" 2>&1
+    rc=$?
+    # gtest closes every repetition with "[==========] k tests ... ran." and a failed one with
+    # "[  FAILED  ] k test(s), listed below:".
+    runs=$(grep -c '^\[==========\] .* ran\.' "$LOGS/repeat_$t.log")
+    failed=$(grep -c '^\[  FAILED  \] [0-9]* tests\?, listed below' "$LOGS/repeat_$t.log")
+    [[ $rc -ne 0 ]] && FAILED=1
+    [[ $rc -eq 124 ]] && failed="$failed+timeout"
+    printf '%s\t%s\t%s\n' "$t" "$runs" "$failed" >>"$OUT/repeat.tsv"
+    say "repeat $t: $runs runs, $failed failed"
+    [[ $rc -ne 0 ]] && grep -A3 'Failure$' "$LOGS/repeat_$t.log" | head -12
+  done
+fi
+
 python3 - "$OUT" <<'PY' | tee "$OUT/table.txt"
 import os, re, sys
 out = sys.argv[1]
@@ -149,6 +174,9 @@ print("\n== GPU inspect ==")
 for line in open(os.path.join(out, "sanitizer.tsv")):
     f = line.rstrip("\n").split("\t")
     print(f"{f[0]:10s} {f[1]:20s} {f[2]:18s} {f[3] if len(f) > 3 else ''}")
+for line in open(os.path.join(out, "repeat.tsv")):
+    t, runs, failed = line.rstrip("\n").split("\t")
+    print(f"repeat     {t:20s} {runs:>4s} runs, failed {failed}")
 KINDS = {
     "attention": "ValidPositionsKernel WeightsKernel WeightedSumKernel ScoreGradKernel QueryGradKernel KeyGradKernel",
     "activations and norms": "PointwiseForwardKernel PointwiseBackwardKernel PreluForwardKernel PreluInputGradKernel "
