@@ -8,7 +8,8 @@
 # 2. .gpu/bundle.tar.xz (tools/gpu_bundle.sh: the binaries and their non-system libraries);
 # 3. .gpu/groups.tsv and .gpu/priors/ from a quickstart run (default runs/quickstart), for the
 #    ChoirRec end-to-end benchmark; skipped with a note when that run is absent.
-# .gpu/ is added to .git/info/exclude. It then prints the device call to make.
+# .gpu/ is added to .git/info/exclude. It then prints the device calls to make (tools/gpu_check.sh,
+# then tools/gpu_inspect.sh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD=/tmp/gpubuild
@@ -42,3 +43,4 @@ else
 fi
 echo "gpu_prepare: .gpu holds $(du -sh .gpu | cut -f1) (the device call carries at most 64 MiB)"
 echo "device call: run(command=\"tools/gpu_check.sh --prebuilt .gpu/bundle.tar.xz${groups_args} --out \$OUT\", carry=[\".gpu\"], timeout_s=500)"
+echo "and, with device time left: run(command=\"tools/gpu_inspect.sh --prebuilt .gpu/bundle.tar.xz --out \$OUT\", carry=[\".gpu\"], timeout_s=460)"
