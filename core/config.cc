@@ -170,6 +170,9 @@ absl::Status ValidateDataConfig(const DataConfig& data) {
     return absl::InvalidArgumentError(absl::StrCat(field, " must be ", want, " (it is ", value, ")"));
   };
   if (data.max_bad_rows() < 0) return bad("data.max_bad_rows", ">= 0", data.max_bad_rows());
+  if (data.reader_threads() < 1 || data.reader_threads() > 64) {
+    return bad("data.reader_threads", "in [1, 64]", data.reader_threads());
+  }
   if (!(data.max_bad_fraction() >= 0 && data.max_bad_fraction() <= 1)) {
     return bad("data.max_bad_fraction", "in [0, 1]", data.max_bad_fraction());
   }

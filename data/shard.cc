@@ -3,11 +3,18 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <limits>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/config.h"
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/crc32c.h"
@@ -642,9 +649,128 @@ absl::Status ShardReader::ReadBlock(size_t i, RowBlock* out) const {
 // ---------------------------------------------------------------------------------------------
 // ForEachBlock
 
+namespace {
+
+// One block read by a decoder thread of ParallelForEachBlock, committed in file order.
+struct BlockJob {
+  std::shared_ptr<const ShardReader> reader;
+  size_t index = 0;
+  bool done = false;  // guarded by the caller's mutex
+  absl::Status status;
+  int64_t rows = 0;  // good: the block's rows; DATA_LOSS: the rows lost
+  RowBlock block;    // reused by the next job that takes this one's place
+};
+
+// ForEachBlock with `threads` threads reading and decoding blocks ahead of `fn`. The calling
+// thread opens the files, queues each block, and commits the blocks in file order (budget, then
+// `fn`), so what `fn` sees and what is counted is ForEachBlock's. At most threads + 1 blocks are
+// read ahead; on return (done, an error, or `fn` failing) the threads finish the block in hand
+// and the rest of the queue is dropped.
+absl::Status ParallelForEachBlock(FileSystem* fs, const std::vector<std::string>& files,
+                                  ErrorCounter* errors,
+                                  const std::function<absl::Status(const RowBlock&)>& fn,
+                                  int threads) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<BlockJob*> todo;  // queued, not yet taken by a thread
+  bool quit = false;
+  std::deque<std::unique_ptr<BlockJob>> window;  // queued or read, in file order
+  std::vector<std::unique_ptr<BlockJob>> spare;   // committed, their blocks' memory kept
+  std::vector<std::thread> pool;
+  // Runs before `window` and `spare` are destroyed: no thread touches a job after this.
+  absl::Cleanup stop = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      quit = true;
+      todo.clear();
+    }
+    cv.notify_all();
+    for (std::thread& t : pool) t.join();
+  };
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      while (true) {
+        cv.wait(lock, [&] { return quit || !todo.empty(); });
+        if (quit) return;
+        BlockJob* job = todo.front();
+        todo.pop_front();
+        lock.unlock();
+        job->status = job->reader->ReadBlock(job->index, &job->block);
+        if (job->status.ok()) {
+          job->rows = static_cast<int64_t>(job->block.num_rows());
+        } else if (job->status.code() == absl::StatusCode::kDataLoss) {
+          const absl::StatusOr<uint32_t> rows = job->reader->BlockRows(job->index);
+          job->rows = rows.ok() ? *rows : 1;
+        }
+        lock.lock();
+        job->done = true;
+        cv.notify_all();
+      }
+    });
+  }
+  // Waits for the oldest job, counts it and hands its block to `fn`.
+  auto commit_oldest = [&]() -> absl::Status {
+    BlockJob* job = window.front().get();
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return job->done; });
+    }
+    if (job->status.ok()) {
+      errors->CountGood(job->rows);
+      RETURN_IF_ERROR(fn(job->block));
+    } else {
+      if (job->status.code() != absl::StatusCode::kDataLoss) return job->status;
+      RETURN_IF_ERROR(errors->CountBad(job->status, job->rows));
+    }
+    job->reader.reset();
+    spare.push_back(std::move(window.front()));
+    window.pop_front();
+    return absl::OkStatus();
+  };
+  const size_t ahead = static_cast<size_t>(threads) + 1;  // every thread busy, one block ready
+  for (const std::string& path : files) {
+    absl::StatusOr<std::unique_ptr<ShardReader>> opened = ShardReader::Open(fs, path);
+    if (!opened.ok()) {
+      // Blocks of earlier files come first.
+      while (!window.empty()) RETURN_IF_ERROR(commit_oldest());
+      if (opened.status().code() != absl::StatusCode::kDataLoss) return opened.status();
+      RETURN_IF_ERROR(errors->CountBad(opened.status(), RowsLostWithFile(fs, path)));
+      continue;
+    }
+    std::shared_ptr<const ShardReader> reader = std::move(*opened);
+    for (size_t i = 0; i < reader->num_blocks(); ++i) {
+      while (window.size() >= ahead) RETURN_IF_ERROR(commit_oldest());
+      std::unique_ptr<BlockJob> job;
+      if (spare.empty()) {
+        job = std::make_unique<BlockJob>();
+      } else {
+        job = std::move(spare.back());
+        spare.pop_back();
+      }
+      job->reader = reader;
+      job->index = i;
+      job->done = false;
+      job->status = absl::OkStatus();
+      job->rows = 0;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        todo.push_back(job.get());
+      }
+      cv.notify_all();
+      window.push_back(std::move(job));
+    }
+  }
+  while (!window.empty()) RETURN_IF_ERROR(commit_oldest());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ForEachBlock(FileSystem* fs, const std::vector<std::string>& files,
                           ErrorCounter* errors,
-                          const std::function<absl::Status(const RowBlock&)>& fn) {
+                          const std::function<absl::Status(const RowBlock&)>& fn, int threads) {
+  if (threads > 1) return ParallelForEachBlock(fs, files, errors, fn, threads);
   RowBlock block;
   for (const std::string& path : files) {
     absl::StatusOr<std::unique_ptr<ShardReader>> reader = ShardReader::Open(fs, path);

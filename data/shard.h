@@ -143,9 +143,12 @@ class ShardReader {
 // so that max_errors and max_fraction are in rows. Bad inputs are skipped while within
 // budget; otherwise that error is returned. Errors of other codes (a missing file, a newer
 // version) and the first error `fn` returns are returned at once.
+// threads > 1: that many threads read and decode blocks (checksum, zstd, columns) ahead of `fn`,
+// at most threads + 1 blocks; `fn` still runs on the calling thread, block by block in file
+// order, and the errors are counted in that order, so the outcome is the same as with 1.
 absl::Status ForEachBlock(FileSystem* fs, const std::vector<std::string>& files,
                           ErrorCounter* errors,
-                          const std::function<absl::Status(const RowBlock&)>& fn);
+                          const std::function<absl::Status(const RowBlock&)>& fn, int threads = 1);
 
 }  // namespace choir::data
 

@@ -200,7 +200,8 @@ class BatchReaderImpl : public BatchReader {
     ++samples_;
   }
 
-  // The producer thread: decodes blocks in file order, converts rows, hands them over.
+  // The producer thread: converts the blocks (decoded by decode_threads threads) in file order
+  // and hands them over.
   void Produce() {
     ErrorCounter errors(options_.budget);
     absl::Status status;
@@ -215,7 +216,7 @@ class BatchReaderImpl : public BatchReader {
         lock.unlock();
         cv_.notify_all();
         return absl::OkStatus();
-      });
+      }, options_.decode_threads);
     }
     std::lock_guard<std::mutex> lock(mu_);
     producer_status_ = status.code() == absl::StatusCode::kCancelled ? absl::OkStatus() : status;
@@ -318,8 +319,9 @@ absl::StatusOr<std::unique_ptr<BatchReader>> BatchReader::Open(FileSystem* fs,
                                                                FeatureLayout layout,
                                                                const BatchReaderOptions& options) {
   if (options.batch_size < 1 || options.shuffle_buffer < 0 || options.epochs < 1 ||
-      options.prefetch_blocks < 1) {
-    return absl::InvalidArgumentError("batch reader: batch_size, epochs, prefetch_blocks must be >= 1");
+      options.prefetch_blocks < 1 || options.decode_threads < 1) {
+    return absl::InvalidArgumentError(
+        "batch reader: batch_size, epochs, prefetch_blocks, decode_threads must be >= 1");
   }
   if (files.empty()) return absl::InvalidArgumentError("batch reader: no input files");
   return std::unique_ptr<BatchReader>(new BatchReaderImpl(fs, std::move(files), std::move(layout), options));

@@ -3,8 +3,9 @@
 // Features come from the schema (FeatureLayout): categorical INT64 fields become 64-bit feature
 // keys FeatureKey(slot, value), dense FLOAT fields log1p(max(0, x)), behaviour sequences keys
 // in the slot of their target field (so "hist_item" and "item_id" share one embedding table).
-// A background thread decodes blocks in file order; the caller's thread shuffles through a
-// seeded buffer and assembles batches, so the order of samples is a function of the seed.
+// A background thread converts blocks in file order (decode_threads threads read and decode them
+// ahead of it); the caller's thread shuffles through a seeded buffer and assembles batches, so
+// the order of samples is a function of the seed.
 #ifndef CHOIR_WORKER_BATCH_READER_H_
 #define CHOIR_WORKER_BATCH_READER_H_
 
@@ -78,8 +79,11 @@ struct BatchReaderOptions {
   int epochs = 1;
   // Corrupt blocks tolerated (counted in rows) before failing.
   ErrorBudget budget;
-  // Blocks decoded ahead by the background thread. Default 4.
+  // Blocks converted ahead by the background thread. Default 4.
   int prefetch_blocks = 4;
+  // Threads reading and decoding blocks for the background thread (data::ForEachBlock's
+  // `threads`); the samples' order does not depend on it. Default 1.
+  int decode_threads = 1;
   // TASK_CVR: also deliver unclicked rows (label: conversion, 0 for them) instead of skipping
   // them: serving scores every impression's conversion probability. Training never does.
   bool keep_unclicked = false;

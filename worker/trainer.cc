@@ -78,7 +78,7 @@ absl::StatusOr<int64_t> CountClicks(FileSystem* fs, const std::vector<std::strin
   RETURN_IF_ERROR(data::ForEachBlock(fs, files, &errors, [&](const data::RowBlock& b) {
     for (size_t r = 0; r < b.num_rows(); ++r) clicks += b.Int(layout.click_column, r) != 0;
     return absl::OkStatus();
-  }));
+  }, job.data().reader_threads()));
   return clicks;
 }
 
@@ -600,6 +600,7 @@ absl::StatusOr<TrainResult> TrainAndEvaluate(FileSystem* fs, const JobConfig& jo
   ro.epochs = tc.epochs();
   ro.budget.max_errors = job.data().max_bad_rows();
   ro.budget.max_fraction = job.data().max_bad_fraction();
+  ro.decode_threads = job.data().reader_threads();
   ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, train_files, layout, ro));
 
   // The test split, for periodic and final evaluation (buckets from the training period).

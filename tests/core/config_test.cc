@@ -61,6 +61,8 @@ TEST(ConfigTest, DataFieldsOutOfRangeAreNamed) {
       {"data.max_bad_rows=-3", "data.max_bad_rows must be >= 0 (it is -3)"},
       {"data.max_bad_fraction=2", "data.max_bad_fraction must be in [0, 1] (it is 2)"},
       {"data.max_bad_fraction=nan", "data.max_bad_fraction must be in [0, 1] (it is nan)"},
+      {"data.reader_threads=0", "data.reader_threads must be in [1, 64] (it is 0)"},
+      {"data.reader_threads=65", "data.reader_threads must be in [1, 64] (it is 65)"},
       {"data.buckets.window_days=-30", "data.buckets.window_days must be >= 1 (it is -30)"},
       {"data.buckets.low_max_purchases=50",
        "data.buckets.high_min_purchases must be > data.buckets.low_max_purchases (50) (it is 20)"},
@@ -71,7 +73,7 @@ TEST(ConfigTest, DataFieldsOutOfRangeAreNamed) {
     EXPECT_EQ(config.status().message(), message) << spec;
   }
   EXPECT_TRUE(LoadJobConfig(&fs, "", {"data.buckets.low_max_purchases=0", "data.buckets.high_min_purchases=1",
-                                      "data.max_bad_fraction=1"})
+                                      "data.max_bad_fraction=1", "data.reader_threads=64"})
                   .ok());
 }
 

@@ -845,7 +845,8 @@ TEST(ShardReaderTest, MissingFileIsNotFound) {
 
 // ---- ForEachBlock and the error budget.
 
-class ForEachBlockTest : public ::testing::Test {
+// Every case with one thread and with three reading ahead: the same blocks, order and counts.
+class ForEachBlockTest : public ::testing::TestWithParam<int> {
  protected:
   void SetUp() override {
     a_ = RandomBlocks(3, 200, 50);
@@ -865,14 +866,14 @@ class ForEachBlockTest : public ::testing::Test {
     return ForEachBlock(&fs_, {"/a", "/b"}, errors, [got](const RowBlock& block) {
       got->push_back(block);
       return absl::OkStatus();
-    });
+    }, GetParam());
   }
 
   MemFileSystem fs_;
   std::vector<RowBlock> a_, b_;
 };
 
-TEST_F(ForEachBlockTest, DeliversEveryBlockInOrderAndCountsRows) {
+TEST_P(ForEachBlockTest, DeliversEveryBlockInOrderAndCountsRows) {
   ErrorCounter errors;
   std::vector<RowBlock> got;
   ASSERT_TRUE(Run(&errors, &got).ok());
@@ -887,7 +888,7 @@ TEST_F(ForEachBlockTest, DeliversEveryBlockInOrderAndCountsRows) {
   EXPECT_EQ(errors.errors(), 0);
 }
 
-TEST_F(ForEachBlockTest, CorruptBlockFailsWithTheDefaultBudget) {
+TEST_P(ForEachBlockTest, CorruptBlockFailsWithTheDefaultBudget) {
   CorruptBlockOfB(1);
   ErrorCounter errors;
   std::vector<RowBlock> got;
@@ -897,7 +898,7 @@ TEST_F(ForEachBlockTest, CorruptBlockFailsWithTheDefaultBudget) {
   EXPECT_EQ(got.size(), 4u);  // the three of /a and block 0 of /b came before it
 }
 
-TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountsItsRowsWithinBudget) {
+TEST_P(ForEachBlockTest, CorruptBlockIsSkippedAndCountsItsRowsWithinBudget) {
   CorruptBlockOfB(1);
   ErrorBudget budget;
   budget.max_errors = static_cast<int64_t>(b_[1].num_rows());
@@ -918,7 +919,7 @@ TEST_F(ForEachBlockTest, CorruptBlockIsSkippedAndCountsItsRowsWithinBudget) {
   EXPECT_THAT(errors.messages()[0], HasSubstr("/b: block 1"));
 }
 
-TEST_F(ForEachBlockTest, SecondCorruptBlockExceedsABudgetOfTheFirstOnesRows) {
+TEST_P(ForEachBlockTest, SecondCorruptBlockExceedsABudgetOfTheFirstOnesRows) {
   CorruptBlockOfB(1);
   CorruptBlockOfB(3);
   ErrorBudget budget;
@@ -929,7 +930,7 @@ TEST_F(ForEachBlockTest, SecondCorruptBlockExceedsABudgetOfTheFirstOnesRows) {
   EXPECT_EQ(got.size(), 5u);
 }
 
-TEST_F(ForEachBlockTest, BudgetIsInRowsACorruptBlockOf100RowsNeeds100) {
+TEST_P(ForEachBlockTest, BudgetIsInRowsACorruptBlockOf100RowsNeeds100) {
   std::mt19937_64 rng(5);
   const RowBlock hundred = RandomBlock(AllTypesSchema(), 100, &rng);
   ASSERT_TRUE(WriteShard(&fs_, "/c", {hundred}).ok());
@@ -945,7 +946,7 @@ TEST_F(ForEachBlockTest, BudgetIsInRowsACorruptBlockOf100RowsNeeds100) {
     const absl::Status s = ForEachBlock(&fs_, {"/c", "/a"}, &errors, [&blocks](const RowBlock&) {
       ++blocks;
       return absl::OkStatus();
-    });
+    }, GetParam());
     EXPECT_EQ(errors.errors(), 100);
     if (max_errors == 99) {
       EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
@@ -959,7 +960,7 @@ TEST_F(ForEachBlockTest, BudgetIsInRowsACorruptBlockOf100RowsNeeds100) {
   }
 }
 
-TEST_F(ForEachBlockTest, BlockWithACorruptHeaderCountsAsOneBadInput) {
+TEST_P(ForEachBlockTest, BlockWithACorruptHeaderCountsAsOneBadInput) {
   std::string bytes = *fs_.GetContents("/b");
   bytes[FooterOffsets(bytes)[2] + 5] ^= 0x01;  // the row count, under the header CRC
   ASSERT_TRUE(fs_.SetContents("/b", bytes).ok());
@@ -972,7 +973,7 @@ TEST_F(ForEachBlockTest, BlockWithACorruptHeaderCountsAsOneBadInput) {
   EXPECT_EQ(errors.errors(), 1);
 }
 
-TEST_F(ForEachBlockTest, FileWithAnIntactFooterCountsTheFootersRows) {
+TEST_P(ForEachBlockTest, FileWithAnIntactFooterCountsTheFootersRows) {
   std::string bytes = *fs_.GetContents("/a");
   bytes[16] ^= 0x01;  // in the header proto: the header CRC fails, the footer is intact
   ASSERT_TRUE(fs_.SetContents("/a", bytes).ok());
@@ -995,7 +996,7 @@ TEST_F(ForEachBlockTest, FileWithAnIntactFooterCountsTheFootersRows) {
   EXPECT_EQ(Run(&short_errors, &got).code(), absl::StatusCode::kDataLoss);
 }
 
-TEST_F(ForEachBlockTest, TruncatedFileWithoutFooterCountsAsOneBadInput) {
+TEST_P(ForEachBlockTest, TruncatedFileWithoutFooterCountsAsOneBadInput) {
   std::string bytes = *fs_.GetContents("/a");
   ASSERT_TRUE(fs_.SetContents("/a", bytes.substr(0, bytes.size() / 2)).ok());
   ErrorBudget budget;
@@ -1007,24 +1008,72 @@ TEST_F(ForEachBlockTest, TruncatedFileWithoutFooterCountsAsOneBadInput) {
   EXPECT_EQ(errors.errors(), 1);
 }
 
-TEST_F(ForEachBlockTest, MissingFileFailsEvenWithABudget) {
+TEST_P(ForEachBlockTest, MissingFileFailsEvenWithABudget) {
   ErrorBudget budget;
   budget.max_errors = 100;
   ErrorCounter errors(budget);
+  int calls = 0;
   absl::Status s = ForEachBlock(&fs_, {"/a", "/missing"}, &errors,
-                                [](const RowBlock&) { return absl::OkStatus(); });
+                                [&calls](const RowBlock&) { ++calls; return absl::OkStatus(); }, GetParam());
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(calls, 3);  // the blocks of /a came first
 }
 
-TEST_F(ForEachBlockTest, CallbackErrorStopsTheLoop) {
+TEST_P(ForEachBlockTest, CallbackErrorStopsTheLoop) {
   ErrorCounter errors;
   int calls = 0;
   absl::Status s = ForEachBlock(&fs_, {"/a", "/b"}, &errors, [&calls](const RowBlock&) {
     return ++calls == 2 ? absl::CancelledError("enough") : absl::OkStatus();
-  });
+  }, GetParam());
   EXPECT_EQ(s.code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(calls, 2);
 }
+
+// Many small blocks over several files, with corrupt ones among them, read by as many threads
+// as the machine has and more: every outcome equals the single-threaded one.
+TEST_P(ForEachBlockTest, ManyBlocksAndCorruptOnesMatchOneThread) {
+  std::vector<std::string> files;
+  for (int f = 0; f < 5; ++f) {
+    const std::string path = absl::StrCat("/many", f);
+    ASSERT_TRUE(WriteShard(&fs_, path, RandomBlocks(9, 300 + f, 7)).ok());
+    files.push_back(path);
+  }
+  std::string bytes = *fs_.GetContents("/many2");
+  bytes[FooterOffsets(bytes)[4] + 24 + 2] ^= 0x10;
+  ASSERT_TRUE(fs_.SetContents("/many2", bytes).ok());
+  bytes = *fs_.GetContents("/many4");
+  ASSERT_TRUE(fs_.SetContents("/many4", bytes.substr(0, 10)).ok());  // cannot be opened
+  for (int64_t max_errors : {0, 1000}) {
+    SCOPED_TRACE(max_errors);
+    ErrorBudget budget;
+    budget.max_errors = max_errors;
+    ErrorCounter one_errors(budget), errors(budget);
+    std::vector<RowBlock> one, got;
+    auto collect = [](std::vector<RowBlock>* out) {
+      return [out](const RowBlock& b) { out->push_back(b); return absl::OkStatus(); };
+    };
+    const absl::Status one_status = ForEachBlock(&fs_, files, &one_errors, collect(&one), 1);
+    const absl::Status status = ForEachBlock(&fs_, files, &errors, collect(&got), GetParam());
+    EXPECT_EQ(status, one_status);
+    EXPECT_EQ(errors.seen(), one_errors.seen());
+    EXPECT_EQ(errors.errors(), one_errors.errors());
+    EXPECT_EQ(errors.messages(), one_errors.messages());
+    ASSERT_EQ(got.size(), one.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(got[i] == one[i]) << i;
+    if (max_errors == 0) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+      EXPECT_EQ(got.size(), 22u);  // 2 files of 9, then 4 before the corrupt block
+    } else {
+      EXPECT_TRUE(status.ok()) << status;
+      EXPECT_EQ(got.size(), 35u);  // 4 files of 9, less the corrupt block
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, ForEachBlockTest, ::testing::Values(1, 3, 8),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return absl::StrCat(info.param, "Threads");
+                         });
 
 }  // namespace
 }  // namespace choir::data

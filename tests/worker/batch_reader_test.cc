@@ -447,6 +447,23 @@ TEST_F(BatchReaderTest, SameSeedGivesIdenticalBatchSequences) {
   for (size_t i = 0; i < a.batches.size(); ++i) EXPECT_TRUE(a.batches[i] == b.batches[i]) << "batch " << i;
 }
 
+TEST_F(BatchReaderTest, DecodeThreadsDoNotChangeTheBatches) {
+  const FeatureLayout layout = Layout(TASK_CVR);
+  for (int shuffle : {0, 700}) {
+    SCOPED_TRACE(shuffle);
+    BatchReaderOptions options = Options(64, shuffle, 42);
+    options.epochs = 2;
+    ReadResult one = ReadAll(fs_, *train_files_, layout, options);
+    options.decode_threads = 4;
+    ReadResult four = ReadAll(fs_, *train_files_, layout, options);
+    ASSERT_TRUE(one.status.ok() && four.status.ok()) << one.status << four.status;
+    ASSERT_EQ(one.batches.size(), four.batches.size());
+    for (size_t i = 0; i < one.batches.size(); ++i) EXPECT_TRUE(one.batches[i] == four.batches[i]) << "batch " << i;
+    EXPECT_EQ(one.samples, four.samples);
+    EXPECT_EQ(one.filtered, four.filtered);
+  }
+}
+
 TEST_F(BatchReaderTest, DifferentSeedsChangeTheOrderButNotTheSamples) {
   const FeatureLayout layout = Layout(TASK_CTR);
   ReadResult a = ReadAll(fs_, *train_files_, layout, Options(64, 700, 42));
@@ -529,12 +546,13 @@ TEST_F(BatchReaderTest, KeysAreFeatureKeysOfTheRowAndSequencesAreCapped) {
 
 TEST_F(BatchReaderTest, OpenRejectsBadOptionsAndNoFiles) {
   const FeatureLayout layout = Layout(TASK_CTR);
-  for (int which = 0; which < 4; ++which) {
+  for (int which = 0; which < 5; ++which) {
     BatchReaderOptions o;
     if (which == 0) o.batch_size = 0;
     if (which == 1) o.epochs = 0;
     if (which == 2) o.prefetch_blocks = 0;
     if (which == 3) o.shuffle_buffer = -1;
+    if (which == 4) o.decode_threads = 0;
     absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, *train_files_, layout, o);
     ASSERT_FALSE(reader.ok()) << which;
     EXPECT_EQ(reader.status().code(), absl::StatusCode::kInvalidArgument) << which;
@@ -560,6 +578,7 @@ TEST_F(BatchReaderTest, DestroyingAReaderMidStreamReturns) {
   BatchReaderOptions options = Options(8, 0, 1);
   options.prefetch_blocks = 1;
   options.epochs = 5;
+  options.decode_threads = 3;  // decoders blocked on a full read-ahead window as well
   absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, *train_files_, layout, options);
   ASSERT_TRUE(reader.ok()) << reader.status();
   Batch batch;
@@ -614,13 +633,17 @@ TEST(BatchReaderCorruptionTest, CorruptBlockIsDataLossByDefaultAndSkippedWithABu
   EXPECT_LT(static_cast<int64_t>(strict.all.size()), total);
 
   options.budget.max_errors = 1'000'000;
-  ReadResult lenient = ReadAll(&fs, files, *layout, options);
-  ASSERT_TRUE(lenient.status.ok()) << lenient.status;
-  EXPECT_EQ(static_cast<int64_t>(lenient.all.size()), total - block1_rows);
-  // Exactly block 1's samples are missing, in file order.
   std::vector<data::RowBlock> kept = blocks;
   kept.erase(kept.begin() + 1);
-  EXPECT_TRUE(lenient.all == ExpectedSamples(kept, TASK_CTR, layout->max_seq_len));
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    options.decode_threads = threads;
+    ReadResult lenient = ReadAll(&fs, files, *layout, options);
+    ASSERT_TRUE(lenient.status.ok()) << lenient.status;
+    EXPECT_EQ(static_cast<int64_t>(lenient.all.size()), total - block1_rows);
+    // Exactly block 1's samples are missing, in file order.
+    EXPECT_TRUE(lenient.all == ExpectedSamples(kept, TASK_CTR, layout->max_seq_len));
+  }
 }
 
 }  // namespace

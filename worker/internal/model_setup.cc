@@ -80,6 +80,7 @@ absl::StatusOr<std::vector<eval::Prediction>> PredictFiles(FileSystem* fs, const
   options.keep_unclicked = every_row;
   options.budget.max_errors = job.data().max_bad_rows();
   options.budget.max_fraction = job.data().max_bad_fraction();
+  options.decode_threads = job.data().reader_threads();
   ASSIGN_OR_RETURN(std::unique_ptr<BatchReader> reader, BatchReader::Open(fs, files, layout, options));
   model->SetTraining(false);
   Progress progress("samples scored", 0);
@@ -122,7 +123,7 @@ absl::StatusOr<absl::flat_hash_map<int64_t, OwnCounts>> CountOwnRows(FileSystem*
       if (layout.conversion_column >= 0) c.conversions += b.Int(layout.conversion_column, r) != 0;
     }
     return absl::OkStatus();
-  }));
+  }, job.data().reader_threads()));
   return counts;
 }
 
