@@ -32,23 +32,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-gpu-check.XXXXXX")"
-LOGS="$WORK/logs"
-mkdir -p "$LOGS"
-# The logs travel as one archive: a device run brings back only a few files.
-trap 'tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs; rm -rf "$WORK"' EXIT
-START=$SECONDS
-say() { printf '[gpu_check %3ds] %s\n' $((SECONDS - START)) "$*"; }
-FAILED=0
-# limit N: a stage's timeout, N seconds cut to what is left of the budget (20 s kept for the
-# table); prints nothing and fails when under 10 s are left, so the caller skips the stage.
-limit() {
-  local left=$((BUDGET - (SECONDS - START) - 20))
-  ((left < 10)) && return 1
-  echo $((left < $1 ? left : $1))
-}
+gpu_start gpu_check
 out_of_time() { say "$1: skipped, the ${BUDGET}s budget is spent"; FAILED=1; }
 
 if ! nvidia-smi >"$LOGS/nvidia-smi.txt" 2>&1; then

@@ -1,8 +1,33 @@
-# Sourced by tools/gpu_check.sh and tools/gpu_inspect.sh: unpacks a --prebuilt bundle
-# (tools/gpu_bundle.sh) and points the loader at its libraries and at the machine's cuBLAS and
-# NCCL. Expects WORK (a scratch folder), LOGS and a say() function; sets BIN and TESTS.
+# Sourced by tools/gpu_check.sh and tools/gpu_inspect.sh.
 #
+#   gpu_start NAME    with OUT and BUDGET set: makes OUT absolute, a scratch folder WORK with
+#                     LOGS in it (archived to OUT/logs.tar.gz at exit: a device run brings back
+#                     only a few files), and defines say, limit and FAILED=0
 #   gpu_use_prebuilt DIR|BUNDLE.tar.xz
+#                     unpacks a tools/gpu_bundle.sh bundle and points the loader at its
+#                     libraries and at the machine's cuBLAS and NCCL; sets BIN and TESTS
+
+gpu_start() {
+  GPU_SCRIPT="$1"
+  mkdir -p "$OUT"
+  OUT="$(cd "$OUT" && pwd)"
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-$1.XXXXXX")"
+  LOGS="$WORK/logs"
+  mkdir -p "$LOGS"
+  trap 'tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs; rm -rf "$WORK"' EXIT
+  START=$SECONDS
+  FAILED=0
+}
+
+say() { printf '[%s %3ds] %s\n' "${GPU_SCRIPT:-gpu}" $((SECONDS - START)) "$*"; }
+
+# limit N: a stage's timeout, N seconds cut to what is left of BUDGET (20 s kept for the table);
+# prints nothing and fails when under 10 s are left, so the caller skips the stage.
+limit() {
+  local left=$((BUDGET - (SECONDS - START) - 20))
+  ((left < 10)) && return 1
+  echo $((left < $1 ? left : $1))
+}
 gpu_use_prebuilt() {
   local prebuilt="$1"
   if [[ -f "$prebuilt" ]]; then

@@ -38,20 +38,7 @@ for stage in ${STAGES//,/ }; do
 done
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 [[ -n "$PREBUILT" ]] || { echo "gpu_inspect: --prebuilt is required (tools/gpu_prepare.sh makes one)" >&2; exit 2; }
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-gpu-inspect.XXXXXX")"
-LOGS="$WORK/logs"
-mkdir -p "$LOGS"
-trap 'tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs; rm -rf "$WORK"' EXIT
-START=$SECONDS
-say() { printf '[gpu_inspect %3ds] %s\n' $((SECONDS - START)) "$*"; }
-FAILED=0
-limit() {
-  local left=$((BUDGET - (SECONDS - START) - 15))
-  ((left < 10)) && return 1
-  echo $((left < $1 ? left : $1))
-}
+gpu_start gpu_inspect
 # The CUDA tool NAME: on the PATH, in the toolkit, or under Nsight's folder.
 find_tool() {
   command -v "$1" 2>/dev/null && return 0
