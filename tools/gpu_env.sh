@@ -2,18 +2,19 @@
 #
 #   gpu_start NAME    with OUT and BUDGET set: makes OUT absolute, a scratch folder WORK with
 #                     LOGS in it (archived to OUT/logs.tar.gz at exit: a device run brings back
-#                     only a few files), and defines say, limit and FAILED=0
+#                     only a few files), starts the clock of say and limit, sets FAILED=0
+#   say MESSAGE       prints MESSAGE after the script's name and its seconds so far
+#   limit N           a stage's timeout (below)
 #   gpu_use_prebuilt DIR|BUNDLE.tar.xz
 #                     unpacks a tools/gpu_bundle.sh bundle and points the loader at its
 #                     libraries and at the machine's cuBLAS and NCCL; sets BIN and TESTS
 
 gpu_start() {
   GPU_SCRIPT="$1"
-  mkdir -p "$OUT"
-  OUT="$(cd "$OUT" && pwd)"
-  WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-$1.XXXXXX")"
+  mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)" || { echo "$1: cannot use --out $OUT" >&2; exit 1; }
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/choir-$1.XXXXXX")" || { echo "$1: cannot make a scratch folder" >&2; exit 1; }
   LOGS="$WORK/logs"
-  mkdir -p "$LOGS"
+  mkdir -p "$LOGS" || exit 1
   trap 'tar -C "$WORK" -czf "$OUT/logs.tar.gz" logs; rm -rf "$WORK"' EXIT
   START=$SECONDS
   FAILED=0

@@ -44,7 +44,9 @@ find_tool() {
   command -v "$1" 2>/dev/null && return 0
   local p
   for p in /usr/local/cuda/bin/"$1" /usr/local/cuda-*/bin/"$1"; do [[ -x $p ]] && { echo "$p"; return 0; }; done
-  find /opt/nvidia /usr/local -name "$1" -type f -perm -u+x -print -quit 2>/dev/null | grep . && return 0
+  # (find fails when a folder is missing, even where the other holds the tool: no pipefail here.)
+  p="$(find /opt/nvidia /usr/local -name "$1" -type f -perm -u+x -print -quit 2>/dev/null)"
+  [[ -n $p ]] && { echo "$p"; return 0; }
   return 1
 }
 

@@ -43,4 +43,4 @@ else
 fi
 echo "gpu_prepare: .gpu holds $(du -sh .gpu | cut -f1) (the device call carries at most 64 MiB)"
 echo "device call: run(command=\"tools/gpu_check.sh --prebuilt .gpu/bundle.tar.xz${groups_args} --out \$OUT\", carry=[\".gpu\"], timeout_s=500)"
-echo "and, with device time left: run(command=\"tools/gpu_inspect.sh --prebuilt .gpu/bundle.tar.xz --out \$OUT\", carry=[\".gpu\"], timeout_s=460)"
+echo "and, with device time left: run(command=\"tools/gpu_inspect.sh --prebuilt .gpu/bundle.tar.xz --out \$OUT --budget B\", carry=[\".gpu\"], timeout_s=B+40), B at most 420 and what is left"

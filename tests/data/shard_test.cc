@@ -1029,6 +1029,46 @@ TEST_P(ForEachBlockTest, CallbackErrorStopsTheLoop) {
   EXPECT_EQ(calls, 2);
 }
 
+// A file that cannot be opened after one whose blocks are read ahead: those blocks reach `fn`
+// and count first, then the file breaks the budget (or, within it, costs one bad input).
+TEST_P(ForEachBlockTest, UnopenableFileCountsAfterTheBlocksBeforeIt) {
+  const std::string bytes = *fs_.GetContents("/b");
+  ASSERT_TRUE(fs_.SetContents("/truncated", bytes.substr(0, 10)).ok());
+  int64_t rows_of_a = 0;
+  for (const RowBlock& b : a_) rows_of_a += static_cast<int64_t>(b.num_rows());
+  for (int64_t max_errors : {0, 1}) {
+    SCOPED_TRACE(max_errors);
+    ErrorBudget budget;
+    budget.max_errors = max_errors;
+    ErrorCounter errors(budget);
+    std::vector<RowBlock> got;
+    const absl::Status s = ForEachBlock(&fs_, {"/a", "/truncated", "/b"}, &errors, [&got](const RowBlock& b) {
+      got.push_back(b);
+      return absl::OkStatus();
+    }, GetParam());
+    EXPECT_EQ(errors.errors(), 1);
+    if (max_errors == 0) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+      EXPECT_THAT(s.message(), HasSubstr("/truncated"));
+      EXPECT_EQ(got.size(), 3u);
+      EXPECT_EQ(errors.seen(), rows_of_a);  // good inputs; the bad one is in errors()
+    } else {
+      EXPECT_TRUE(s.ok()) << s;
+      EXPECT_EQ(got.size(), 7u);
+    }
+  }
+}
+
+// A file list with nothing to read: no call, no count.
+TEST_P(ForEachBlockTest, NoFilesReadNothing) {
+  ErrorCounter errors;
+  int calls = 0;
+  EXPECT_TRUE(ForEachBlock(&fs_, {}, &errors, [&calls](const RowBlock&) { ++calls; return absl::OkStatus(); },
+                           GetParam()).ok());
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(errors.seen(), 0);
+}
+
 // Many small blocks over several files, with corrupt ones among them, read by as many threads
 // as the machine has and more: every outcome equals the single-threaded one.
 TEST_P(ForEachBlockTest, ManyBlocksAndCorruptOnesMatchOneThread) {

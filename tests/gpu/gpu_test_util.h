@@ -12,6 +12,7 @@
 #define CHOIR_TESTS_GPU_GPU_TEST_UTIL_H_
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -58,7 +59,13 @@ constexpr double kTolerance<double> = 1e-12;
 // CHOIR_TEST_SEED=N in the environment, N (to replay a failure's printed seed).
 inline uint64_t FreshSeed() {
   const char* fixed = std::getenv("CHOIR_TEST_SEED");
-  if (fixed != nullptr && *fixed != '\0') return std::strtoull(fixed, nullptr, 10);
+  if (fixed != nullptr && *fixed != '\0') {
+    char* end = nullptr;
+    errno = 0;
+    const uint64_t seed = std::strtoull(fixed, &end, 10);
+    if (*end == '\0' && errno == 0) return seed;
+    ADD_FAILURE() << "CHOIR_TEST_SEED='" << fixed << "' is not a seed (a decimal uint64)";
+  }
   return std::random_device{}() * 0x9E3779B97F4A7C15ULL ^ std::random_device{}();
 }
 

@@ -578,7 +578,7 @@ TEST_F(BatchReaderTest, DestroyingAReaderMidStreamReturns) {
   BatchReaderOptions options = Options(8, 0, 1);
   options.prefetch_blocks = 1;
   options.epochs = 5;
-  options.decode_threads = 3;  // decoders blocked on a full read-ahead window as well
+  options.decode_threads = 3;  // with decoding threads to stop as well
   absl::StatusOr<std::unique_ptr<BatchReader>> reader = BatchReader::Open(fs_, *train_files_, layout, options);
   ASSERT_TRUE(reader.ok()) << reader.status();
   Batch batch;
