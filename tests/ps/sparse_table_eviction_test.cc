@@ -54,6 +54,19 @@ std::vector<float> InitRow(uint64_t key, const SlotConfig& config) {
 // ---------------------------------------------------------------------------------------------
 // Admission
 
+// A slot whose rows are ledgers: dim 1, SGD with lr 1 and zero initial rows, so a row holds
+// minus the sum of its gradients and a pull tells whether it survived (non-zero) or was
+// recreated (zeros); at most `capacity` rows.
+SlotConfig LedgerSlot(int64_t capacity) {
+  SlotConfig config;
+  config.dim = 1;
+  config.optimizer = OptimizerKind::kSgd;
+  config.learning_rate = 1.0f;
+  config.init_scale = 0;
+  config.capacity = capacity;
+  return config;
+}
+
 TEST(AdmissionTest, AKeyIsStoredAtItsNthPushAndItsGradientsUntilThenAreDropped) {
   SlotConfig config;
   config.dim = 4;
@@ -255,13 +268,7 @@ TEST(LookupTest, LookupsDoNotKeepARowAliveOrChangeTheEvictionOrder) {
   Push(*table, {}, 0.0f);  // two whole steps with lookups only: evicted, as without them
   EXPECT_EQ(table->stats().total.evicted_ttl, 1u);
 
-  SlotConfig lru;
-  lru.dim = 1;
-  lru.optimizer = OptimizerKind::kSgd;
-  lru.learning_rate = 1.0f;
-  lru.init_scale = 0;
-  lru.capacity = 2;
-  auto full = MakeTable(lru, 1);
+  auto full = MakeTable(LedgerSlot(2), 1);
   const uint64_t a = FeatureKey(kSlot, 1), b = FeatureKey(kSlot, 2), c = FeatureKey(kSlot, 3);
   ASSERT_TRUE(full->Push({a, b}, {1.0f, 2.0f}).ok());  // recency: a b
   EXPECT_EQ(Lookup(*full, {a, c}), (std::vector<float>{-1.0f, 0.0f}));  // still a b, no row for c
@@ -273,15 +280,9 @@ TEST(LookupTest, LookupsDoNotKeepARowAliveOrChangeTheEvictionOrder) {
 // ---------------------------------------------------------------------------------------------
 // Capacity
 
-// SGD, lr 1 and zero initial rows: a row holds minus the sum of its gradients, so a pull tells
-// whether it survived (non-zero) or was recreated (zeros).
+// Ledger rows (LedgerSlot): a pull tells whether a row survived or was recreated.
 TEST(CapacityTest, TheLeastRecentlyTouchedRowIsEvictedFirst) {
-  SlotConfig config;
-  config.dim = 1;
-  config.optimizer = OptimizerKind::kSgd;
-  config.learning_rate = 1.0f;
-  config.init_scale = 0;
-  config.capacity = 3;
+  const SlotConfig config = LedgerSlot(3);
   auto table = MakeTable(config, 1);
   const uint64_t a = FeatureKey(kSlot, 1), b = FeatureKey(kSlot, 2), c = FeatureKey(kSlot, 3),
                  d = FeatureKey(kSlot, 4);
@@ -308,12 +309,7 @@ TEST(CapacityTest, TheLeastRecentlyTouchedRowIsEvictedFirst) {
 // an eviction moves the table's last row into the evicted one's place. Keys looked up before
 // the eviction must still read their own rows.
 TEST(CapacityTest, EvictionInsideACallDoesNotMixUpTheRowsLookedUpAhead) {
-  SlotConfig config;
-  config.dim = 1;
-  config.optimizer = OptimizerKind::kSgd;
-  config.learning_rate = 1.0f;
-  config.init_scale = 0;
-  config.capacity = 8;
+  const SlotConfig config = LedgerSlot(8);
   auto table = MakeTable(config, 1);
   std::vector<uint64_t> old_keys;
   std::vector<float> grads;
